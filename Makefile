@@ -1,0 +1,30 @@
+# ferry: two commands for a new user, `make demo` and `make test`.
+export PATH := $(PATH):/usr/local/go/bin:/usr/sbin
+GO ?= go
+
+.PHONY: all deps test test-short vet demo bench clean
+
+all: test
+
+deps:
+	@./scripts/deps.sh
+
+vet: deps
+	$(GO) vet ./...
+
+# Every test, with the race detector, against real sandbox MariaDB servers the tests start.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 14m ./...
+
+test-short: deps
+	$(GO) test -short -count=1 ./...
+
+demo: deps
+	$(GO) run ./examples/demo
+
+bench: deps
+	$(GO) run ./test/bench $(BENCHFLAGS)
+
+clean:
+	rm -rf /tmp/ferry-sandbox-*

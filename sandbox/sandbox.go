@@ -1,0 +1,432 @@
+// Package sandbox starts throw-away MariaDB (or MySQL) servers for tests, examples and the demo.
+//
+// Each Server runs the installed mariadbd binary in its own temporary directory, listens only on a
+// free loopback port, and is configured the way ferry needs a source to be: binary log on,
+// binlog_format=ROW, binlog_row_image=FULL, a unique server_id. A Server can also be started as a
+// replica of another (StartReplica), which the throttler tests use to produce real replication lag.
+//
+// Nothing here is mocked: the servers are real, which is the point. Servers are cheap (under a
+// second to initialise a data directory, a second or two to accept connections), so every test
+// package starts its own and Stop removes every file it made.
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// Options tune a sandbox server. The zero value gives a source suitable for ferry.
+type Options struct {
+	// ExtraArgs are appended to the mariadbd command line, e.g. "--binlog-format=STATEMENT" to
+	// start a deliberately misconfigured server.
+	ExtraArgs []string
+	// BufferPool is innodb_buffer_pool_size; default 128M.
+	BufferPool string
+	// Dir is the parent directory for the server's files; default os.TempDir().
+	Dir string
+	// Logf, when set, receives a line for each server started and stopped.
+	Logf func(format string, args ...any)
+}
+
+// Server is one running mariadbd.
+type Server struct {
+	Port     int
+	Host     string // always 127.0.0.1
+	User     string // root, no password
+	ServerID int
+	Dir      string
+	Socket   string
+
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logf    func(string, ...any)
+	stopped sync.Once
+}
+
+var serverIDs atomic.Int64
+
+func init() { serverIDs.Store(int64(os.Getpid()%1000) * 100) }
+
+// Binaries reports the server and install binaries found on this machine, or an error telling the
+// user how to install them.
+func Binaries() (mariadbd, installDB string, err error) {
+	for _, name := range []string{"mariadbd", "mysqld"} {
+		if p, e := lookPath(name); e == nil {
+			mariadbd = p
+			break
+		}
+	}
+	installDB, _ = lookPath("mariadb-install-db")
+	if installDB == "" {
+		installDB, _ = lookPath("mysql_install_db")
+	}
+	if mariadbd == "" || installDB == "" {
+		return "", "", errors.New("sandbox: mariadbd or mariadb-install-db not found; install the server with `apt-get install -y mariadb-server` (or run `make deps`)")
+	}
+	return mariadbd, installDB, nil
+}
+
+func lookPath(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/local/mysql/bin"} {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
+
+// Start initialises a data directory and starts a server on a free loopback port. It returns once
+// the server accepts connections, or with an error that includes the tail of the server's log.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ { // a free port can be taken between probe and bind
+		s, err := start(ctx, opts)
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+func start(ctx context.Context, opts Options) (*Server, error) {
+	mariadbd, installDB, err := Binaries()
+	if err != nil {
+		return nil, err
+	}
+	parent := opts.Dir
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	dir, err := os.MkdirTemp(parent, "ferry-sandbox-")
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: make directory: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s := &Server{
+		Port:     port,
+		Host:     "127.0.0.1",
+		User:     "root",
+		ServerID: int(serverIDs.Add(1)),
+		Dir:      dir,
+		Socket:   filepath.Join(dir, "mysqld.sock"),
+		exited:   make(chan struct{}),
+		logf:     opts.Logf,
+	}
+	data := filepath.Join(dir, "data")
+	install := exec.CommandContext(ctx, installDB, "--no-defaults", "--datadir="+data,
+		"--auth-root-authentication-method=normal", "--skip-test-db", "--user="+currentUser())
+	if out, err := install.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("sandbox: %s: %w\n%s", installDB, err, tail(out, 2000))
+	}
+	pool := opts.BufferPool
+	if pool == "" {
+		pool = "128M"
+	}
+	args := []string{
+		"--no-defaults",
+		"--datadir=" + data,
+		"--socket=" + s.Socket,
+		"--pid-file=" + filepath.Join(dir, "mysqld.pid"),
+		"--log-error=" + filepath.Join(dir, "error.log"),
+		"--port=" + strconv.Itoa(port),
+		"--bind-address=127.0.0.1",
+		"--skip-name-resolve",
+		"--user=" + currentUser(),
+		"--server-id=" + strconv.Itoa(s.ServerID),
+		"--log-bin=" + filepath.Join(data, "binlog"),
+		"--binlog-format=ROW",
+		"--binlog-row-image=FULL",
+		"--log-slave-updates",
+		"--max-binlog-size=64M",
+		"--innodb-buffer-pool-size=" + pool,
+		"--innodb-log-file-size=128M",
+		"--innodb-flush-log-at-trx-commit=2",
+		"--sync-binlog=0",
+		"--innodb-doublewrite=0",
+		"--max-allowed-packet=64M",
+		"--max-connections=500",
+		"--character-set-server=utf8mb4",
+		"--collation-server=utf8mb4_general_ci",
+		"--skip-performance-schema",
+		"--loose-innodb-use-native-aio=0",
+	}
+	args = append(args, opts.ExtraArgs...)
+	cmd := exec.Command(mariadbd, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("sandbox: start %s: %w", mariadbd, err)
+	}
+	s.cmd = cmd
+	go func() { cmd.Wait(); close(s.exited) }()
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		db, err := sql.Open("mysql", s.DSN(""))
+		if err == nil {
+			err = db.PingContext(ctx)
+			db.Close()
+		}
+		if err == nil {
+			break
+		}
+		select {
+		case <-s.exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("sandbox: mariadbd exited during start-up: %s", tail(append(out.Bytes(), log...), 3000))
+		case <-ctx.Done():
+			s.Stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			s.Stop()
+			return nil, fmt.Errorf("sandbox: server on port %d did not accept connections within 60s: %s", port, tail(log, 3000))
+		}
+	}
+	if s.logf != nil {
+		s.logf("sandbox: mariadbd server_id=%d listening on 127.0.0.1:%d (%s)", s.ServerID, port, dir)
+	}
+	return s, nil
+}
+
+// DSN returns a go-sql-driver/mysql data source name for this server and database (may be empty).
+func (s *Server) DSN(database string) string {
+	cfg := mysql.NewConfig()
+	cfg.User = s.User
+	cfg.Net = "tcp"
+	cfg.Addr = net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
+	cfg.DBName = database
+	cfg.MultiStatements = true
+	cfg.InterpolateParams = true
+	cfg.Timeout = 5 * time.Second
+	return cfg.FormatDSN()
+}
+
+// DB opens a connection pool to this server. The caller closes it.
+func (s *Server) DB(database string) (*sql.DB, error) {
+	return sql.Open("mysql", s.DSN(database))
+}
+
+// MustExec runs statements on the server and returns the first error, wrapped with the statement.
+func (s *Server) Exec(ctx context.Context, stmts ...string) error {
+	db, err := s.DB("")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for _, q := range stmts {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("sandbox: %s: %w", abbreviate(q), err)
+		}
+	}
+	return nil
+}
+
+// Running reports whether the server process is still alive.
+func (s *Server) Running() bool {
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill stops the server abruptly (SIGKILL), as a crash would, keeping its files. Restart brings it
+// back on the same port with the same data.
+func (s *Server) Kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+}
+
+// Restart starts the server again on its port and data directory after Kill.
+func (s *Server) Restart(ctx context.Context) error {
+	if s.Running() {
+		return errors.New("sandbox: restart: server is still running")
+	}
+	mariadbd, _, err := Binaries()
+	if err != nil {
+		return err
+	}
+	args := s.cmd.Args[1:]
+	cmd := exec.Command(mariadbd, args...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("sandbox: restart: %w", err)
+	}
+	s.cmd = cmd
+	s.exited = make(chan struct{})
+	exited := s.exited
+	go func() { cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		db, _ := sql.Open("mysql", s.DSN(""))
+		err = db.PingContext(ctx)
+		db.Close()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(s.Dir, "error.log"))
+			return fmt.Errorf("sandbox: restart: mariadbd exited: %s", tail(log, 2000))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("sandbox: restart: server on port %d did not come back within 60s", s.Port)
+}
+
+// Stop shuts the server down and removes its directory. It is safe to call more than once.
+func (s *Server) Stop() {
+	s.stopped.Do(func() {
+		if s.cmd != nil && s.cmd.Process != nil && s.Running() {
+			s.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-s.exited:
+			case <-time.After(20 * time.Second):
+				s.cmd.Process.Kill()
+				<-s.exited
+			}
+		}
+		os.RemoveAll(s.Dir)
+		if s.logf != nil {
+			s.logf("sandbox: stopped server on port %d", s.Port)
+		}
+	})
+}
+
+// StartReplica starts a new server replicating from primary (MariaDB GTID replication) and waits
+// until replication runs.
+func StartReplica(ctx context.Context, primary *Server, opts Options) (*Server, error) {
+	opts.ExtraArgs = append([]string{"--read-only=0"}, opts.ExtraArgs...)
+	r, err := Start(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	err = r.Exec(ctx,
+		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", primary.Port),
+		"START SLAVE")
+	if err != nil {
+		r.Stop()
+		return nil, err
+	}
+	db, err := r.DB("")
+	if err != nil {
+		r.Stop()
+		return nil, err
+	}
+	defer db.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := SlaveStatus(ctx, db)
+		if err == nil && st["Slave_IO_Running"] == "Yes" && st["Slave_SQL_Running"] == "Yes" {
+			return r, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st, _ := SlaveStatus(ctx, db)
+	r.Stop()
+	return nil, fmt.Errorf("sandbox: replica did not start replicating: IO=%q SQL=%q error=%q", st["Slave_IO_Running"], st["Slave_SQL_Running"], st["Last_Error"]+st["Last_IO_Error"])
+}
+
+// SlaveStatus returns SHOW SLAVE STATUS as a column→value map (empty when not a replica).
+func SlaveStatus(ctx context.Context, db *sql.DB) (map[string]string, error) {
+	rows, err := db.QueryContext(ctx, "SHOW SLAVE STATUS")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	if rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		for i, c := range cols {
+			out[c] = vals[i].String
+		}
+	}
+	return out, rows.Err()
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("sandbox: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func currentUser() string {
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	if os.Geteuid() == 0 {
+		return "root"
+	}
+	return strconv.Itoa(os.Geteuid())
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+func abbreviate(q string) string {
+	q = strings.Join(strings.Fields(q), " ")
+	if len(q) > 120 {
+		return q[:117] + "..."
+	}
+	return q
+}
