@@ -32,6 +32,8 @@ type Column struct {
 	// Generated is true for VIRTUAL and STORED generated columns: they are never written, the
 	// server computes them on the target.
 	Generated bool
+	// Virtual is true for VIRTUAL generated columns (MySQL 8.0.23+ leaves them out of row events).
+	Virtual bool
 	// OctetLength is the maximum length in bytes of a character or binary column.
 	OctetLength int64
 }
@@ -149,6 +151,7 @@ func Load(ctx context.Context, db Querier, database, table string) (*Table, erro
 		c.Unsigned = strings.Contains(strings.ToLower(c.ColumnType), "unsigned")
 		ex := strings.ToUpper(extra)
 		c.Generated = strings.Contains(ex, "VIRTUAL") || strings.Contains(ex, "STORED") || strings.Contains(ex, "PERSISTENT")
+		c.Virtual = strings.Contains(ex, "VIRTUAL")
 		t.Columns = append(t.Columns, c)
 	}
 	rows.Close()
