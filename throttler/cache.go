@@ -34,6 +34,9 @@ func newCached(every time.Duration) *cached {
 }
 
 func (c *cached) check(ctx context.Context, refresh func(context.Context) (Status, error)) (Status, error) {
+	if err := ctx.Err(); err != nil {
+		return Status{}, err
+	}
 	select {
 	case <-c.sem:
 	case <-ctx.Done():
