@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -196,6 +197,18 @@ func (c *copyLoop) wait(t *testing.T, d time.Duration) error {
 		t.Fatalf("copy loop did not end within %s (%d units)", d, c.units.Load())
 		return nil
 	}
+}
+
+// closedAddr returns a loopback address where nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
 
 // mustCheck calls Check and fails the test on error.

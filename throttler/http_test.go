@@ -2,7 +2,6 @@ package throttler_test
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -56,12 +55,7 @@ func TestHTTPPausesAndResumesCopy(t *testing.T) {
 }
 
 func TestHTTPRefusedConnectionThrottles(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + l.Addr().String() + "/throttle"
-	l.Close() // nothing listens there now
+	url := "http://" + closedAddr(t) + "/throttle"
 	h, err := throttler.NewHTTP(throttler.HTTPConfig{URL: url, CheckInterval: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
