@@ -8,7 +8,7 @@
 // Result does not Match.
 //
 // Values are compared as the bytes the server stores, never through a collation: 'a' and 'A' in a
-// case-insensitive column differ, NULL differs from ''. Generated columns are compared (the server
+// case-insensitive column differ, NULL differs from the empty string. Generated columns are compared (the server
 // computes them on both sides) unless ignored.
 package verifier
 

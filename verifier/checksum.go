@@ -1,0 +1,252 @@
+package verifier
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/ferrykit/ferry/throttler"
+)
+
+// Checksum compares tables chunk by chunk with checksums computed by the servers, and reads single
+// rows only from chunks whose checksums differ.
+//
+// Chunks are ranges of the key chosen on the source (`ORDER BY key LIMIT 1 OFFSET ChunkSize-1`
+// finds each upper bound); the same key range is checksummed on the target, the first chunk is open
+// below and the last open above, so every target row falls in some chunk, whatever its key. A chunk's
+// checksum is COUNT(*) and the BIT_XOR of the first 64 bits of each row's MD5 (the row's MD5 is over
+// its columns' MD5s, NULL marked apart from the empty string), so equal chunks never cross the wire and two
+// different chunks compare equal with probability about 2^-64. A differing chunk is read again row by
+// row on both sides (key + one MD5 per column) and merged by key to name the missing, extra and
+// different rows and the differing columns.
+//
+// In the BeforeCutover phase the source still takes writes, so a differing chunk is checksummed again
+// up to Rechecks times, RecheckDelay apart, before it is drilled into; DuringCutover reports the first
+// difference.
+//
+// Cost: one index scan of the source to find chunk bounds, one read of every row on each server
+// (done by the servers, Concurrency chunks at a time), and network traffic proportional to the number
+// of chunks plus the rows of differing chunks. Memory: Concurrency chunks of keys and hashes.
+type Checksum struct {
+	Source, Target *sql.DB
+	// ChunkSize is the number of source rows per chunk; default 1000.
+	ChunkSize int
+	// Concurrency is how many chunks are checksummed at once; default 4. Each uses one connection
+	// to each server, plus one source connection finds chunk bounds.
+	Concurrency int
+	// SampleSize caps the keys kept per category and table; default DefaultSampleSize, negative
+	// keeps none (counts are always complete).
+	SampleSize int
+	// Strict requires the target to hold only the rows the copy filter (TablePair.Where) selects:
+	// the filter is applied to the source only, and every target row outside it is reported as extra.
+	// Without Strict the filter is applied to both sides and target rows outside it are not looked at.
+	Strict bool
+	// Rechecks is how many times a differing chunk is checked again in the BeforeCutover phase;
+	// default 2, negative for none. RecheckDelay is the pause before each; default 200ms.
+	Rechecks     int
+	RecheckDelay time.Duration
+	// Throttler, if set, is waited on before each chunk.
+	Throttler throttler.Throttler
+
+	stats stats
+}
+
+// Stats reports the work done so far.
+func (c *Checksum) Stats() Stats { return c.stats.snapshot() }
+
+// Verify implements Verifier.
+func (c *Checksum) Verify(ctx context.Context, phase Phase, tables []TablePair) (*Result, error) {
+	start := time.Now()
+	plans := make([]*plan, len(tables))
+	for i, p := range tables {
+		pl, err := newPlan(ctx, c.Target, p, c.Strict)
+		if err != nil {
+			return nil, err
+		}
+		plans[i] = pl
+	}
+	results, err := c.verifyPlans(ctx, phase, plans)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Verifier: "checksum", Phase: phase, Tables: results, Duration: time.Since(start)}, nil
+}
+
+type chunk struct {
+	pl     *plan
+	smp    *samples
+	idx    int
+	lo, hi keyVal
+}
+
+func (c *Checksum) verifyPlans(ctx context.Context, phase Phase, plans []*plan) ([]*TableResult, error) {
+	size := c.ChunkSize
+	if size <= 0 {
+		size = 1000
+	}
+	workers := c.Concurrency
+	if workers <= 0 {
+		workers = 4
+	}
+	// One source connection finds bounds, each worker holds one per server: stay within the pools.
+	if n := poolLimit(c.Source); n > 0 {
+		workers = min(workers, n-1)
+	}
+	if n := poolLimit(c.Target); n > 0 {
+		workers = min(workers, n)
+	}
+	if workers < 1 {
+		return nil, fmt.Errorf("verifier: checksum needs at least 2 source and 1 target connections; the pools allow %d and %d", poolLimit(c.Source), poolLimit(c.Target))
+	}
+	smps := make([]*samples, len(plans))
+	for i := range plans {
+		smps[i] = &samples{cap: sampleSize(c.SampleSize)}
+	}
+	g, gctx := newGroup(ctx)
+	chunks := make(chan chunk)
+	g.Go(func() error {
+		defer close(chunks)
+		s, err := pin(gctx, c.Source, &c.stats.s)
+		if err != nil {
+			return err
+		}
+		defer s.release()
+		for i, pl := range plans {
+			var lo keyVal
+			for idx := 0; ; idx++ {
+				hi, err := pl.boundary(gctx, s, lo, size)
+				if err != nil {
+					return err
+				}
+				select {
+				case chunks <- chunk{pl: pl, smp: smps[i], idx: idx, lo: lo, hi: hi}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+				if hi == nil {
+					break
+				}
+				lo = hi
+			}
+		}
+		return nil
+	})
+	for w := 0; w < workers; w++ {
+		g.Go(func() error {
+			src, err := pin(gctx, c.Source, &c.stats.s)
+			if err != nil {
+				return err
+			}
+			defer src.release()
+			tgt, err := pin(gctx, c.Target, &c.stats.t)
+			if err != nil {
+				return err
+			}
+			defer tgt.release()
+			for ck := range chunks {
+				if err := c.check(gctx, phase, src, tgt, ck); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := make([]*TableResult, len(plans))
+	for i, pl := range plans {
+		out[i] = pl.newResult()
+		smps[i].fill(out[i])
+	}
+	return out, nil
+}
+
+func (c *Checksum) check(ctx context.Context, phase Phase, src, tgt *session, ck chunk) error {
+	if err := throttler.Wait(ctx, c.Throttler, nil); err != nil {
+		return err
+	}
+	pl := ck.pl
+	for attempt := 0; ; attempt++ {
+		var sc, tc chunkSum
+		err := both(ctx,
+			func(ctx context.Context) (err error) { sc, err = pl.checksum(ctx, src, &pl.s, ck.lo, ck.hi); return },
+			func(ctx context.Context) (err error) { tc, err = pl.checksum(ctx, tgt, &pl.t, ck.lo, ck.hi); return })
+		if err != nil {
+			return err
+		}
+		if sc == tc {
+			ck.smp.addCompared(sc.count)
+			return nil
+		}
+		if phase != BeforeCutover || attempt >= rechecks(c.Rechecks) {
+			break
+		}
+		if err := sleep(ctx, recheckDelay(c.RecheckDelay)); err != nil {
+			return err
+		}
+	}
+	d, err := pl.compareRange(ctx, src, tgt, ck.lo, ck.hi, true, sampleSize(c.SampleSize), nil)
+	if err != nil {
+		return err
+	}
+	ck.smp.add(d, ck.idx)
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// boundary returns the key of the n-th source row after lo (the inclusive upper bound of the chunk
+// starting after lo), or nil when fewer rows remain (the chunk is open above).
+func (pl *plan) boundary(ctx context.Context, s *session, lo keyVal, n int) (keyVal, error) {
+	var c cond
+	if err := pl.rangeCond(&c, lo, nil); err != nil {
+		return nil, err
+	}
+	pl.s.filter(&c)
+	q := fmt.Sprintf("SELECT %s FROM %s%s WHERE %s%s LIMIT 1 OFFSET %d", pl.keySelect(), pl.s.table, pl.s.index, c.String(), pl.orderBy(), n-1)
+	rows, err := s.query(ctx, q, c.args...)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: chunk bounds of %s: %w", pl.s.table, err)
+	}
+	var k keyVal
+	err = scanRows(rows, len(pl.key), nil, func(r row) error { k = r.key; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("verifier: chunk bounds of %s: %w", pl.s.table, err)
+	}
+	return k, nil
+}
+
+type chunkSum struct {
+	count int64
+	sum   string
+}
+
+// checksum has one side's server checksum the rows of (lo, hi].
+func (pl *plan) checksum(ctx context.Context, s *session, sp *sidePlan, lo, hi keyVal) (chunkSum, error) {
+	var c cond
+	if err := pl.rangeCond(&c, lo, hi); err != nil {
+		return chunkSum{}, err
+	}
+	sp.filter(&c)
+	q := "SELECT COUNT(*), COALESCE(BIT_XOR(CAST(CONV(LEFT(" + rowHash(sp.tokens) + ", 16), 16, 10) AS UNSIGNED)), 0) FROM " +
+		sp.table + sp.index + " WHERE " + c.String()
+	var cs chunkSum
+	if s.stats != nil {
+		s.stats.queries.Add(1)
+	}
+	if err := s.conn.QueryRowContext(ctx, q, c.args...).Scan(&cs.count, &cs.sum); err != nil {
+		return cs, fmt.Errorf("verifier: checksum %s: %w", sp.table, err)
+	}
+	return cs, nil
+}

@@ -1,0 +1,713 @@
+package verifier
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/ferrykit/ferry/schema"
+)
+
+// This file holds what every verifier shares: the session pinning, the per-table plan (which
+// columns are compared and how each is hashed), key handling and the SQL condition builders.
+
+// ---- sessions ----
+
+// session is one connection taken from a caller's pool with the settings the verifiers rely on:
+// time_zone '+00:00' (TIMESTAMP values read the same on both servers) and character_set_results
+// binary (values arrive as the bytes the server stores, never converted). The caller's settings are
+// restored when the session is released; a connection that cannot be restored is discarded, so the
+// caller's pool never sees a changed session.
+type session struct {
+	conn   *sql.Conn
+	tz, cs sql.NullString
+	stats  *sideStats
+}
+
+func pin(ctx context.Context, db *sql.DB, st *sideStats) (*session, error) {
+	if db == nil {
+		return nil, errors.New("verifier: Source and Target must be set")
+	}
+	c, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: connect: %w", err)
+	}
+	s := &session{conn: c, stats: st}
+	if err := c.QueryRowContext(ctx, "SELECT @@session.time_zone, @@session.character_set_results").Scan(&s.tz, &s.cs); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("verifier: read session settings: %w", err)
+	}
+	if _, err := c.ExecContext(ctx, "SET SESSION time_zone = '+00:00', character_set_results = binary"); err != nil {
+		s.discard()
+		return nil, fmt.Errorf("verifier: pin session settings: %w", err)
+	}
+	return s, nil
+}
+
+// release restores the session settings and returns the connection to its pool.
+func (s *session) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var cs any
+	if s.cs.Valid {
+		cs = s.cs.String
+	}
+	if _, err := s.conn.ExecContext(ctx, "SET SESSION time_zone = ?, character_set_results = ?", s.tz.String, cs); err != nil {
+		s.discard()
+		return
+	}
+	s.conn.Close()
+}
+
+// discard closes the underlying connection instead of returning it to the pool.
+func (s *session) discard() {
+	s.conn.Raw(func(any) error { return driver.ErrBadConn })
+	s.conn.Close()
+}
+
+// poolLimit is the pool's maximum number of open connections, 0 for no limit.
+func poolLimit(db *sql.DB) int {
+	if db == nil {
+		return 0
+	}
+	return db.Stats().MaxOpenConnections
+}
+
+func (s *session) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if s.stats != nil {
+		s.stats.queries.Add(1)
+	}
+	return s.conn.QueryContext(ctx, q, args...)
+}
+
+// ---- key columns ----
+
+type keyKind int
+
+const (
+	kInt keyKind = iota // every integer type and YEAR
+	kDecimal
+	kFloat // FLOAT and DOUBLE
+	kDate
+	kDatetime // DATETIME and TIMESTAMP
+	kTime
+	kString // character types: compared through their collation
+	kBinary // binary types: compared byte by byte
+	kBit
+)
+
+// keyCol describes how one key column is read and how a value of it is sent back as a bound.
+//
+// A key value travels as its canonical bytes: the stored bytes for string and binary columns, the
+// server's text for numbers and temporal values (the text protocol's form, which is what the copy
+// reads), decimal text for BIT. Bounds are rebuilt from those bytes with an explicit type so the
+// server compares them the way it orders the index: strings are sent as hex and cast to the column's
+// charset and collation (a `_binary` literal would compare byte-wise, not by collation), integers as
+// integers (a string would be compared as a double and lose precision above 2^53), decimals cast to
+// the column's DECIMAL(M,D).
+type keyCol struct {
+	col  *schema.Column
+	name string // quoted
+	kind keyKind
+	sel  string // select expression giving the canonical bytes
+	ph   string // placeholder expression with one '?'
+}
+
+var decimalRE = regexp.MustCompile(`(?i)^decimal\((\d+),(\d+)\)`)
+
+func newKeyCol(c *schema.Column) (keyCol, error) {
+	q := schema.QuoteIdent(c.Name)
+	k := keyCol{col: c, name: q, sel: q, ph: "?"}
+	switch c.DataType {
+	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year":
+		k.kind = kInt
+	case "decimal", "numeric":
+		k.kind = kDecimal
+		m := decimalRE.FindStringSubmatch(c.ColumnType)
+		if m == nil {
+			return k, fmt.Errorf("key column %s: cannot read precision of %q", c.Name, c.ColumnType)
+		}
+		k.ph = "CAST(? AS DECIMAL(" + m[1] + "," + m[2] + "))"
+	case "float", "double", "real":
+		k.kind = kFloat
+		k.sel = "CAST(" + q + " AS DOUBLE)"
+		k.ph = "CAST(? AS DOUBLE)"
+	case "date":
+		k.kind = kDate
+		k.sel = "CAST(" + q + " AS CHAR)"
+		k.ph = "CAST(? AS DATE)"
+	case "datetime", "timestamp":
+		k.kind = kDatetime
+		k.sel = "CAST(" + q + " AS CHAR)"
+		k.ph = "CAST(? AS DATETIME(6))"
+	case "time":
+		k.kind = kTime
+		k.sel = "CAST(" + q + " AS CHAR)"
+		k.ph = "CAST(? AS TIME(6))"
+	case "char", "varchar", "tinytext", "text", "mediumtext", "longtext":
+		if c.Charset == "" || c.Collation == "" {
+			return k, fmt.Errorf("key column %s: no charset/collation known", c.Name)
+		}
+		k.kind = kString
+		k.ph = "CAST(UNHEX(?) AS CHAR CHARACTER SET " + c.Charset + ") COLLATE " + c.Collation
+	case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+		k.kind = kBinary
+		k.ph = "UNHEX(?)"
+	case "bit":
+		k.kind = kBit
+		k.sel = "CAST(" + q + " AS UNSIGNED)"
+	default:
+		return k, fmt.Errorf("key column %s: type %s is not supported as a verification key", c.Name, c.ColumnType)
+	}
+	return k, nil
+}
+
+// compatible reports why a target key column cannot be paged in the same order as the source's.
+func (k keyCol) compatible(t *schema.Column) error {
+	tk, err := newKeyCol(t)
+	if err != nil {
+		return err
+	}
+	if tk.kind != k.kind {
+		return fmt.Errorf("key column %s is %s on the source and %s on the target", k.col.Name, k.col.ColumnType, t.ColumnType)
+	}
+	switch k.kind {
+	case kString:
+		if !strings.EqualFold(k.col.Collation, t.Collation) {
+			return fmt.Errorf("key column %s has collation %s on the source and %s on the target: the servers would order keys differently", k.col.Name, k.col.Collation, t.Collation)
+		}
+	case kBinary, kDate, kDatetime, kTime:
+		if k.col.DataType != t.DataType {
+			return fmt.Errorf("key column %s is %s on the source and %s on the target", k.col.Name, k.col.ColumnType, t.ColumnType)
+		}
+	}
+	return nil
+}
+
+// arg turns canonical key bytes into the argument of k.ph.
+func (k keyCol) arg(v []byte) (any, error) {
+	switch k.kind {
+	case kInt, kBit:
+		s := string(v)
+		if strings.HasPrefix(s, "-") {
+			return strconv.ParseInt(s, 10, 64)
+		}
+		return strconv.ParseUint(s, 10, 64)
+	case kString, kBinary:
+		return hex.EncodeToString(v), nil
+	default:
+		return string(v), nil
+	}
+}
+
+// display renders canonical key bytes for a report: text as text, binary values hex-escaped.
+func (k keyCol) display(v []byte) string {
+	switch k.kind {
+	case kBinary:
+		return "0x" + strings.ToUpper(hex.EncodeToString(v))
+	case kString:
+		cs := strings.ToLower(k.col.Charset)
+		var s string
+		switch {
+		case strings.HasPrefix(cs, "utf8") || cs == "ascii":
+			if !utf8.Valid(v) {
+				return "0x" + strings.ToUpper(hex.EncodeToString(v))
+			}
+			s = string(v)
+		case cs == "latin1":
+			r := make([]rune, len(v))
+			for i, b := range v {
+				r[i] = rune(b)
+			}
+			s = string(r)
+		default:
+			return "0x" + strings.ToUpper(hex.EncodeToString(v))
+		}
+		for _, r := range s {
+			if !unicode.IsPrint(r) {
+				return "0x" + strings.ToUpper(hex.EncodeToString(v))
+			}
+		}
+		return s
+	}
+	return string(v)
+}
+
+// canonical turns a key value as a copy or binlog reader hands it over into canonical key bytes.
+func (k keyCol) canonical(v any) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return nil, fmt.Errorf("key column %s is NULL", k.col.Name)
+	case []byte:
+		if k.kind == kBit {
+			if len(x) > 8 {
+				return nil, fmt.Errorf("key column %s: BIT value of %d bytes", k.col.Name, len(x))
+			}
+			var b [8]byte
+			copy(b[8-len(x):], x)
+			return strconv.AppendUint(nil, binary.BigEndian.Uint64(b[:]), 10), nil
+		}
+		if k.col.IsBinaryFixed() && int64(len(x)) < k.col.OctetLength {
+			// BINARY(N) values lose their trailing zero bytes in the binlog.
+			out := make([]byte, k.col.OctetLength)
+			copy(out, x)
+			return out, nil
+		}
+		return append([]byte(nil), x...), nil
+	case string:
+		return k.canonical([]byte(x))
+	case int64:
+		return strconv.AppendInt(nil, x, 10), nil
+	case int:
+		return strconv.AppendInt(nil, int64(x), 10), nil
+	case int32:
+		return strconv.AppendInt(nil, int64(x), 10), nil
+	case int16:
+		return strconv.AppendInt(nil, int64(x), 10), nil
+	case int8:
+		return strconv.AppendInt(nil, int64(x), 10), nil
+	case uint64:
+		return strconv.AppendUint(nil, x, 10), nil
+	case uint:
+		return strconv.AppendUint(nil, uint64(x), 10), nil
+	case uint32:
+		return strconv.AppendUint(nil, uint64(x), 10), nil
+	case uint16:
+		return strconv.AppendUint(nil, uint64(x), 10), nil
+	case uint8:
+		return strconv.AppendUint(nil, uint64(x), 10), nil
+	case float64:
+		return strconv.AppendFloat(nil, x, 'g', -1, 64), nil
+	case float32:
+		return strconv.AppendFloat(nil, float64(x), 'g', -1, 64), nil
+	case time.Time:
+		return []byte(x.UTC().Format("2006-01-02 15:04:05.000000")), nil
+	case fmt.Stringer:
+		return []byte(x.String()), nil
+	}
+	return nil, fmt.Errorf("key column %s: unsupported value type %T", k.col.Name, v)
+}
+
+// keyVal is a key as canonical bytes, one element per key column.
+type keyVal [][]byte
+
+// id is an unambiguous map key for a keyVal (length-prefixed parts).
+func (k keyVal) id() string {
+	n := 0
+	for _, p := range k {
+		n += len(p) + binary.MaxVarintLen64
+	}
+	b := make([]byte, 0, n)
+	for _, p := range k {
+		b = binary.AppendUvarint(b, uint64(len(p)))
+		b = append(b, p...)
+	}
+	return string(b)
+}
+
+// ---- plans ----
+
+// sidePlan is the SQL of one side of a table pair.
+type sidePlan struct {
+	table  string   // quoted db.table
+	index  string   // FORCE INDEX clause
+	where  string   // filter condition (without parentheses) or ""
+	tokens []string // per compared column: IFNULL(MD5(value),'N')
+}
+
+// plan is the comparison of one table pair: the key, the compared columns and both sides' SQL.
+type plan struct {
+	pair  TablePair
+	src   *schema.Table
+	tgt   *schema.Table
+	key   []keyCol
+	names []string // compared column names (source spelling)
+	s, t  sidePlan
+}
+
+// columnToken is the per-column hash of a compared column on one side: 32 hex digits of the MD5 of
+// the value's bytes, or 'N' for NULL (no MD5 is 'N', so NULL and the empty string differ). Character values are
+// hashed as their stored bytes (CAST AS BINARY: 'a' and 'A' differ whatever the collation); when the
+// two sides store a column in different charsets both are converted to utf8mb4 first, so a latin1 →
+// utf8mb4 conversion by the copy compares equal. FLOAT is widened to DOUBLE (whose text round-trips
+// exactly), BIT compared by value, everything else by the server's text (TIMESTAMP in UTC).
+func columnToken(c, other *schema.Column) string {
+	q := schema.QuoteIdent(c.Name)
+	var e string
+	switch {
+	case c.Charset != "":
+		if other != nil && other.Charset != "" && !strings.EqualFold(c.Charset, other.Charset) {
+			e = "CAST(CONVERT(" + q + " USING utf8mb4) AS BINARY)"
+		} else {
+			e = "CAST(" + q + " AS BINARY)"
+		}
+	case c.DataType == "float" || other != nil && other.DataType == "float":
+		e = "CAST(" + q + " AS DOUBLE)"
+	case c.DataType == "bit":
+		e = "CAST(" + q + " AS UNSIGNED)"
+	default:
+		e = q
+	}
+	return "IFNULL(MD5(" + e + "),'N')"
+}
+
+// rowHash is the MD5 of a row's column tokens.
+func rowHash(tokens []string) string {
+	if len(tokens) == 0 {
+		return "MD5('')"
+	}
+	return "MD5(CONCAT(" + strings.Join(tokens, ",") + "))"
+}
+
+// newPlan loads the target's metadata and checks that the pair can be compared by key.
+func newPlan(ctx context.Context, target *sql.DB, p TablePair, strict bool) (*plan, error) {
+	if p.Source == nil {
+		return nil, errors.New("verifier: TablePair.Source is nil")
+	}
+	if p.TargetDatabase == "" {
+		p.TargetDatabase = p.Source.Database
+	}
+	if p.TargetTable == "" {
+		p.TargetTable = p.Source.Name
+	}
+	tgt, err := schema.Load(ctx, target, p.TargetDatabase, p.TargetTable)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: target of %s: %w", p.Source, err)
+	}
+	return buildPlan(p, tgt, strict)
+}
+
+func buildPlan(p TablePair, tgt *schema.Table, strict bool) (*plan, error) {
+	src := p.Source
+	pl := &plan{pair: p, src: src, tgt: tgt}
+	for _, c := range src.KeyColumns() {
+		k, err := newKeyCol(c)
+		if err != nil {
+			return nil, fmt.Errorf("verifier: %s: %w", src, err)
+		}
+		tc := tgt.Column(c.Name)
+		if tc == nil {
+			return nil, fmt.Errorf("verifier: %s: key column %s does not exist on target %s", src, c.Name, tgt)
+		}
+		if err := k.compatible(tc); err != nil {
+			return nil, fmt.Errorf("verifier: %s: %w", src, err)
+		}
+		pl.key = append(pl.key, k)
+	}
+	// The target must have a unique index on exactly the source's key columns.
+	tIndex := ""
+	for name, cols := range tgt.UniqueKeys {
+		if len(cols) != len(pl.key) {
+			continue
+		}
+		same := true
+		for i, c := range cols {
+			if !strings.EqualFold(c, pl.key[i].col.Name) {
+				same = false
+				break
+			}
+		}
+		if same && (tIndex == "" || name == "PRIMARY") {
+			tIndex = name
+		}
+	}
+	if tIndex == "" {
+		return nil, fmt.Errorf("verifier: %s: target %s has no unique index on the source's key (%s)", src, tgt, strings.Join(keyNames(pl.key), ", "))
+	}
+	ignore := map[string]bool{}
+	for _, n := range p.IgnoreColumns {
+		if src.Column(n) == nil {
+			return nil, fmt.Errorf("verifier: %s: ignored column %s does not exist", src, n)
+		}
+		ignore[strings.ToLower(n)] = true
+	}
+	for i := range src.Columns {
+		c := &src.Columns[i]
+		if ignore[strings.ToLower(c.Name)] {
+			continue
+		}
+		tc := tgt.Column(c.Name)
+		if tc == nil {
+			return nil, fmt.Errorf("verifier: %s: column %s does not exist on target %s (add it to IgnoreColumns to leave it out)", src, c.Name, tgt)
+		}
+		pl.names = append(pl.names, c.Name)
+		pl.s.tokens = append(pl.s.tokens, columnToken(c, tc))
+		pl.t.tokens = append(pl.t.tokens, columnToken(tc, c))
+	}
+	pl.s.table, pl.t.table = src.QualifiedName(), tgt.QualifiedName()
+	pl.s.index = " FORCE INDEX (" + schema.QuoteIdent(src.KeyName) + ")"
+	pl.t.index = " FORCE INDEX (" + schema.QuoteIdent(tIndex) + ")"
+	pl.s.where = strings.TrimSpace(p.Where)
+	if !strict {
+		pl.t.where = pl.s.where
+	}
+	return pl, nil
+}
+
+func keyNames(k []keyCol) []string {
+	out := make([]string, len(k))
+	for i, c := range k {
+		out[i] = c.col.Name
+	}
+	return out
+}
+
+func (pl *plan) newResult() *TableResult {
+	return &TableResult{Source: pl.src.String(), Target: pl.tgt.String()}
+}
+
+// displayKey renders a key for a report.
+func (pl *plan) displayKey(k keyVal) Key {
+	out := make(Key, len(k))
+	for i, p := range k {
+		out[i] = pl.key[i].display(p)
+	}
+	return out
+}
+
+// ---- SQL builders ----
+
+// cond accumulates an SQL condition and its arguments.
+type cond struct {
+	parts []string
+	args  []any
+}
+
+func (c *cond) add(sql string, args ...any) {
+	c.parts = append(c.parts, sql)
+	c.args = append(c.args, args...)
+}
+
+func (c *cond) String() string {
+	if len(c.parts) == 0 {
+		return "1=1"
+	}
+	return strings.Join(c.parts, " AND ")
+}
+
+// keyArgs converts a key's canonical bytes into bound arguments.
+func (pl *plan) keyArgs(k keyVal) ([]any, error) {
+	if len(k) != len(pl.key) {
+		return nil, fmt.Errorf("verifier: %s: key has %d values, want %d", pl.src, len(k), len(pl.key))
+	}
+	args := make([]any, len(k))
+	for i, v := range k {
+		a, err := pl.key[i].arg(v)
+		if err != nil {
+			return nil, fmt.Errorf("verifier: %s: key column %s value %q: %w", pl.src, pl.key[i].col.Name, v, err)
+		}
+		args[i] = a
+	}
+	return args, nil
+}
+
+// compareKey builds `(k1 op1 ?) OR (k1 = ? AND k2 op ?) ...` without row constructors, so the
+// range optimizer uses the index. strictOp is used on every column but the last, lastOp on the last.
+func (pl *plan) compareKey(c *cond, k keyVal, strictOp, lastOp string) error {
+	args, err := pl.keyArgs(k)
+	if err != nil {
+		return err
+	}
+	var ors []string
+	var all []any
+	for i := range pl.key {
+		var ands []string
+		for j := 0; j < i; j++ {
+			ands = append(ands, pl.key[j].name+" = "+pl.key[j].ph)
+			all = append(all, args[j])
+		}
+		op := strictOp
+		if i == len(pl.key)-1 {
+			op = lastOp
+		}
+		ands = append(ands, pl.key[i].name+" "+op+" "+pl.key[i].ph)
+		all = append(all, args[i])
+		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
+	}
+	c.add("("+strings.Join(ors, " OR ")+")", all...)
+	return nil
+}
+
+// rangeCond restricts to keys in (lo, hi]; nil bounds are open.
+func (pl *plan) rangeCond(c *cond, lo, hi keyVal) error {
+	if lo != nil {
+		if err := pl.compareKey(c, lo, ">", ">"); err != nil {
+			return err
+		}
+	}
+	if hi != nil {
+		if err := pl.compareKey(c, hi, "<", "<="); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keysCond restricts to a set of keys.
+func (pl *plan) keysCond(c *cond, keys []keyVal) error {
+	if len(pl.key) == 1 {
+		phs := make([]string, len(keys))
+		args := make([]any, len(keys))
+		for i, k := range keys {
+			a, err := pl.keyArgs(k)
+			if err != nil {
+				return err
+			}
+			phs[i], args[i] = pl.key[0].ph, a[0]
+		}
+		c.add(pl.key[0].name+" IN ("+strings.Join(phs, ", ")+")", args...)
+		return nil
+	}
+	var ors []string
+	var all []any
+	for _, k := range keys {
+		a, err := pl.keyArgs(k)
+		if err != nil {
+			return err
+		}
+		ands := make([]string, len(pl.key))
+		for i, kc := range pl.key {
+			ands[i] = kc.name + " = " + kc.ph
+		}
+		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
+		all = append(all, a...)
+	}
+	c.add("("+strings.Join(ors, " OR ")+")", all...)
+	return nil
+}
+
+func (pl *plan) keySelect() string {
+	s := make([]string, len(pl.key))
+	for i, k := range pl.key {
+		s[i] = k.sel
+	}
+	return strings.Join(s, ", ")
+}
+
+func (pl *plan) orderBy() string {
+	return " ORDER BY " + strings.Join(func() []string {
+		s := make([]string, len(pl.key))
+		for i, k := range pl.key {
+			s[i] = k.name
+		}
+		return s
+	}(), ", ")
+}
+
+func (sp *sidePlan) filter(c *cond) {
+	if sp.where != "" {
+		c.add("(" + sp.where + ")")
+	}
+}
+
+// rowsSQL selects key + per-column tokens (perColumn) or key + row hash, for rows matching c.
+func (pl *plan) rowsSQL(sp *sidePlan, c *cond, perColumn bool, limit int) string {
+	var vals string
+	if perColumn {
+		vals = strings.Join(sp.tokens, ", ")
+		if vals == "" {
+			vals = "''"
+		}
+	} else {
+		vals = rowHash(sp.tokens)
+	}
+	q := "SELECT " + pl.keySelect() + ", " + vals + " FROM " + sp.table + sp.index + " WHERE " + c.String() + pl.orderBy()
+	if limit > 0 {
+		q += " LIMIT " + strconv.Itoa(limit)
+	}
+	return q
+}
+
+// row is one row read for comparison: its key and its hash(es).
+type row struct {
+	key    keyVal
+	hashes []string
+}
+
+// scanRows reads rows of rowsSQL, calling fn for each (fn may keep the row).
+func scanRows(rows *sql.Rows, nkey int, st *sideStats, fn func(row) error) error {
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	raw := make([]sql.RawBytes, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range raw {
+		ptrs[i] = &raw[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		r := row{key: make(keyVal, nkey), hashes: make([]string, len(cols)-nkey)}
+		for i := 0; i < nkey; i++ {
+			r.key[i] = append([]byte{}, raw[i]...)
+		}
+		for i := nkey; i < len(cols); i++ {
+			r.hashes[i-nkey] = string(raw[i])
+		}
+		if st != nil {
+			st.rows.Add(1)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// readRows runs rowsSQL for the range on one side.
+func (pl *plan) readRows(ctx context.Context, s *session, sp *sidePlan, lo, hi keyVal, perColumn bool, limit int, fn func(row) error) error {
+	var c cond
+	if err := pl.rangeCond(&c, lo, hi); err != nil {
+		return err
+	}
+	sp.filter(&c)
+	rows, err := s.query(ctx, pl.rowsSQL(sp, &c, perColumn, limit), c.args...)
+	if err != nil {
+		return fmt.Errorf("verifier: read %s: %w", sp.table, err)
+	}
+	if err := scanRows(rows, len(pl.key), s.stats, fn); err != nil {
+		return fmt.Errorf("verifier: read %s: %w", sp.table, err)
+	}
+	return nil
+}
+
+// readKeys reads the rows with the given keys on one side.
+func (pl *plan) readKeys(ctx context.Context, s *session, sp *sidePlan, keys []keyVal, fn func(row) error) error {
+	var c cond
+	if err := pl.keysCond(&c, keys); err != nil {
+		return err
+	}
+	sp.filter(&c)
+	rows, err := s.query(ctx, pl.rowsSQL(sp, &c, true, 0), c.args...)
+	if err != nil {
+		return fmt.Errorf("verifier: read %s: %w", sp.table, err)
+	}
+	if err := scanRows(rows, len(pl.key), s.stats, fn); err != nil {
+		return fmt.Errorf("verifier: read %s: %w", sp.table, err)
+	}
+	return nil
+}
+
+// differingColumns names the columns whose tokens differ.
+func (pl *plan) differingColumns(a, b []string) []string {
+	var out []string
+	for i := range a {
+		if i < len(b) && a[i] != b[i] {
+			out = append(out, pl.names[i])
+		}
+	}
+	return out
+}
