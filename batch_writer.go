@@ -1,0 +1,121 @@
+package ferry
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/ferrykit/ferry/schema"
+)
+
+// RowBatch is a page of rows read from the source, handed to a BatchWriter while the rows are still
+// share-locked on the source.
+type RowBatch struct {
+	Table *TableCopy
+	// Rows holds, per row, the values of Table.Columns as the source returned them ([]byte or nil).
+	Rows [][]any
+}
+
+// BatchWriter writes copied rows to the target.
+//
+// Contract: WriteBatch returns only once the rows are committed on the target (or with an error), and
+// it must never overwrite a row that already exists there: a row present on the target was put there
+// by the binlog apply and is newer than, or as new as, the copy. The default writer inserts with
+// "ON DUPLICATE KEY UPDATE key = key", which skips existing rows but, unlike INSERT IGNORE, still
+// fails on invalid values instead of storing them mangled.
+type BatchWriter interface {
+	WriteBatch(ctx context.Context, b *RowBatch) error
+}
+
+// TargetBatchWriter is the default BatchWriter: one transaction per batch of multi-row INSERTs,
+// retried with backoff on deadlocks, lock-wait timeouts and lost connections.
+type TargetBatchWriter struct {
+	DB         *sql.DB
+	MaxRetries int
+	Logger     logrus.FieldLogger
+	// MaxStatementBytes splits a batch into several INSERTs above this size; default 8 MiB, safely
+	// under the default max_allowed_packet.
+	MaxStatementBytes int
+}
+
+// WriteBatch implements BatchWriter.
+func (w *TargetBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error {
+	if len(b.Rows) == 0 {
+		return nil
+	}
+	stmts := w.statements(b)
+	log := w.Logger
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	return retry(ctx, max(w.MaxRetries, 1), log, "write batch to "+b.Table.TargetName(), func() error {
+		tx, err := w.DB.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for _, s := range stmts {
+			if _, err := tx.ExecContext(ctx, s.query, s.args...); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("insert into %s: %w", b.Table.TargetName(), err)
+			}
+		}
+		return tx.Commit()
+	})
+}
+
+type statement struct {
+	query string
+	args  []any
+}
+
+func (w *TargetBatchWriter) statements(b *RowBatch) []statement {
+	limit := w.MaxStatementBytes
+	if limit <= 0 {
+		limit = 8 << 20
+	}
+	t := b.Table
+	key := t.Source.KeyColumns()[0].Name
+	head := "INSERT INTO " + t.TargetName() + " (" + t.insertColumns() + ") VALUES "
+	tailSQL := " ON DUPLICATE KEY UPDATE " + schema.QuoteIdent(key) + " = " + schema.QuoteIdent(key)
+	row := t.rowPlaceholders()
+	var out []statement
+	var sb strings.Builder
+	var args []any
+	size, n := 0, 0
+	flush := func() {
+		if n == 0 {
+			return
+		}
+		sb.WriteString(tailSQL)
+		out = append(out, statement{sb.String(), args})
+		sb.Reset()
+		args, size, n = nil, 0, 0
+	}
+	for _, r := range b.Rows {
+		rs := len(row)
+		for _, v := range r {
+			if bs, ok := v.([]byte); ok {
+				rs += 2*len(bs) + 10
+			} else {
+				rs += 24
+			}
+		}
+		if n > 0 && (size+rs > limit || len(args)+len(r) > 60000) {
+			flush()
+		}
+		if n == 0 {
+			sb.WriteString(head)
+		} else {
+			sb.WriteString(", ")
+		}
+		sb.WriteString(row)
+		args = append(args, r...)
+		size += rs
+		n++
+	}
+	flush()
+	return out
+}

@@ -1,0 +1,525 @@
+package ferry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+	"github.com/sirupsen/logrus"
+)
+
+// DMLType is the kind of a row change.
+type DMLType int
+
+const (
+	Insert DMLType = iota + 1
+	Update
+	Delete
+)
+
+func (t DMLType) String() string {
+	switch t {
+	case Insert:
+		return "insert"
+	case Update:
+		return "update"
+	case Delete:
+		return "delete"
+	}
+	return "unknown"
+}
+
+// DMLEvent is one row change of a copied table, decoded from the binlog.
+type DMLEvent struct {
+	Table *TableCopy
+	Type  DMLType
+	// Before and After hold the values of every column of the source table, in table order, ready
+	// to write (see normalizeValue). Before is nil for an insert, After for a delete.
+	Before, After []any
+	// Position is the end of the rows event that carried the change.
+	Position Position
+}
+
+// BinlogBatch is what the streamer hands to its listeners: the row changes of one rows event, or
+// the commit of a transaction (Commit set, Events empty). Commit positions are transaction
+// boundaries: resuming the stream there neither splits a transaction nor skips one.
+type BinlogBatch struct {
+	Events   []DMLEvent
+	Commit   *Position
+	Received time.Time
+	// EventTime is the source server's timestamp of the event (second precision).
+	EventTime time.Time
+}
+
+// BinlogListener receives batches in binlog order. An error stops the stream.
+type BinlogListener func(ctx context.Context, b *BinlogBatch) error
+
+// BinlogStreamer tails the source's binary log and hands the row changes of the copied tables to its
+// listeners, in order.
+type BinlogStreamer interface {
+	// AddListener adds a listener; listeners are called in the order they were added. Add them
+	// before Run.
+	AddListener(l BinlogListener)
+	// Run streams from the position until ctx ends (returning ctx.Err()) or until every event up to
+	// the position given to StopAt has been handed to the listeners (returning nil).
+	Run(ctx context.Context, from Position) error
+	// StopAt asks Run to return once the stream reaches pos.
+	StopAt(pos Position)
+	// Position is the end of the last event handed to the listeners.
+	Position() Position
+}
+
+// SourceBinlogStreamer is the default BinlogStreamer, built on go-mysql's binlog syncer.
+//
+// It registers as a replica with its own server_id and decodes row events of the copied tables
+// only. It refuses, with an error, anything it cannot apply faithfully: statement-format DML and DDL
+// on a copied table, a row image that is not FULL, a table whose column count changed. After a lost
+// connection it reconnects from the last transaction boundary it handed to the listeners; the
+// events after it are delivered again, which the writer applies harmlessly (a row image applied
+// twice is the same row).
+type SourceBinlogStreamer struct {
+	Conn     ConnConfig
+	Flavor   Flavor
+	ServerID uint32
+	// Tables maps "db.table" of the source to the copy.
+	Tables     map[string]*TableCopy
+	MaxRetries int
+	Logger     logrus.FieldLogger
+
+	listeners []BinlogListener
+
+	mu        sync.Mutex
+	pos       Position
+	stopAt    *Position
+	lastEvent time.Time
+	connID    uint32
+}
+
+// AddListener implements BinlogStreamer.
+func (s *SourceBinlogStreamer) AddListener(l BinlogListener) { s.listeners = append(s.listeners, l) }
+
+// StopAt implements BinlogStreamer.
+func (s *SourceBinlogStreamer) StopAt(pos Position) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopAt = &pos
+}
+
+// Position implements BinlogStreamer.
+func (s *SourceBinlogStreamer) Position() Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pos
+}
+
+// LastEventTime is the source timestamp of the last event received.
+func (s *SourceBinlogStreamer) LastEventTime() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastEvent
+}
+
+// ConnectionID is the source's connection id of the current binlog dump connection.
+func (s *SourceBinlogStreamer) ConnectionID() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connID
+}
+
+func (s *SourceBinlogStreamer) reachedStop() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopAt != nil && s.pos.Compare(*s.stopAt) >= 0
+}
+
+// Run implements BinlogStreamer.
+func (s *SourceBinlogStreamer) Run(ctx context.Context, from Position) error {
+	log := s.Logger
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	s.mu.Lock()
+	s.pos = from
+	s.mu.Unlock()
+	resume := from
+	failures := 0
+	delay := 100 * time.Millisecond
+	for {
+		progressed, err := s.stream(ctx, &resume, log)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var p permanentError
+		if errors.As(err, &p) {
+			return fmt.Errorf("binlog stream: %w", p.err)
+		}
+		if progressed {
+			failures, delay = 0, 100*time.Millisecond
+		}
+		failures++
+		if failures > max(s.MaxRetries, 1) {
+			return fmt.Errorf("binlog stream from %s: giving up after %d attempts: %w", resume, failures, err)
+		}
+		log.WithError(err).WithField("position", resume.String()).Warn("binlog stream: connection lost, reconnecting from the last transaction boundary")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+		s.mu.Lock()
+		s.pos = resume
+		s.mu.Unlock()
+	}
+}
+
+// stream runs one connection. It returns nil when the stop position is reached, and reports whether
+// any transaction went through (so a flapping connection that makes progress is retried forever).
+func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log logrus.FieldLogger) (progressed bool, err error) {
+	host, port, err := net.SplitHostPort(s.Conn.Addr())
+	if err != nil {
+		return false, permanent(err)
+	}
+	p, _ := strconv.Atoi(port)
+	cfg := replication.BinlogSyncerConfig{
+		ServerID:                s.ServerID,
+		Flavor:                  s.Flavor.GoMySQLFlavor(),
+		Host:                    host,
+		Port:                    uint16(p),
+		User:                    s.Conn.User,
+		Password:                s.Conn.Password,
+		TimestampStringLocation: time.UTC,
+		RenderJSONAsMySQLText:   true,
+		HeartbeatPeriod:         time.Second,
+		ReadTimeout:             30 * time.Second,
+		DisableRetrySync:        true,
+		Logger:                  quietSlog(),
+	}
+	syncer := replication.NewBinlogSyncer(cfg)
+	defer syncer.Close()
+	st, err := syncer.StartSync(gomysql.Position{Name: resume.File, Pos: resume.Pos})
+	if err != nil {
+		return false, classifyStreamError(err, *resume)
+	}
+	s.mu.Lock()
+	s.connID = syncer.LastConnectionID()
+	s.mu.Unlock()
+
+	dec := &eventDecoder{s: s, file: resume.File}
+	for {
+		if s.reachedStop() {
+			return progressed, nil
+		}
+		wait, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		ev, err := st.GetEvent(wait)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return progressed, ctx.Err()
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				continue
+			}
+			return progressed, classifyStreamError(err, *resume)
+		}
+		committed, err := dec.handle(ctx, ev)
+		if err != nil {
+			return progressed, err
+		}
+		if committed != nil {
+			*resume = *committed
+			progressed = true
+		}
+	}
+}
+
+func classifyStreamError(err error, at Position) error {
+	var me *gomysql.MyError
+	if errors.As(err, &me) && me.Code == 1236 {
+		return permanent(fmt.Errorf("the source no longer has the binlog at %s (purged?): %v; the copy must start over, or keep binlogs longer (expire_logs_days / binlog_expire_logs_seconds)", at, err))
+	}
+	if strings.Contains(err.Error(), "1236") {
+		return permanent(fmt.Errorf("the source no longer has the binlog at %s (purged?): %v; the copy must start over, or keep binlogs longer", at, err))
+	}
+	return err
+}
+
+// eventDecoder turns raw binlog events into listener batches, tracking the position and
+// transaction boundaries.
+type eventDecoder struct {
+	s     *SourceBinlogStreamer
+	file  string
+	inTxn bool
+	gtid  string
+}
+
+const logEventArtificial = 0x20
+
+func (d *eventDecoder) setPos(pos uint32, ts uint32) {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	if d.s.pos.File != d.file || pos > d.s.pos.Pos {
+		d.s.pos = Position{File: d.file, Pos: pos}
+	}
+	if ts > 0 {
+		d.s.lastEvent = time.Unix(int64(ts), 0)
+	}
+}
+
+func (d *eventDecoder) deliver(ctx context.Context, b *BinlogBatch) error {
+	for _, l := range d.s.listeners {
+		if err := l(ctx, b); err != nil {
+			return permanent(err)
+		}
+	}
+	return nil
+}
+
+func (d *eventDecoder) commit(ctx context.Context, h *replication.EventHeader) (*Position, error) {
+	d.inTxn = false
+	d.setPos(h.LogPos, h.Timestamp)
+	p := Position{File: d.file, Pos: h.LogPos, GTID: d.gtid}
+	if err := d.deliver(ctx, &BinlogBatch{Commit: &p, Received: time.Now(), EventTime: time.Unix(int64(h.Timestamp), 0)}); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (d *eventDecoder) handle(ctx context.Context, ev *replication.BinlogEvent) (*Position, error) {
+	h := ev.Header
+	switch e := ev.Event.(type) {
+	case *replication.RotateEvent:
+		d.file = string(e.NextLogName)
+		d.s.mu.Lock()
+		d.s.pos = Position{File: d.file, Pos: uint32(e.Position)}
+		d.s.mu.Unlock()
+		if d.inTxn {
+			return nil, nil
+		}
+		p := Position{File: d.file, Pos: uint32(e.Position), GTID: d.gtid}
+		if err := d.deliver(ctx, &BinlogBatch{Commit: &p, Received: time.Now()}); err != nil {
+			return nil, err
+		}
+		return &p, nil
+	case *replication.TransactionPayloadEvent: // MySQL 8 binlog transaction compression
+		var last *Position
+		for _, inner := range e.Events {
+			p, err := d.handle(ctx, inner)
+			if err != nil {
+				return nil, err
+			}
+			if p != nil {
+				last = p
+			}
+		}
+		d.setPos(h.LogPos, h.Timestamp)
+		return last, nil
+	}
+	if h.Flags&logEventArtificial != 0 || h.LogPos == 0 {
+		return nil, nil
+	}
+	switch e := ev.Event.(type) {
+	case *replication.MariadbGTIDEvent:
+		d.gtid = e.GTID.String()
+		d.inTxn = !e.IsStandalone()
+	case *replication.GTIDEvent:
+		if u, err := uuidString(e.SID); err == nil {
+			d.gtid = fmt.Sprintf("%s:%d", u, e.GNO)
+		}
+	case *replication.XIDEvent:
+		return d.commit(ctx, h)
+	case *replication.QueryEvent:
+		q := strings.TrimSpace(string(e.Query))
+		switch strings.ToUpper(q) {
+		case "BEGIN":
+			d.inTxn = true
+		case "COMMIT":
+			return d.commit(ctx, h)
+		default:
+			if err := d.s.checkStatement(string(e.Schema), q); err != nil {
+				return nil, permanent(err)
+			}
+			if !d.inTxn {
+				return d.commit(ctx, h)
+			}
+		}
+	case *replication.RowsEvent:
+		if err := d.rows(ctx, h, e); err != nil {
+			return nil, err
+		}
+	}
+	d.setPos(h.LogPos, h.Timestamp)
+	return nil, nil
+}
+
+func (d *eventDecoder) rows(ctx context.Context, h *replication.EventHeader, e *replication.RowsEvent) error {
+	if e.Table == nil {
+		return nil
+	}
+	name := string(e.Table.Schema) + "." + string(e.Table.Table)
+	t := d.s.Tables[name]
+	if t == nil {
+		return nil
+	}
+	cols := t.Source.Columns
+	// Which schema columns the event's columns are: all of them, or (MySQL 8.0.23+) all but the
+	// VIRTUAL generated ones. Anything else means the table changed under us.
+	var mapping []int
+	switch int(e.ColumnCount) {
+	case len(cols):
+	default:
+		for i, c := range cols {
+			if !c.Virtual {
+				mapping = append(mapping, i)
+			}
+		}
+		if len(mapping) != int(e.ColumnCount) {
+			return permanent(fmt.Errorf("table %s has %d columns in the binlog but %d when the copy started: its schema changed mid-run; ferry stopped before writing rows under the wrong schema", name, e.ColumnCount, len(cols)))
+		}
+	}
+	for i := range e.SkippedColumns {
+		if len(e.SkippedColumns[i]) > 0 {
+			return permanent(fmt.Errorf("table %s: a row event without the full row image (binlog_row_image is not FULL for some session); set binlog_row_image=FULL globally", name))
+		}
+	}
+	image := func(raw []any) []any {
+		out := make([]any, len(cols))
+		for i, v := range raw {
+			ci := i
+			if mapping != nil {
+				ci = mapping[i]
+			}
+			if ci < len(cols) {
+				out[ci] = normalizeValue(&cols[ci], v)
+			}
+		}
+		return out
+	}
+	pos := Position{File: d.file, Pos: h.LogPos}
+	var evs []DMLEvent
+	switch e.Type() {
+	case replication.EnumRowsEventTypeInsert:
+		for _, r := range e.Rows {
+			evs = append(evs, DMLEvent{Table: t, Type: Insert, After: image(r), Position: pos})
+		}
+	case replication.EnumRowsEventTypeDelete:
+		for _, r := range e.Rows {
+			evs = append(evs, DMLEvent{Table: t, Type: Delete, Before: image(r), Position: pos})
+		}
+	case replication.EnumRowsEventTypeUpdate:
+		for i := 0; i+1 < len(e.Rows); i += 2 {
+			evs = append(evs, DMLEvent{Table: t, Type: Update, Before: image(e.Rows[i]), After: image(e.Rows[i+1]), Position: pos})
+		}
+	default:
+		return nil
+	}
+	return d.deliver(ctx, &BinlogBatch{Events: evs, Received: time.Now(), EventTime: time.Unix(int64(h.Timestamp), 0)})
+}
+
+var leadingComment = regexp.MustCompile(`^(\s*(/\*.*?\*/|#[^\n]*\n|--[^\n]*\n))*\s*`)
+
+// checkStatement refuses statement-format DML and DDL that touch a copied table: ferry could not
+// apply them faithfully, and ignoring them would silently corrupt the copy.
+func (s *SourceBinlogStreamer) checkStatement(defaultDB, q string) error {
+	q = leadingComment.ReplaceAllString(q, "")
+	lower := strings.ToLower(q)
+	verb := lower
+	if i := strings.IndexAny(lower, " \t\n("); i > 0 {
+		verb = lower[:i]
+	}
+	kind := ""
+	switch verb {
+	case "alter", "drop", "rename", "truncate", "create":
+		kind = "DDL"
+	case "insert", "update", "delete", "replace", "load":
+		kind = "statement-format DML"
+	default:
+		return nil
+	}
+	for _, t := range s.Tables {
+		if mentionsTable(lower, strings.ToLower(defaultDB), strings.ToLower(t.Source.Database), strings.ToLower(t.Source.Name)) {
+			if kind == "DDL" {
+				return fmt.Errorf("DDL on copied table %s during the copy (%q): ferry stopped so no row is written under the wrong schema; start the copy again after the schema change", t.Source, abbreviateSQL(q))
+			}
+			return fmt.Errorf("statement-format DML on copied table %s (%q): its rows cannot be applied faithfully; make every session use binlog_format=ROW and start the copy again", t.Source, abbreviateSQL(q))
+		}
+	}
+	return nil
+}
+
+// mentionsTable reports whether a lower-cased statement names table (qualified with db, or
+// unqualified while db is the statement's default database).
+func mentionsTable(q, defaultDB, db, table string) bool {
+	for from := 0; ; {
+		i := strings.Index(q[from:], table)
+		if i < 0 {
+			return false
+		}
+		i += from
+		from = i + len(table)
+		before, after := byte(' '), byte(' ')
+		if i > 0 {
+			before = q[i-1]
+		}
+		if end := i + len(table); end < len(q) {
+			after = q[end]
+		}
+		if before == '`' {
+			if after != '`' {
+				continue
+			}
+			i--
+			if i > 0 {
+				before = q[i-1]
+			} else {
+				before = ' '
+			}
+		} else if isIdentByte(before) || isIdentByte(after) {
+			continue
+		}
+		if before == '.' {
+			qual := strings.TrimSuffix(q[:i-1], "`")
+			j := len(qual)
+			for j > 0 && isIdentByte(qual[j-1]) {
+				j--
+			}
+			if qual[j:] == db {
+				return true
+			}
+			continue
+		}
+		if defaultDB == db {
+			return true
+		}
+	}
+}
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 0x80
+}
+
+func abbreviateSQL(q string) string {
+	q = strings.Join(strings.Fields(q), " ")
+	if len(q) > 100 {
+		return q[:97] + "..."
+	}
+	return q
+}
+
+func uuidString(b []byte) (string, error) {
+	if len(b) != 16 {
+		return "", errors.New("bad sid")
+	}
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
+}

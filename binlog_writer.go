@@ -1,0 +1,356 @@
+package ferry
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/ferrykit/ferry/throttler"
+	"github.com/ferrykit/ferry/verifier"
+)
+
+// BinlogWriter applies the streamer's row changes to the target, in binlog order.
+type BinlogWriter interface {
+	// Write queues a batch (it is the writer's BinlogListener); it blocks while the queue is full.
+	Write(ctx context.Context, b *BinlogBatch) error
+	// Run applies queued batches until Close has been called and the queue is drained (nil), or
+	// ctx ends, or applying fails after retries.
+	Run(ctx context.Context) error
+	// Close lets Run return once everything queued is applied.
+	Close()
+	// Applied is the last transaction boundary whose changes are all committed on the target.
+	Applied() Position
+}
+
+// TargetBinlogWriter is the default BinlogWriter.
+//
+// Each row change becomes "set the row to this image" or "delete the row with this key": an insert
+// or update is applied as REPLACE of the full after-image, a delete (or the old key of an update
+// that changed the key) as DELETE by key. Applying such a change is idempotent, and applying the
+// changes of a stretch of binlog in order leaves every row as the source left it at the end of the
+// stretch, whatever the target held before — which is why a copied row and a racing change always
+// converge, why a transaction that swaps unique values between rows never fails (REPLACE removes
+// the transient conflict; the row it removed is rewritten by its own change), and why replaying the
+// binlog from a checkpoint is harmless. Consecutive changes of one table and kind are sent as one
+// multi-row statement; changes are never reordered.
+type TargetBinlogWriter struct {
+	DB *sql.DB
+	// Filter decides which row images belong on the target (nil: all).
+	Filter CopyFilter
+	// BatchSize is the most row changes applied in one target transaction; default 1000.
+	BatchSize  int
+	MaxRetries int
+	Throttler  throttler.Throttler
+	OnThrottle func(throttler.Status)
+	// Observer, when set, is told the key of every row changed, after the change is committed.
+	Observer verifier.BinlogObserver
+	Logger   logrus.FieldLogger
+
+	once     sync.Once
+	queue    chan *BinlogBatch
+	closed   chan struct{}
+	mu       sync.Mutex
+	received []time.Time // receive times of queued batches, oldest first
+	applying time.Time
+	applied  Position
+	events   atomic.Int64
+}
+
+func (w *TargetBinlogWriter) init() {
+	w.once.Do(func() {
+		w.queue = make(chan *BinlogBatch, 4096)
+		w.closed = make(chan struct{})
+	})
+}
+
+// Write implements BinlogWriter.
+func (w *TargetBinlogWriter) Write(ctx context.Context, b *BinlogBatch) error {
+	w.init()
+	w.mu.Lock()
+	w.received = append(w.received, b.Received)
+	w.mu.Unlock()
+	select {
+	case w.queue <- b:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close implements BinlogWriter.
+func (w *TargetBinlogWriter) Close() {
+	w.init()
+	select {
+	case <-w.closed:
+	default:
+		close(w.closed)
+	}
+}
+
+// Applied implements BinlogWriter.
+func (w *TargetBinlogWriter) Applied() Position {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.applied
+}
+
+// SetApplied sets the starting position (the position the stream starts from).
+func (w *TargetBinlogWriter) SetApplied(p Position) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.applied = p
+}
+
+// EventsApplied counts the row changes applied so far.
+func (w *TargetBinlogWriter) EventsApplied() int64 { return w.events.Load() }
+
+// Backlog is the number of queued batches not yet applied.
+func (w *TargetBinlogWriter) Backlog() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.received)
+}
+
+// Lag is how long the oldest change not yet applied has been waiting (0 when caught up).
+func (w *TargetBinlogWriter) Lag() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	oldest := w.applying
+	if len(w.received) > 0 && (oldest.IsZero() || w.received[0].Before(oldest)) {
+		oldest = w.received[0]
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return time.Since(oldest)
+}
+
+// Run implements BinlogWriter.
+func (w *TargetBinlogWriter) Run(ctx context.Context) error {
+	w.init()
+	limit := w.BatchSize
+	if limit <= 0 {
+		limit = 1000
+	}
+	log := w.Logger
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	for {
+		var first *BinlogBatch
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case first = <-w.queue:
+		case <-w.closed:
+			select {
+			case first = <-w.queue:
+			default:
+				return nil
+			}
+		}
+		pending := []*BinlogBatch{first}
+		n := len(first.Events)
+	drain:
+		for n < limit {
+			select {
+			case b := <-w.queue:
+				pending = append(pending, b)
+				n += len(b.Events)
+			default:
+				break drain
+			}
+		}
+		w.mu.Lock()
+		w.applying = pending[0].Received
+		w.received = w.received[len(pending):]
+		w.mu.Unlock()
+
+		if n > 0 {
+			if err := throttler.Wait(ctx, w.Throttler, w.OnThrottle); err != nil {
+				return fmt.Errorf("binlog apply: %w", err)
+			}
+		}
+		if err := w.apply(ctx, pending, log); err != nil {
+			return err
+		}
+		w.mu.Lock()
+		w.applying = time.Time{}
+		for _, b := range pending {
+			if b.Commit != nil && b.Commit.Compare(w.applied) > 0 {
+				w.applied = *b.Commit
+			}
+		}
+		w.mu.Unlock()
+		w.events.Add(int64(n))
+	}
+}
+
+// rowOp is one idempotent change: set a row to an image, or delete a key.
+type rowOp struct {
+	table  *TableCopy
+	delete bool
+	values []any // the image's values of table.Columns, or the key values to delete
+}
+
+func (w *TargetBinlogWriter) ops(events []DMLEvent) ([]rowOp, error) {
+	var out []rowOp
+	for i := range events {
+		e := &events[i]
+		t := e.Table
+		match := func(row []any) (bool, error) {
+			if row == nil {
+				return false, nil
+			}
+			if w.Filter == nil {
+				return true, nil
+			}
+			return w.Filter.Matches(t.Source, row)
+		}
+		before, err := match(e.Before)
+		if err != nil {
+			return nil, fmt.Errorf("copy filter on %s: %w", t, err)
+		}
+		after, err := match(e.After)
+		if err != nil {
+			return nil, fmt.Errorf("copy filter on %s: %w", t, err)
+		}
+		if before && (!after || !sameKey(t, e.Before, e.After)) {
+			out = append(out, rowOp{table: t, delete: true, values: keyOf(t, e.Before)})
+		}
+		if after {
+			vals := make([]any, len(t.Columns))
+			for j, c := range t.Columns {
+				vals[j] = e.After[c.Ordinal]
+			}
+			out = append(out, rowOp{table: t, values: vals})
+		}
+	}
+	return out, nil
+}
+
+func keyOf(t *TableCopy, row []any) []any {
+	k := make([]any, len(t.Source.Key))
+	for i, ci := range t.Source.Key {
+		k[i] = row[ci]
+	}
+	return k
+}
+
+func sameKey(t *TableCopy, a, b []any) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	return keyString(keyOf(t, a)) == keyString(keyOf(t, b))
+}
+
+func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, log logrus.FieldLogger) error {
+	var events []DMLEvent
+	for _, b := range pending {
+		events = append(events, b.Events...)
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	ops, err := w.ops(events)
+	if err != nil {
+		return err
+	}
+	stmts := applyStatements(ops)
+	err = retry(ctx, max(w.MaxRetries, 1), log, "apply binlog events", func() error {
+		tx, err := w.DB.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for _, s := range stmts {
+			if _, err := tx.ExecContext(ctx, s.query, s.args...); err != nil {
+				tx.Rollback()
+				return err
+			}
+		}
+		return tx.Commit()
+	})
+	if err != nil {
+		return fmt.Errorf("apply binlog events up to %s: %w", events[len(events)-1].Position, err)
+	}
+	if w.Observer != nil {
+		for _, op := range ops {
+			if op.delete {
+				w.Observer.RowChanged(op.table.Source, op.values)
+			} else {
+				w.Observer.RowChanged(op.table.Source, pick(op.values, op.table.keyIndexes()))
+			}
+		}
+	}
+	return nil
+}
+
+func pick(vals []any, idx []int) []any {
+	out := make([]any, len(idx))
+	for i, j := range idx {
+		out[i] = vals[j]
+	}
+	return out
+}
+
+// applyStatements groups consecutive ops of the same table and kind into multi-row statements,
+// keeping their order.
+func applyStatements(ops []rowOp) []statement {
+	const maxBytes = 8 << 20
+	var out []statement
+	for i := 0; i < len(ops); {
+		j := i
+		size := 0
+		for j < len(ops) && ops[j].table == ops[i].table && ops[j].delete == ops[i].delete && size < maxBytes && (j-i+1)*len(ops[i].values) < 60000 {
+			size += approxSize(ops[j].values)
+			j++
+		}
+		group := ops[i:j]
+		t := group[0].table
+		var sb strings.Builder
+		var args []any
+		if group[0].delete {
+			keyCols := t.Source.KeyColumns()
+			sb.WriteString("DELETE FROM " + t.TargetName() + " WHERE ")
+			for k, op := range group {
+				if k > 0 {
+					sb.WriteString(" OR ")
+				}
+				c, a := keyEquals(keyCols, op.values)
+				sb.WriteString(c)
+				args = append(args, a...)
+			}
+		} else {
+			sb.WriteString("REPLACE INTO " + t.TargetName() + " (" + t.insertColumns() + ") VALUES ")
+			row := t.rowPlaceholders()
+			for k, op := range group {
+				if k > 0 {
+					sb.WriteString(", ")
+				}
+				sb.WriteString(row)
+				args = append(args, op.values...)
+			}
+		}
+		out = append(out, statement{sb.String(), args})
+		i = j
+	}
+	return out
+}
+
+func approxSize(vals []any) int {
+	n := 0
+	for _, v := range vals {
+		if b, ok := v.([]byte); ok {
+			n += 2*len(b) + 10
+		} else {
+			n += 24
+		}
+	}
+	return n
+}

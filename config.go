@@ -1,0 +1,277 @@
+package ferry
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/sirupsen/logrus"
+
+	"github.com/ferrykit/ferry/schema"
+)
+
+// ConnConfig says how to reach one server.
+type ConnConfig struct {
+	Host     string
+	Port     int
+	User     string
+	Password string // never logged
+	// Params are extra go-sql-driver/mysql DSN parameters (e.g. "tls": "custom").
+	Params map[string]string
+	// Timeout bounds connecting; default 10s.
+	Timeout time.Duration
+}
+
+// Addr is host:port.
+func (c ConnConfig) Addr() string {
+	port := c.Port
+	if port == 0 {
+		port = 3306
+	}
+	host := c.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// String describes the connection without its password, for logs.
+func (c ConnConfig) String() string { return c.User + "@" + c.Addr() }
+
+// dsn builds the driver configuration. Every ferry connection pins the session so values move as
+// bytes: time_zone is UTC (TIMESTAMP values are never shifted), results come back in the column's
+// own character set (character_set_results=binary, so latin1 stays latin1), and writes run in
+// strict mode with NO_AUTO_VALUE_ON_ZERO (a key of 0 is a row, not a request for a new id).
+func (c ConnConfig) dsn() *mysql.Config {
+	cfg := mysql.NewConfig()
+	cfg.User = c.User
+	cfg.Passwd = c.Password
+	cfg.Net = "tcp"
+	cfg.Addr = c.Addr()
+	cfg.InterpolateParams = true
+	cfg.MaxAllowedPacket = 0 // ask the server
+	cfg.Timeout = c.Timeout
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	cfg.Params = map[string]string{
+		"time_zone":             "'+00:00'",
+		"character_set_results": "binary",
+		"sql_mode":              "'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
+		"foreign_key_checks":    "0",
+	}
+	for k, v := range c.Params {
+		cfg.Params[k] = v
+	}
+	return cfg
+}
+
+// Open opens a connection pool with ferry's session settings and checks that it connects.
+func (c ConnConfig) Open(ctx context.Context) (*sql.DB, error) {
+	connector, err := mysql.NewConnector(c.dsn())
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", c, err)
+	}
+	db := sql.OpenDB(connector)
+	db.SetConnMaxIdleTime(time.Minute)
+	db.SetMaxIdleConns(32)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect %s: %w", c, err)
+	}
+	return db, nil
+}
+
+// TableFilter selects the tables to copy. A table is selected when its database is in Databases (or
+// Databases is empty and it matches an Include pattern) and it matches no Exclude pattern.
+// Patterns are "db.table" with path.Match wildcards: "shop.*", "*.orders", "shop.order_?".
+type TableFilter struct {
+	Databases []string
+	Include   []string
+	Exclude   []string
+}
+
+// Selects reports whether database.table is selected.
+func (f TableFilter) Selects(database, table string) bool {
+	name := database + "." + table
+	for _, p := range f.Exclude {
+		if ok, _ := path.Match(p, name); ok {
+			return false
+		}
+	}
+	for _, d := range f.Databases {
+		if d == database {
+			return true
+		}
+	}
+	for _, p := range f.Include {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (f TableFilter) validate() error {
+	if len(f.Databases) == 0 && len(f.Include) == 0 {
+		return errors.New("no tables selected: set Tables.Databases or Tables.Include (e.g. \"shop.*\")")
+	}
+	for _, p := range append(append([]string{}, f.Include...), f.Exclude...) {
+		if _, err := path.Match(p, "x.y"); err != nil || !strings.Contains(p, ".") {
+			return fmt.Errorf("table pattern %q: want \"database.table\" with optional * and ? wildcards", p)
+		}
+	}
+	return nil
+}
+
+// CopyFilter restricts which rows move, e.g. one tenant's rows. The same filter applies to the row
+// copy (as an SQL condition) and to binlog events (in Go), so both paths agree on which rows belong
+// on the target. An UPDATE that moves a row out of the filter deletes it on the target; one that
+// moves it in inserts it.
+type CopyFilter interface {
+	// Condition returns an SQL condition over table's columns selecting the rows to copy, or "" for
+	// every row of the table.
+	Condition(table *schema.Table) (string, error)
+	// Matches reports whether a row image (values of every column of table, in column order, as
+	// decoded from the binlog) belongs on the target.
+	Matches(table *schema.Table, row []any) (bool, error)
+}
+
+// ColumnEquals is a CopyFilter selecting rows whose Column equals Value, in every table that has the
+// column (tables without it are copied whole), e.g. ColumnEquals{Column: "tenant_id", Value: 42}.
+// Value must be an integer or a string.
+type ColumnEquals struct {
+	Column string
+	Value  any
+}
+
+// Condition implements CopyFilter.
+func (f ColumnEquals) Condition(t *schema.Table) (string, error) {
+	c := t.Column(f.Column)
+	if c == nil {
+		return "", nil
+	}
+	switch v := f.Value.(type) {
+	case int, int32, int64, uint, uint32, uint64:
+		return fmt.Sprintf("%s = %d", schema.QuoteIdent(c.Name), v), nil
+	case string:
+		return fmt.Sprintf("%s = %s", schema.QuoteIdent(c.Name), schema.QuoteString(v)), nil
+	}
+	return "", fmt.Errorf("ColumnEquals: value %v (%T) is not an integer or string", f.Value, f.Value)
+}
+
+// Matches implements CopyFilter.
+func (f ColumnEquals) Matches(t *schema.Table, row []any) (bool, error) {
+	c := t.Column(f.Column)
+	if c == nil {
+		return true, nil
+	}
+	if c.Ordinal >= len(row) {
+		return false, fmt.Errorf("ColumnEquals: row of %s has %d values, column %s is #%d", t, len(row), c.Name, c.Ordinal)
+	}
+	return fmt.Sprint(normalizeValue(c, row[c.Ordinal])) == fmt.Sprint(f.Value), nil
+}
+
+// Config configures a Ferry. The zero value of every optional field is a sensible default.
+type Config struct {
+	Source ConnConfig
+	Target ConnConfig
+	// Tables selects what to copy.
+	Tables TableFilter
+	// DatabaseRewrites maps a source database to the target database it is copied into.
+	DatabaseRewrites map[string]string
+	// TableRewrites maps a source table ("db.table" or "table") to a target table name.
+	TableRewrites map[string]string
+	// Filter restricts the rows copied; nil copies every row.
+	Filter CopyFilter
+
+	// BatchSize is the number of rows per copy batch; default 1000. SetBatchSize changes it while
+	// running.
+	BatchSize int
+	// CopyWorkers is how many key ranges are copied at once, across all tables; default 4.
+	CopyWorkers int
+	// RangesPerTable splits each large table into this many key ranges copied in parallel; default
+	// CopyWorkers.
+	RangesPerTable int
+	// ApplyBatchSize is the maximum number of binlog row events applied in one target transaction;
+	// default 1000.
+	ApplyBatchSize int
+
+	// AllowNonEmptyTarget lets the copy write into target tables that already hold rows. Rows are
+	// never deleted by the copy; existing rows with the same key are kept until a binlog event
+	// replaces them.
+	AllowNonEmptyTarget bool
+	// CreateTargetTables creates missing target tables (and databases) from the source's definition.
+	CreateTargetTables bool
+
+	// ServerID is the replica server_id the binlog streamer registers with; default a random one.
+	ServerID uint32
+	// MaxRetries bounds retries of one batch on transient errors (deadlock, lock wait timeout, lost
+	// connection); default 10, with exponential backoff from 50ms.
+	MaxRetries int
+
+	// Resume, when set, continues an earlier run from its checkpoint instead of starting over.
+	Resume *State
+
+	// Logger receives structured logs; default logrus.StandardLogger().
+	Logger logrus.FieldLogger
+}
+
+func (c *Config) setDefaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.CopyWorkers <= 0 {
+		c.CopyWorkers = 4
+	}
+	if c.RangesPerTable <= 0 {
+		c.RangesPerTable = c.CopyWorkers
+	}
+	if c.ApplyBatchSize <= 0 {
+		c.ApplyBatchSize = 1000
+	}
+	if c.MaxRetries <= 0 {
+		c.MaxRetries = 10
+	}
+	if c.Logger == nil {
+		c.Logger = logrus.StandardLogger()
+	}
+}
+
+// Validate checks the configuration without connecting.
+func (c *Config) Validate() error {
+	if c.Source.User == "" {
+		return errors.New("config: Source.User is empty")
+	}
+	if c.Target.User == "" {
+		return errors.New("config: Target.User is empty")
+	}
+	if err := c.Tables.validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if c.BatchSize < 0 || c.CopyWorkers < 0 || c.RangesPerTable < 0 || c.ApplyBatchSize < 0 {
+		return errors.New("config: sizes and concurrencies must not be negative")
+	}
+	return nil
+}
+
+// targetName returns the target database and table for a source table, after rewrites.
+func (c *Config) targetName(database, table string) (string, string) {
+	tdb, ttable := database, table
+	if r, ok := c.DatabaseRewrites[database]; ok {
+		tdb = r
+	}
+	if r, ok := c.TableRewrites[database+"."+table]; ok {
+		ttable = r
+	} else if r, ok := c.TableRewrites[table]; ok {
+		ttable = r
+	}
+	return tdb, ttable
+}

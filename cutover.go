@@ -1,0 +1,204 @@
+package ferry
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ferrykit/ferry/verifier"
+)
+
+// CutoverHooks are the host's own steps of a cut-over: ferry never decides how writes are stopped
+// or where traffic goes.
+type CutoverHooks interface {
+	// Lock stops writes to the source tables (read_only, an application lock, LOCK TABLES...).
+	Lock(ctx context.Context) error
+	// Swap points traffic at the target. It runs only after every change is applied (and verified,
+	// if a verifier is set).
+	Swap(ctx context.Context) error
+	// Unlock lets writes go on. swapped says whether Swap succeeded: after a failed or aborted
+	// cut-over the source must become writable again.
+	Unlock(ctx context.Context, swapped bool) error
+}
+
+// HookFuncs builds CutoverHooks from functions; a nil function does nothing.
+type HookFuncs struct {
+	LockFunc   func(ctx context.Context) error
+	SwapFunc   func(ctx context.Context) error
+	UnlockFunc func(ctx context.Context, swapped bool) error
+}
+
+func (h HookFuncs) Lock(ctx context.Context) error {
+	if h.LockFunc == nil {
+		return nil
+	}
+	return h.LockFunc(ctx)
+}
+
+func (h HookFuncs) Swap(ctx context.Context) error {
+	if h.SwapFunc == nil {
+		return nil
+	}
+	return h.SwapFunc(ctx)
+}
+
+func (h HookFuncs) Unlock(ctx context.Context, swapped bool) error {
+	if h.UnlockFunc == nil {
+		return nil
+	}
+	return h.UnlockFunc(ctx, swapped)
+}
+
+// ReadOnlyHooks stop writes for a whole-server move by setting the source read_only. Users with
+// SUPER (MySQL) or READ_ONLY ADMIN (MariaDB) are not stopped by read_only: applications must use
+// ordinary accounts. After a successful swap the source stays read-only unless ReleaseAfterSwap is
+// set, so stray writes cannot land on the old server.
+type ReadOnlyHooks struct {
+	Source           *sql.DB
+	SwapFunc         func(ctx context.Context) error
+	ReleaseAfterSwap bool
+}
+
+func (h ReadOnlyHooks) Lock(ctx context.Context) error {
+	if _, err := h.Source.ExecContext(ctx, "SET GLOBAL read_only = 1"); err != nil {
+		return fmt.Errorf("set source read_only: %w", err)
+	}
+	return nil
+}
+
+func (h ReadOnlyHooks) Swap(ctx context.Context) error {
+	if h.SwapFunc == nil {
+		return nil
+	}
+	return h.SwapFunc(ctx)
+}
+
+func (h ReadOnlyHooks) Unlock(ctx context.Context, swapped bool) error {
+	if swapped && !h.ReleaseAfterSwap {
+		return nil
+	}
+	if _, err := h.Source.ExecContext(ctx, "SET GLOBAL read_only = 0"); err != nil {
+		return fmt.Errorf("clear source read_only: %w", err)
+	}
+	return nil
+}
+
+// Cutover drives a Ferry's cut-over around the host's hooks: wait for the copy and the binlog to be
+// caught up, Lock, apply the last changes, verify (optional), stop streaming, Swap, Unlock. The
+// window between Lock returning and Unlock being called is measured and bounded by Timeout; on any
+// failure the source is unlocked and the error says which step failed. A failure before Swap leaves
+// the Ferry streaming, so the cut-over can be tried again.
+type Cutover struct {
+	Ferry *Ferry
+	Hooks CutoverHooks
+	// Verifier runs with writes stopped; a mismatch aborts before Swap. Default: Ferry.Verifier.
+	Verifier verifier.Verifier
+	// MaxLag is the binlog lag below which the cut-over locks; default 500ms.
+	MaxLag time.Duration
+	// Timeout bounds the write-blocked window (flush + verify + swap); default 30s.
+	Timeout time.Duration
+}
+
+// CutoverReport says what happened.
+type CutoverReport struct {
+	// Blocked is the write-blocked window: from the moment Lock returned to the moment Unlock was
+	// called.
+	Blocked time.Duration `json:"blocked_ns"`
+	// Flush is the part of Blocked spent applying the last changes.
+	Flush     time.Duration    `json:"flush_ns"`
+	Verify    time.Duration    `json:"verify_ns"`
+	Position  Position         `json:"position"`
+	Result    *verifier.Result `json:"verification,omitempty"`
+	Swapped   bool             `json:"swapped"`
+	StartedAt time.Time        `json:"started_at"`
+}
+
+// ErrVerificationFailed is returned (wrapped) when the verifier finds differences during cut-over.
+var ErrVerificationFailed = errors.New("verification found differences")
+
+// Run performs the cut-over.
+func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
+	f := c.Ferry
+	if f == nil || c.Hooks == nil {
+		return nil, errors.New("cutover: Ferry and Hooks must be set")
+	}
+	maxLag := c.MaxLag
+	if maxLag <= 0 {
+		maxLag = 500 * time.Millisecond
+	}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	v := c.Verifier
+	if v == nil {
+		v = f.Verifier
+	}
+	rep = &CutoverReport{StartedAt: time.Now()}
+	if err := f.WaitUntilRowCopyIsComplete(ctx); err != nil {
+		return rep, fmt.Errorf("cutover: wait for row copy: %w", err)
+	}
+	if err := f.WaitUntilBinlogCaughtUp(ctx, maxLag); err != nil {
+		return rep, fmt.Errorf("cutover: wait for binlog catch-up: %w", err)
+	}
+	// Catch up once more without the lock, so the locked flush has little left to do.
+	if _, err := f.FlushBinlog(ctx); err != nil {
+		return rep, fmt.Errorf("cutover: catch up before lock: %w", err)
+	}
+	if err := c.Hooks.Lock(ctx); err != nil {
+		unlockErr := c.Hooks.Unlock(context.WithoutCancel(ctx), false)
+		return rep, errors.Join(fmt.Errorf("cutover: lock: %w", err), unlockErr)
+	}
+	locked := time.Now()
+	swapped := false
+	defer func() {
+		rep.Blocked = time.Since(locked)
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if uerr := c.Hooks.Unlock(uctx, swapped); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("cutover: unlock: %w", uerr))
+		}
+		rep.Swapped = swapped
+		l := f.log.WithField("blocked_ms", float64(rep.Blocked.Microseconds())/1000)
+		if err != nil {
+			l.WithError(err).Error("ferry: cut-over aborted, source unlocked")
+		} else {
+			l.Info("ferry: cut-over complete")
+		}
+	}()
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pos, err := f.FlushBinlog(lctx)
+	if err != nil {
+		return rep, fmt.Errorf("cutover: apply last changes under lock: %w", err)
+	}
+	rep.Position = pos
+	rep.Flush = time.Since(locked)
+	if v != nil {
+		vstart := time.Now()
+		res, err := v.Verify(lctx, verifier.DuringCutover, f.TablePairs())
+		rep.Verify = time.Since(vstart)
+		rep.Result = res
+		if err != nil {
+			return rep, fmt.Errorf("cutover: verify: %w", err)
+		}
+		if !res.Match() {
+			return rep, fmt.Errorf("cutover: %w; nothing was swapped:\n%s", ErrVerificationFailed, res)
+		}
+	}
+	f.BinlogStreamer.StopAt(pos)
+	select {
+	case <-f.streamDone:
+	case <-f.runDone:
+		return rep, fmt.Errorf("cutover: %w", f.runError())
+	case <-lctx.Done():
+		return rep, fmt.Errorf("cutover: stop streaming: %w", lctx.Err())
+	}
+	if err := c.Hooks.Swap(lctx); err != nil {
+		return rep, fmt.Errorf("cutover: swap: %w", err)
+	}
+	swapped = true
+	return rep, nil
+}

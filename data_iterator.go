@@ -1,0 +1,321 @@
+package ferry
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/big"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ferrykit/ferry/throttler"
+)
+
+// BatchSink receives each batch the DataIterator reads. It must return only once the batch is
+// committed on the target: the iterator keeps the rows share-locked on the source until then.
+type BatchSink func(ctx context.Context, b *RowBatch) error
+
+// DataIterator reads every selected row of the tables from the source and hands it, in batches, to
+// a BatchSink.
+//
+// Contract (this is what makes the copy safe under concurrent writes, see docs/design.md): each
+// batch is read with a locking read (LOCK IN SHARE MODE) in a source transaction that stays open
+// until the sink returns, so no UPDATE or DELETE of those rows can commit on the source — and so
+// reach the binlog — before the copied version is committed on the target. A change that races the
+// copy is therefore applied by the binlog writer after the copied row, never before.
+type DataIterator interface {
+	Run(ctx context.Context, tables []*TableCopy, sink BatchSink) error
+}
+
+// SourceDataIterator is the default DataIterator. It pages each table by its whole key in the
+// server's order (composite, signed, string and binary keys; key values are compared only by the
+// server), splits large tables into key ranges copied in parallel, and copies several tables at
+// once with a pool of Workers.
+type SourceDataIterator struct {
+	DB *sql.DB
+	// BatchSize returns the current batch size; it is read before every batch, so it can change
+	// while running.
+	BatchSize func() int
+	// Workers is the number of ranges copied at once, across all tables; default 4.
+	Workers int
+	// RangesPerTable splits tables with more than a few batches of rows; default Workers.
+	RangesPerTable int
+	Throttler      throttler.Throttler
+	OnThrottle     func(throttler.Status)
+	MaxRetries     int
+	Logger         logrus.FieldLogger
+}
+
+type copyTask struct {
+	table *TableCopy
+	index int
+}
+
+// Run implements DataIterator.
+func (it *SourceDataIterator) Run(ctx context.Context, tables []*TableCopy, sink BatchSink) error {
+	workers := it.Workers
+	if workers <= 0 {
+		workers = 4
+	}
+	ranges := it.RangesPerTable
+	if ranges <= 0 {
+		ranges = workers
+	}
+	log := it.Logger
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	// Largest tables first: the longest table bounds the copy, so it must start early.
+	ordered := append([]*TableCopy(nil), tables...)
+	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].EstimatedRows > ordered[j].EstimatedRows })
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, t := range ordered {
+		if t.state.Completed {
+			continue
+		}
+		if len(t.state.Ranges) == 0 {
+			planned, err := it.planRanges(gctx, t, ranges)
+			if err != nil {
+				g.Go(func() error { return err })
+				break
+			}
+			t.setRanges(planned)
+		}
+		for i, r := range t.rangesSnapshot() {
+			if r.Done {
+				continue
+			}
+			task := copyTask{t, i}
+			g.Go(func() error { return it.copyRange(gctx, task, sink, log) })
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, t := range tables {
+		t.markCompletedIfDone()
+	}
+	return nil
+}
+
+func (it *SourceDataIterator) copyRange(ctx context.Context, task copyTask, sink BatchSink, log logrus.FieldLogger) error {
+	t := task.table
+	keyCols := t.Source.KeyColumns()
+	keyIdx := t.keyIndexes()
+	for {
+		if err := throttler.Wait(ctx, it.Throttler, it.OnThrottle); err != nil {
+			return fmt.Errorf("copy %s: %w", t, err)
+		}
+		r := t.rangeSnapshot(task.index)
+		if r.Done {
+			return nil
+		}
+		size := 1000
+		if it.BatchSize != nil && it.BatchSize() > 0 {
+			size = it.BatchSize()
+		}
+		var n int
+		var last Key
+		err := retry(ctx, max(it.MaxRetries, 1), log, "copy "+t.String(), func() error {
+			var err error
+			n, last, err = it.copyPage(ctx, t, keyCols, keyIdx, r, size, sink)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", t, unwrapPermanent(err))
+		}
+		t.recordCopied(task.index, last, n, n < size)
+		if n < size {
+			return nil
+		}
+	}
+}
+
+// copyPage reads one page after r.Last within r with a locking read and hands it to sink before
+// releasing the locks.
+func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCols []*schemaColumn, keyIdx []int, r KeyRange, size int, sink BatchSink) (int, Key, error) {
+	var conds []string
+	var args []any
+	lower := r.Last
+	if lower == nil {
+		lower = r.Start
+	}
+	if lower != nil {
+		vals, err := keyArgs(keyCols, lower)
+		if err != nil {
+			return 0, nil, permanent(err)
+		}
+		c, a := keyCompare(keyCols, vals, ">", false)
+		conds, args = append(conds, c), append(args, a...)
+	}
+	if r.End != nil {
+		vals, err := keyArgs(keyCols, r.End)
+		if err != nil {
+			return 0, nil, permanent(err)
+		}
+		c, a := keyCompare(keyCols, vals, "<", true)
+		conds, args = append(conds, c), append(args, a...)
+	}
+	if t.Condition != "" {
+		conds = append(conds, "("+t.Condition+")")
+	}
+	q := "SELECT " + t.selectColumns() + " FROM " + t.Source.QualifiedName() + " FORCE INDEX (" + quoteIndex(t.Source.KeyName) + ")"
+	if len(conds) > 0 {
+		q += " WHERE " + strings.Join(conds, " AND ")
+	}
+	q += " " + orderByKey(keyCols) + " LIMIT " + strconv.Itoa(size) + " LOCK IN SHARE MODE"
+
+	tx, err := it.DB.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return 0, nil, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return 0, nil, err
+	}
+	var batch [][]any
+	ncol := len(t.Columns)
+	for rows.Next() {
+		vals := make([]any, ncol)
+		ptrs := make([]any, ncol)
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			rows.Close()
+			return 0, nil, err
+		}
+		batch = append(batch, vals)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, nil, err
+	}
+	if len(batch) == 0 {
+		return 0, r.Last, tx.Commit()
+	}
+	lastRow := batch[len(batch)-1]
+	last := make([]any, len(keyIdx))
+	for i, k := range keyIdx {
+		last[i] = lastRow[k]
+	}
+	if err := sink(ctx, &RowBatch{Table: t, Rows: batch}); err != nil {
+		return 0, nil, permanent(err)
+	}
+	// The locks are released only now, after the rows are committed on the target.
+	return len(batch), toKey(last), tx.Commit()
+}
+
+// planRanges splits a table's key space into at most n ranges of similar size. A single integer
+// key is split arithmetically between MIN and MAX; any other key by walking the key index with
+// OFFSET, so every boundary is a real key in the server's own order.
+func (it *SourceDataIterator) planRanges(ctx context.Context, t *TableCopy, n int) ([]*KeyRange, error) {
+	size := 1000
+	if it.BatchSize != nil && it.BatchSize() > 0 {
+		size = it.BatchSize()
+	}
+	if n <= 1 || t.EstimatedRows < int64(4*size) {
+		return []*KeyRange{{}}, nil
+	}
+	keyCols := t.Source.KeyColumns()
+	if len(keyCols) == 1 && isIntegerType(keyCols[0].DataType) {
+		k := schemaQuote(keyCols[0].Name)
+		var lo, hi sql.NullString
+		if err := it.DB.QueryRowContext(ctx, "SELECT MIN("+k+"), MAX("+k+") FROM "+t.Source.QualifiedName()).Scan(&lo, &hi); err != nil {
+			return nil, fmt.Errorf("plan ranges of %s: %w", t, err)
+		}
+		if !lo.Valid {
+			return []*KeyRange{{}}, nil
+		}
+		a, _ := new(big.Int).SetString(lo.String, 10)
+		b, _ := new(big.Int).SetString(hi.String, 10)
+		span := new(big.Int).Sub(b, a)
+		if span.Cmp(big.NewInt(int64(n))) < 0 {
+			return []*KeyRange{{}}, nil
+		}
+		var out []*KeyRange
+		var prev Key
+		for i := 1; i < n; i++ {
+			step := new(big.Int).Mul(span, big.NewInt(int64(i)))
+			step.Div(step, big.NewInt(int64(n)))
+			bound := Key{[]byte(new(big.Int).Add(a, step).String())}
+			out = append(out, &KeyRange{Start: prev, End: bound})
+			prev = bound
+		}
+		return append(out, &KeyRange{Start: prev}), nil
+	}
+	step := t.EstimatedRows / int64(n)
+	var out []*KeyRange
+	var prev Key
+	cols := make([]string, len(keyCols))
+	for i, c := range keyCols {
+		cols[i] = schemaQuote(c.Name)
+	}
+	for i := 1; i < n; i++ {
+		q := "SELECT " + strings.Join(cols, ", ") + " FROM " + t.Source.QualifiedName() + " FORCE INDEX (" + quoteIndex(t.Source.KeyName) + ")"
+		var args []any
+		if prev != nil {
+			vals, err := keyArgs(keyCols, prev)
+			if err != nil {
+				return nil, err
+			}
+			c, a := keyCompare(keyCols, vals, ">", false)
+			q += " WHERE " + c
+			args = a
+		}
+		q += " " + orderByKey(keyCols) + " LIMIT 1 OFFSET " + strconv.FormatInt(step, 10)
+		vals := make([]any, len(keyCols))
+		ptrs := make([]any, len(keyCols))
+		for j := range vals {
+			ptrs[j] = &vals[j]
+		}
+		err := it.DB.QueryRowContext(ctx, q, args...).Scan(ptrs...)
+		if err == sql.ErrNoRows {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("plan ranges of %s: %w", t, err)
+		}
+		bound := toKey(vals)
+		out = append(out, &KeyRange{Start: prev, End: bound})
+		prev = bound
+	}
+	return append(out, &KeyRange{Start: prev}), nil
+}
+
+func keyArgs(cols []*schemaColumn, k Key) ([]any, error) {
+	if len(k) != len(cols) {
+		return nil, fmt.Errorf("key has %d values, the table's key has %d columns", len(k), len(cols))
+	}
+	out := make([]any, len(k))
+	for i, c := range cols {
+		v, err := keyArg(c, k[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+func isIntegerType(t string) bool {
+	switch t {
+	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint":
+		return true
+	}
+	return false
+}
+
+func quoteIndex(name string) string {
+	if name == "PRIMARY" {
+		return "PRIMARY"
+	}
+	return schemaQuote(name)
+}

@@ -1,0 +1,651 @@
+// Package ferry moves live MySQL and MariaDB tables between servers without downtime.
+//
+// A Ferry copies the selected tables from a source to a target while tailing the source's binary log
+// and applying every row change to the target, so the target stays current; the host then stops
+// writes its own way, ferry applies the last changes, and the host repoints its traffic. The
+// write-blocked window is the time to apply the changes made since the last catch-up, typically
+// milliseconds.
+//
+// # Guarantees
+//
+// When FlushBinlogAndStopStreaming returns with writes stopped on the source, every selected row of
+// the source (after the copy filter and rewrites) is on the target with the same bytes, and no other
+// row was written by ferry. This holds under any interleaving of application writes with the copy;
+// docs/design.md gives the argument. In short: the binlog position is recorded before the first row
+// is read, so every later change is applied; a row is copied under a shared lock held until it is
+// committed on the target, so a racing change always lands after the copied row; and every change is
+// applied as an idempotent "set this row to this image" or "delete this key", so order of arrival
+// and replay never matter.
+//
+// # Components
+//
+// A Ferry only wires components, each an interface with a default implementation a host can
+// replace: DataIterator (reads pages of rows, locked), BatchWriter (writes them), BinlogStreamer
+// (tails the binlog), BinlogWriter (applies row changes), throttler.Throttler (pauses work) and
+// verifier.Verifier (compares both sides at cut-over). The Cutover type drives the cut-over around
+// host hooks.
+package ferry
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ferrykit/ferry/schema"
+	"github.com/ferrykit/ferry/throttler"
+	"github.com/ferrykit/ferry/verifier"
+)
+
+// Ferry copies tables from a source to a target and keeps them current until cut-over.
+// Use New, or fill Config and any components yourself; nil components get defaults in Initialize.
+type Ferry struct {
+	Config Config
+
+	DataIterator   DataIterator
+	BatchWriter    BatchWriter
+	BinlogStreamer BinlogStreamer
+	BinlogWriter   BinlogWriter
+	Throttler      throttler.Throttler
+	// Verifier, when set, is used by Cutover; if it implements verifier.CopyObserver or
+	// verifier.BinlogObserver it is also shown copied rows and changed keys.
+	Verifier verifier.Verifier
+	// Checkpoints, when set, receives the resumable state periodically, on error and at the end.
+	Checkpoints CheckpointSink
+	// CheckpointInterval is how often state is saved while running; default 5s.
+	CheckpointInterval time.Duration
+
+	// Source and Target are opened by Initialize unless set.
+	Source, Target *sql.DB
+	SourceFlavor   Flavor
+	TargetFlavor   Flavor
+	// Tables are the tables being copied, set by Initialize.
+	Tables []*TableCopy
+
+	log        logrus.FieldLogger
+	batchSize  atomic.Int64
+	startPos   Position
+	started    bool
+	copyDone   chan struct{}
+	runDone    chan struct{}
+	runErr     error
+	streamDone chan struct{}
+	startTime  time.Time
+	mu         sync.Mutex
+	throttle   throttler.Status
+	ownsDBs    bool
+}
+
+// New returns a Ferry with default components for cfg.
+func New(cfg Config) (*Ferry, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Ferry{Config: cfg}, nil
+}
+
+// Initialize connects to both servers, checks their settings and the user's privileges, loads and
+// validates the schemas of the selected tables, and checks the target tables. It writes nothing,
+// unless Config.CreateTargetTables is set and a target table is missing.
+func (f *Ferry) Initialize(ctx context.Context) error {
+	cfg := &f.Config
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg.setDefaults()
+	f.log = cfg.Logger
+	f.batchSize.Store(int64(cfg.BatchSize))
+	f.copyDone = make(chan struct{})
+	f.runDone = make(chan struct{})
+	f.streamDone = make(chan struct{})
+	var err error
+	if f.Source == nil {
+		if f.Source, err = cfg.Source.Open(ctx); err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		f.ownsDBs = true
+	}
+	if f.Target == nil {
+		if f.Target, err = cfg.Target.Open(ctx); err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+		f.ownsDBs = true
+	}
+	if f.SourceFlavor, err = detectFlavor(ctx, f.Source); err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	if f.TargetFlavor, err = detectFlavor(ctx, f.Target); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	f.log.WithFields(logrus.Fields{"source": cfg.Source.String(), "source_version": f.SourceFlavor.Version,
+		"target": cfg.Target.String(), "target_version": f.TargetFlavor.Version}).Info("ferry: connected")
+	if err := checkSourceSettings(ctx, f.Source); err != nil {
+		return err
+	}
+	tables, err := f.selectTables(ctx)
+	if err != nil {
+		return err
+	}
+	var srcDBs, dstDBs []string
+	seen := map[string]bool{}
+	for _, t := range tables {
+		if !seen["s"+t.Source.Database] {
+			seen["s"+t.Source.Database] = true
+			srcDBs = append(srcDBs, t.Source.Database)
+		}
+		if !seen["t"+t.TargetDatabase] {
+			seen["t"+t.TargetDatabase] = true
+			dstDBs = append(dstDBs, t.TargetDatabase)
+		}
+	}
+	if err := checkPrivileges(ctx, f.Source, "source "+cfg.Source.String(), srcDBs, []string{"SELECT"},
+		[][]string{{"REPLICATION SLAVE"}, f.SourceFlavor.binlogMonitorPrivileges()}); err != nil {
+		return err
+	}
+	need := []string{"SELECT", "INSERT", "UPDATE", "DELETE"}
+	if cfg.CreateTargetTables {
+		need = append(need, "CREATE")
+	}
+	if err := checkPrivileges(ctx, f.Target, "target "+cfg.Target.String(), dstDBs, need, nil); err != nil {
+		return err
+	}
+	for _, t := range tables {
+		if err := f.checkTarget(ctx, t); err != nil {
+			return err
+		}
+	}
+	if cfg.Resume != nil {
+		if err := f.applyResume(ctx, tables); err != nil {
+			return err
+		}
+	}
+	f.Tables = tables
+	return nil
+}
+
+// selectTables finds the tables the filter selects and loads their schemas.
+func (f *Ferry) selectTables(ctx context.Context) ([]*TableCopy, error) {
+	cfg := &f.Config
+	dbs, err := schema.ListDatabases(ctx, f.Source)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	exists := map[string]bool{}
+	for _, d := range dbs {
+		exists[d] = true
+	}
+	for _, d := range cfg.Tables.Databases {
+		if !exists[d] {
+			return nil, fmt.Errorf("source: database %q does not exist", d)
+		}
+	}
+	var out []*TableCopy
+	for _, d := range dbs {
+		names, err := schema.ListTables(ctx, f.Source, d)
+		if err != nil {
+			return nil, fmt.Errorf("source: %w", err)
+		}
+		for _, n := range names {
+			if !cfg.Tables.Selects(d, n) {
+				continue
+			}
+			t, err := f.loadTable(ctx, d, n)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, t)
+		}
+	}
+	// A pattern without wildcards names one table: it must exist.
+	for _, p := range cfg.Tables.Include {
+		if strings.ContainsAny(p, "*?[") {
+			continue
+		}
+		found := false
+		for _, t := range out {
+			if t.Source.String() == p {
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("source: table %s does not exist (or is excluded)", p)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("source: no table matches the table filter")
+	}
+	return out, nil
+}
+
+func (f *Ferry) loadTable(ctx context.Context, database, name string) (*TableCopy, error) {
+	src, err := schema.Load(ctx, f.Source, database, name)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	cond := ""
+	if f.Config.Filter != nil {
+		if cond, err = f.Config.Filter.Condition(src); err != nil {
+			return nil, fmt.Errorf("copy filter on %s: %w", src, err)
+		}
+	}
+	tdb, ttable := f.Config.targetName(database, name)
+	t, err := newTableCopy(src, tdb, ttable, cond, f.TargetFlavor.MariaDB)
+	if err != nil {
+		return nil, err
+	}
+	var est sql.NullInt64
+	f.Source.QueryRowContext(ctx, "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?", database, name).Scan(&est)
+	t.EstimatedRows = est.Int64
+	return t, nil
+}
+
+// checkTarget makes sure the target table exists (creating it if allowed), can hold the source's
+// rows, identifies rows by the same key, and is empty unless allowed.
+func (f *Ferry) checkTarget(ctx context.Context, t *TableCopy) error {
+	dst, err := schema.Load(ctx, f.Target, t.TargetDatabase, t.TargetTable)
+	if errors.Is(err, schema.ErrNoTable) && f.Config.CreateTargetTables && f.Config.Resume == nil {
+		create := strings.Replace(t.Source.CreateTable, "CREATE TABLE "+schema.QuoteIdent(t.Source.Name), "CREATE TABLE "+t.TargetName(), 1)
+		if _, err := f.Target.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS "+schema.QuoteIdent(t.TargetDatabase)); err != nil {
+			return fmt.Errorf("target: create database %s: %w", t.TargetDatabase, err)
+		}
+		if _, err := f.Target.ExecContext(ctx, create); err != nil {
+			return fmt.Errorf("target: create table %s: %w", t.TargetName(), err)
+		}
+		f.log.WithField("table", t.TargetName()).Info("ferry: created target table")
+		dst, err = schema.Load(ctx, f.Target, t.TargetDatabase, t.TargetTable)
+	}
+	if errors.Is(err, schema.ErrNoTable) {
+		return fmt.Errorf("target: table %s.%s does not exist; create it first (same columns as %s) or set CreateTargetTables", t.TargetDatabase, t.TargetTable, t.Source)
+	}
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	for _, c := range t.Columns {
+		dc := dst.Column(c.Name)
+		if dc == nil {
+			return fmt.Errorf("target: table %s has no column %s, which %s has; make the target schema match", t.TargetName(), c.Name, t.Source)
+		}
+		if dc.Generated {
+			return fmt.Errorf("target: column %s of %s is generated but is a plain column on the source; make the target schema match", c.Name, t.TargetName())
+		}
+	}
+	var keyNames []string
+	for _, k := range t.Source.KeyColumns() {
+		keyNames = append(keyNames, strings.ToLower(k.Name))
+	}
+	sameKey := false
+	for _, cols := range dst.UniqueKeys {
+		if len(cols) == len(keyNames) {
+			eq := true
+			for i := range cols {
+				eq = eq && strings.ToLower(cols[i]) == keyNames[i]
+			}
+			sameKey = sameKey || eq
+		}
+	}
+	if !sameKey {
+		return fmt.Errorf("target: table %s has no unique key on (%s), the key of %s; ferry applies changes by that key", t.TargetName(), strings.Join(keyNames, ", "), t.Source)
+	}
+	if !f.Config.AllowNonEmptyTarget && f.Config.Resume == nil {
+		var one int
+		err := f.Target.QueryRowContext(ctx, "SELECT 1 FROM "+t.TargetName()+" LIMIT 1").Scan(&one)
+		if err == nil {
+			return fmt.Errorf("target: table %s already holds rows; empty it, or set AllowNonEmptyTarget if that is intended", t.TargetName())
+		}
+		if err != sql.ErrNoRows {
+			return fmt.Errorf("target: %w", err)
+		}
+	}
+	return nil
+}
+
+func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
+	st := f.Config.Resume
+	if st.Version != StateVersion {
+		return fmt.Errorf("resume: state has format version %d, this build reads %d", st.Version, StateVersion)
+	}
+	for _, t := range tables {
+		ts, ok := st.Tables[t.Source.String()]
+		if !ok {
+			continue // a table added since the checkpoint is copied from the start
+		}
+		if ts.Fingerprint != t.Source.Fingerprint() {
+			return fmt.Errorf("resume: table %s changed since the checkpoint (its definition differs); the copy of this table must start over", t.Source)
+		}
+		c := *ts
+		c.Ranges = nil
+		for _, r := range ts.Ranges {
+			rc := *r
+			c.Ranges = append(c.Ranges, &rc)
+		}
+		t.state = &c
+	}
+	files, err := binlogFiles(ctx, f.Source)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	for _, name := range files {
+		if name == st.Applied.File {
+			f.startPos = st.Applied
+			return nil
+		}
+	}
+	return fmt.Errorf("resume: the source no longer has binlog file %s (purged); the changes since the checkpoint are lost to ferry, so the copy must start over", st.Applied.File)
+}
+
+// Start records the binlog position from which changes will be applied — before any row is read,
+// so every change the copy might miss is in the stream — and prepares the streamer and writer.
+func (f *Ferry) Start(ctx context.Context) error {
+	if f.Tables == nil {
+		return errors.New("ferry: Start called before Initialize")
+	}
+	if f.startPos.IsZero() {
+		pos, err := currentPosition(ctx, f.Source, f.SourceFlavor)
+		if err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		f.startPos = pos
+	}
+	cfg := &f.Config
+	if f.DataIterator == nil {
+		f.DataIterator = &SourceDataIterator{DB: f.Source, BatchSize: f.BatchSize, Workers: cfg.CopyWorkers,
+			RangesPerTable: cfg.RangesPerTable, Throttler: f.Throttler, OnThrottle: f.onThrottle, MaxRetries: cfg.MaxRetries, Logger: f.log}
+	}
+	if f.BatchWriter == nil {
+		f.BatchWriter = &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log}
+	}
+	if f.BinlogWriter == nil {
+		w := &TargetBinlogWriter{DB: f.Target, Filter: cfg.Filter, BatchSize: cfg.ApplyBatchSize, MaxRetries: cfg.MaxRetries,
+			Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log}
+		if o, ok := f.Verifier.(verifier.BinlogObserver); ok {
+			w.Observer = o
+		}
+		w.SetApplied(f.startPos)
+		f.BinlogWriter = w
+	}
+	if f.BinlogStreamer == nil {
+		id := cfg.ServerID
+		if id == 0 {
+			var b [4]byte
+			rand.Read(b[:])
+			id = 100000 + binary.LittleEndian.Uint32(b[:])%4000000000
+		}
+		tables := map[string]*TableCopy{}
+		for _, t := range f.Tables {
+			tables[t.Source.String()] = t
+		}
+		f.BinlogStreamer = &SourceBinlogStreamer{Conn: cfg.Source, Flavor: f.SourceFlavor, ServerID: id, Tables: tables,
+			MaxRetries: cfg.MaxRetries, Logger: f.log}
+	}
+	f.BinlogStreamer.AddListener(f.BinlogWriter.Write)
+	files, err := binlogFiles(ctx, f.Source)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	found := false
+	for _, n := range files {
+		found = found || n == f.startPos.File
+	}
+	if !found {
+		return fmt.Errorf("source: binlog file %s is not on the server", f.startPos.File)
+	}
+	f.started = true
+	f.log.WithField("position", f.startPos.String()).Info("ferry: binlog position recorded before the copy")
+	return nil
+}
+
+// StartPosition is the binlog position the stream starts from.
+func (f *Ferry) StartPosition() Position { return f.startPos }
+
+// BatchSize is the current copy batch size.
+func (f *Ferry) BatchSize() int { return int(f.batchSize.Load()) }
+
+// SetBatchSize changes the copy batch size; it takes effect from the next batch.
+func (f *Ferry) SetBatchSize(n int) {
+	if n > 0 {
+		f.batchSize.Store(int64(n))
+	}
+}
+
+func (f *Ferry) onThrottle(st throttler.Status) {
+	f.mu.Lock()
+	changed := f.throttle != st
+	f.throttle = st
+	f.mu.Unlock()
+	if !changed {
+		return
+	}
+	if st.Throttled {
+		f.log.WithField("reason", st.Reason).Info("ferry: throttled")
+	} else {
+		f.log.Info("ferry: throttle lifted")
+	}
+}
+
+// Run copies the rows and applies binlog changes until FlushBinlogAndStopStreaming, then returns nil;
+// or returns the first error. It never panics, and no goroutine it started outlives it.
+func (f *Ferry) Run(ctx context.Context) (err error) {
+	if !f.started {
+		return errors.New("ferry: Run called before Start")
+	}
+	f.startTime = time.Now()
+	defer func() {
+		f.mu.Lock()
+		f.runErr = err
+		f.mu.Unlock()
+		close(f.runDone)
+	}()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(f.streamDone)
+		err := f.BinlogStreamer.Run(gctx, f.startPos)
+		if err == nil {
+			f.BinlogWriter.Close()
+		}
+		return err
+	})
+	g.Go(func() error { return f.BinlogWriter.Run(gctx) })
+	g.Go(func() error {
+		if err := f.DataIterator.Run(gctx, f.Tables, f.writeBatch); err != nil {
+			return err
+		}
+		close(f.copyDone)
+		f.log.WithField("rows", f.rowsCopied()).Info("ferry: row copy complete")
+		return nil
+	})
+	if f.Checkpoints != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		var cg sync.WaitGroup
+		cg.Add(1)
+		go func() {
+			defer cg.Done()
+			f.checkpointLoop(gctx, stop)
+		}()
+		defer cg.Wait()
+	}
+	err = g.Wait()
+	if f.Checkpoints != nil {
+		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if serr := f.Checkpoints.Save(saveCtx, f.State()); serr != nil {
+			f.log.WithError(serr).Error("ferry: could not save the final checkpoint")
+		}
+		cancel()
+	}
+	if err != nil {
+		f.log.WithError(err).Error("ferry: run failed")
+	}
+	return err
+}
+
+func (f *Ferry) writeBatch(ctx context.Context, b *RowBatch) error {
+	if err := f.BatchWriter.WriteBatch(ctx, b); err != nil {
+		return err
+	}
+	if o, ok := f.Verifier.(verifier.CopyObserver); ok {
+		o.RowsCopied(b.Table.Source, b.Rows)
+	}
+	return nil
+}
+
+func (f *Ferry) rowsCopied() int64 {
+	var n int64
+	for _, t := range f.Tables {
+		n += t.State().RowsCopied
+	}
+	return n
+}
+
+// WaitUntilRowCopyIsComplete blocks until every row has been copied, Run fails, or ctx ends.
+func (f *Ferry) WaitUntilRowCopyIsComplete(ctx context.Context) error {
+	select {
+	case <-f.copyDone:
+		return nil
+	case <-f.runDone:
+		select {
+		case <-f.copyDone:
+			return nil
+		default:
+		}
+		return f.runError()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (f *Ferry) runError() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.runErr == nil {
+		return errors.New("ferry: run ended")
+	}
+	return f.runErr
+}
+
+// WaitUntilBinlogCaughtUp blocks until the binlog writer's lag is under maxLag.
+func (f *Ferry) WaitUntilBinlogCaughtUp(ctx context.Context, maxLag time.Duration) error {
+	for {
+		if f.BinlogLag() < maxLag {
+			return nil
+		}
+		select {
+		case <-f.runDone:
+			return f.runError()
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// BinlogLag is how long the oldest unapplied change has waited, if the writer reports it.
+func (f *Ferry) BinlogLag() time.Duration {
+	if l, ok := f.BinlogWriter.(interface{ Lag() time.Duration }); ok {
+		return l.Lag()
+	}
+	return 0
+}
+
+// FlushBinlog applies every change committed on the source up to now, and keeps streaming. With the
+// source's writes stopped, the target then equals the source.
+func (f *Ferry) FlushBinlog(ctx context.Context) (Position, error) {
+	pos, err := currentPosition(ctx, f.Source, f.SourceFlavor)
+	if err != nil {
+		return Position{}, fmt.Errorf("flush binlog: %w", err)
+	}
+	if err := f.waitApplied(ctx, pos); err != nil {
+		return Position{}, err
+	}
+	return pos, nil
+}
+
+func (f *Ferry) waitApplied(ctx context.Context, pos Position) error {
+	poll := func(done func() bool) error {
+		for !done() {
+			select {
+			case <-f.runDone:
+				return fmt.Errorf("flush binlog to %s: %w", pos, f.runError())
+			case <-ctx.Done():
+				return fmt.Errorf("flush binlog to %s: %w", pos, ctx.Err())
+			case <-time.After(time.Millisecond):
+			}
+		}
+		return nil
+	}
+	if err := poll(func() bool { return f.BinlogStreamer.Position().Compare(pos) >= 0 }); err != nil {
+		return err
+	}
+	// Everything up to pos is queued; a marker behind it is applied only after all of it.
+	if err := f.BinlogWriter.Write(ctx, &BinlogBatch{Commit: &pos, Received: time.Now()}); err != nil {
+		return err
+	}
+	return poll(func() bool { return f.BinlogWriter.Applied().Compare(pos) >= 0 })
+}
+
+// FlushBinlogAndStopStreaming applies every change committed on the source up to now, then stops the
+// streamer; Run returns nil once the row copy is complete and the writer has drained. Call it with
+// the source's writes stopped.
+func (f *Ferry) FlushBinlogAndStopStreaming(ctx context.Context) error {
+	pos, err := f.FlushBinlog(ctx)
+	if err != nil {
+		return err
+	}
+	f.BinlogStreamer.StopAt(pos)
+	select {
+	case <-f.streamDone:
+		return nil
+	case <-f.runDone:
+		return f.runError()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TablePairs describes the copied tables for a verifier.
+func (f *Ferry) TablePairs() []verifier.TablePair {
+	out := make([]verifier.TablePair, len(f.Tables))
+	for i, t := range f.Tables {
+		out[i] = verifier.TablePair{Source: t.Source, TargetDatabase: t.TargetDatabase, TargetTable: t.TargetTable, Where: t.Condition}
+	}
+	return out
+}
+
+// State is a snapshot of what a resume needs.
+func (f *Ferry) State() *State {
+	st := &State{Version: StateVersion, Tables: map[string]*TableState{}, Written: time.Now().UTC()}
+	// The applied position is read before the tables: anything the tables claim was committed
+	// after it, and replaying from it re-applies whatever came later.
+	if f.BinlogWriter != nil {
+		st.Applied = f.BinlogWriter.Applied()
+	}
+	if st.Applied.IsZero() {
+		st.Applied = f.startPos
+	}
+	for _, t := range f.Tables {
+		s := t.State()
+		st.Tables[t.Source.String()] = &s
+	}
+	return st
+}
+
+// Close closes the connections Initialize opened.
+func (f *Ferry) Close() error {
+	if f.ownsDBs {
+		if f.Source != nil {
+			f.Source.Close()
+		}
+		if f.Target != nil {
+			f.Target.Close()
+		}
+	}
+	return nil
+}

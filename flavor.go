@@ -1,0 +1,174 @@
+package ferry
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+)
+
+// Every difference between MariaDB and MySQL that ferry depends on lives in this file.
+
+// Flavor identifies the server family and version.
+type Flavor struct {
+	MariaDB bool
+	Version string // as SELECT VERSION() prints it
+	Major   int
+	Minor   int
+}
+
+// detectFlavor asks the server what it is.
+func detectFlavor(ctx context.Context, db *sql.DB) (Flavor, error) {
+	var v string
+	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&v); err != nil {
+		return Flavor{}, fmt.Errorf("detect server version: %w", err)
+	}
+	f := Flavor{Version: v, MariaDB: strings.Contains(strings.ToLower(v), "mariadb")}
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) >= 2 {
+		f.Major, _ = strconv.Atoi(parts[0])
+		f.Minor, _ = strconv.Atoi(parts[1])
+	}
+	return f, nil
+}
+
+// GoMySQLFlavor is the flavor name go-mysql's binlog syncer expects.
+func (f Flavor) GoMySQLFlavor() string {
+	if f.MariaDB {
+		return gomysql.MariaDBFlavor
+	}
+	return gomysql.MySQLFlavor
+}
+
+// binlogStatusQuery is the statement that returns the current binlog file and position: MySQL 8.4
+// removed SHOW MASTER STATUS, MariaDB never had SHOW BINARY LOG STATUS.
+func (f Flavor) binlogStatusQuery() string {
+	if !f.MariaDB && (f.Major > 8 || f.Major == 8 && f.Minor >= 4) {
+		return "SHOW BINARY LOG STATUS"
+	}
+	return "SHOW MASTER STATUS"
+}
+
+// binlogMonitorPrivileges are the privileges of which one lets a user read the binlog position.
+func (f Flavor) binlogMonitorPrivileges() []string {
+	if f.MariaDB {
+		return []string{"BINLOG MONITOR", "REPLICATION CLIENT", "SUPER"}
+	}
+	return []string{"REPLICATION CLIENT", "SUPER"}
+}
+
+// gtidPositionQuery returns the server's current GTID position.
+func (f Flavor) gtidPositionQuery() string {
+	if f.MariaDB {
+		return "SELECT @@GLOBAL.gtid_binlog_pos"
+	}
+	return "SELECT @@GLOBAL.gtid_executed"
+}
+
+// jsonIsText reports that JSON columns are LONGTEXT on this server (MariaDB): their binlog values
+// are the exact text; on MySQL they are binary JSON rendered back to MySQL's own text.
+func (f Flavor) jsonIsText() bool { return f.MariaDB }
+
+// Position is a place in the source's binary log: always a file and offset, plus the server's GTID
+// position when it was read from the server (informational; ferry resumes by file and offset).
+type Position struct {
+	File string `json:"file"`
+	Pos  uint32 `json:"pos"`
+	GTID string `json:"gtid,omitempty"`
+}
+
+func (p Position) String() string { return fmt.Sprintf("%s:%d", p.File, p.Pos) }
+
+// IsZero reports an unset position.
+func (p Position) IsZero() bool { return p.File == "" }
+
+// Compare orders positions: binlog files are numbered base.000001, base.000002, ...
+func (p Position) Compare(o Position) int {
+	if p.File != o.File {
+		pf, of := fileSeq(p.File), fileSeq(o.File)
+		if pf != of {
+			if pf < of {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(p.File, o.File)
+	}
+	switch {
+	case p.Pos < o.Pos:
+		return -1
+	case p.Pos > o.Pos:
+		return 1
+	}
+	return 0
+}
+
+func fileSeq(name string) int64 {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(name[i+1:], 10, 64)
+	return n
+}
+
+// currentPosition reads the source's binlog position now.
+func currentPosition(ctx context.Context, db *sql.DB, f Flavor) (Position, error) {
+	rows, err := db.QueryContext(ctx, f.binlogStatusQuery())
+	if err != nil {
+		return Position{}, fmt.Errorf("read binlog position (%s): %w", f.binlogStatusQuery(), err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return Position{}, err
+		}
+		return Position{}, fmt.Errorf("read binlog position: %s returned no row: the binary log is off; start the source with log_bin (e.g. --log-bin=binlog)", f.binlogStatusQuery())
+	}
+	vals := make([]sql.RawBytes, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return Position{}, err
+	}
+	pos, err := strconv.ParseUint(string(vals[1]), 10, 32)
+	if err != nil {
+		return Position{}, fmt.Errorf("read binlog position: bad position %q", vals[1])
+	}
+	p := Position{File: string(vals[0]), Pos: uint32(pos)}
+	rows.Close()
+	var gtid sql.NullString
+	if err := db.QueryRowContext(ctx, f.gtidPositionQuery()).Scan(&gtid); err == nil {
+		p.GTID = gtid.String
+	}
+	return p, nil
+}
+
+// binlogFiles lists the binary logs the server still has.
+func binlogFiles(ctx context.Context, db *sql.DB) ([]string, error) {
+	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
+	if err != nil {
+		return nil, fmt.Errorf("list binary logs: %w", err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	var out []string
+	for rows.Next() {
+		vals := make([]sql.RawBytes, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		out = append(out, string(vals[0]))
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,266 @@
+package ferry
+
+import (
+	"fmt"
+	"sync"
+	"strconv"
+	"strings"
+
+	"github.com/ferrykit/ferry/schema"
+)
+
+// TableSchema is the metadata of a source table (see package schema).
+type TableSchema = schema.Table
+
+// TableCopy is one source table and where its rows go: everything the copy and the binlog apply
+// need to know about a table, computed once by Initialize.
+type TableCopy struct {
+	Source         *TableSchema
+	TargetDatabase string
+	TargetTable    string
+	// Condition is the copy filter's SQL condition for this table ("" for every row).
+	Condition string
+	// Columns are the columns written on the target: every non-generated column, in table order.
+	Columns []*schema.Column
+	// EstimatedRows is the server's estimate of the table's size, for progress and range splitting.
+	EstimatedRows int64
+
+	mariaDB bool
+	mu      sync.Mutex
+	state   *TableState
+}
+
+// TargetName is `db`.`table` of the target, quoted.
+func (t *TableCopy) TargetName() string {
+	return schema.QuoteIdent(t.TargetDatabase) + "." + schema.QuoteIdent(t.TargetTable)
+}
+
+// String names the copy for logs: "src.t -> dst.t2".
+func (t *TableCopy) String() string {
+	s := t.Source.String()
+	if t.TargetDatabase != t.Source.Database || t.TargetTable != t.Source.Name {
+		s += " -> " + t.TargetDatabase + "." + t.TargetTable
+	}
+	return s
+}
+
+func newTableCopy(src *TableSchema, targetDB, targetTable, condition string, mariaDB bool) (*TableCopy, error) {
+	t := &TableCopy{Source: src, TargetDatabase: targetDB, TargetTable: targetTable, Condition: condition, mariaDB: mariaDB,
+		state: &TableState{Fingerprint: src.Fingerprint()}}
+	t.Columns = src.WritableColumns()
+	for _, k := range src.KeyColumns() {
+		if k.Generated {
+			return nil, fmt.Errorf("table %s: key column %s is a generated column; ferry cannot page by it", src, k.Name)
+		}
+		switch k.DataType {
+		case "enum", "set", "float", "double", "bit", "json", "geometry":
+			return nil, fmt.Errorf("table %s: key column %s has type %s, which ferry cannot page by (the server orders it differently from its value); use a table whose primary key is an integer, string, decimal, temporal or binary column", src, k.Name, k.DataType)
+		}
+	}
+	return t, nil
+}
+
+// selectColumns is the column list of the copy's SELECT. FLOAT is read as DOUBLE: MariaDB prints FLOAT
+// with 6 significant digits, which would not round-trip; the double value converts back exactly.
+func (t *TableCopy) selectColumns() string {
+	parts := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		q := schema.QuoteIdent(c.Name)
+		if c.IsFloat() {
+			q = "CAST(" + q + " AS DOUBLE)"
+		}
+		parts[i] = q
+	}
+	return strings.Join(parts, ", ")
+}
+
+// insertColumns is the column list of writes to the target.
+func (t *TableCopy) insertColumns() string {
+	parts := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		parts[i] = schema.QuoteIdent(c.Name)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// valuePlaceholder is the SQL expression a written value takes for column c. Values travel as
+// _binary literals (bytes, not characters); MySQL refuses binary strings as JSON, so there the
+// value is declared utf8mb4 first.
+func (t *TableCopy) valuePlaceholder(c *schema.Column) string {
+	if c.DataType == "json" && !t.mariaDB {
+		return "CAST(CONVERT(? USING utf8mb4) AS JSON)"
+	}
+	return "?"
+}
+
+// rowPlaceholders is "(?, ?, ...)" for one row.
+func (t *TableCopy) rowPlaceholders() string {
+	parts := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		parts[i] = t.valuePlaceholder(c)
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// keyPlaceholder is the SQL expression a key value takes in a comparison with column c. Character
+// keys are declared in the column's own character set and collation: a _binary literal would make
+// the server compare bytes, not the column's order, and could neither use the index nor page in
+// the order ORDER BY returns.
+func keyPlaceholder(c *schema.Column) string {
+	if c.Charset != "" && c.Charset != "binary" {
+		return "CONVERT(? USING " + c.Charset + ") COLLATE " + c.Collation
+	}
+	if c.DataType == "decimal" {
+		return "CAST(? AS DECIMAL(65,30))"
+	}
+	return "?"
+}
+
+// keyArg turns a key value read as text from the server into the argument to compare it with:
+// integers are sent as numbers (a string compared with an integer column is compared as a double,
+// which loses precision above 2^53).
+func keyArg(c *schema.Column, v any) (any, error) {
+	b, ok := v.([]byte)
+	if !ok {
+		return v, nil
+	}
+	switch c.DataType {
+	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year":
+		if c.Unsigned {
+			n, err := strconv.ParseUint(string(b), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("key column %s: %q is not an unsigned integer", c.Name, b)
+			}
+			return n, nil
+		}
+		n, err := strconv.ParseInt(string(b), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("key column %s: %q is not an integer", c.Name, b)
+		}
+		return n, nil
+	}
+	return b, nil
+}
+
+// keyAfter builds "key > last" over the key columns, expanded so every server's range optimizer
+// uses the index: (a > ?) OR (a = ? AND b > ?) ...; inclusive adds equality of the whole key.
+func keyCompare(cols []*schema.Column, vals []any, op string, inclusive bool) (string, []any) {
+	var ors []string
+	var args []any
+	for i := range cols {
+		var ands []string
+		for j := 0; j < i; j++ {
+			ands = append(ands, schema.QuoteIdent(cols[j].Name)+" = "+keyPlaceholder(cols[j]))
+			args = append(args, vals[j])
+		}
+		o := op
+		if inclusive && i == len(cols)-1 {
+			o += "="
+		}
+		ands = append(ands, schema.QuoteIdent(cols[i].Name)+" "+o+" "+keyPlaceholder(cols[i]))
+		args = append(args, vals[i])
+		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
+	}
+	return "(" + strings.Join(ors, " OR ") + ")", args
+}
+
+// keyEquals builds "(a = ? AND b = ?)" for one key.
+func keyEquals(cols []*schema.Column, vals []any) (string, []any) {
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		parts[i] = schema.QuoteIdent(c.Name) + " = " + keyPlaceholder(c)
+	}
+	return "(" + strings.Join(parts, " AND ") + ")", vals
+}
+
+// orderByKey is "ORDER BY a, b".
+func orderByKey(cols []*schema.Column) string {
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		parts[i] = schema.QuoteIdent(c.Name)
+	}
+	return "ORDER BY " + strings.Join(parts, ", ")
+}
+
+// keyIndexes returns the positions of the key columns inside t.Columns.
+func (t *TableCopy) keyIndexes() []int {
+	out := make([]int, 0, len(t.Source.Key))
+	for _, k := range t.Source.Key {
+		for i, c := range t.Columns {
+			if c.Ordinal == k {
+				out = append(out, i)
+			}
+		}
+	}
+	return out
+}
+
+type schemaColumn = schema.Column
+
+var schemaQuote = schema.QuoteIdent
+
+func (t *TableCopy) setRanges(r []*KeyRange) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.state.Ranges = r
+}
+
+func (t *TableCopy) rangesSnapshot() []KeyRange {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]KeyRange, len(t.state.Ranges))
+	for i, r := range t.state.Ranges {
+		out[i] = *r
+	}
+	return out
+}
+
+func (t *TableCopy) rangeSnapshot(i int) KeyRange {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return *t.state.Ranges[i]
+}
+
+func (t *TableCopy) recordCopied(i int, last Key, n int, done bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.state.Ranges[i]
+	if last != nil {
+		r.Last = last
+	}
+	r.Done = r.Done || done
+	t.state.RowsCopied += int64(n)
+	if done {
+		t.state.Completed = true
+		for _, r := range t.state.Ranges {
+			t.state.Completed = t.state.Completed && r.Done
+		}
+	}
+}
+
+func (t *TableCopy) markCompletedIfDone() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.state.Ranges) == 0 {
+		return
+	}
+	for _, r := range t.state.Ranges {
+		if !r.Done {
+			return
+		}
+	}
+	t.state.Completed = true
+}
+
+// State returns a copy of the table's copy progress.
+func (t *TableCopy) State() TableState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := *t.state
+	c.Ranges = make([]*KeyRange, len(t.state.Ranges))
+	for i, r := range t.state.Ranges {
+		rc := *r
+		c.Ranges[i] = &rc
+	}
+	return c
+}
