@@ -44,9 +44,10 @@ import (
 // time_zone '+00:00' — as ferry's copy does. Rows copied with another convention are not wrong,
 // only re-read on the source at the BeforeCutover pass.
 //
-// Memory: per copied row about 90 bytes plus the key's length (key string and header, a 16-byte
-// fingerprint and a pass counter, and the map's own overhead); 1M rows with an INT key take about
-// 100 MB. The keys touched by the binlog cost about the same per distinct key until the next pass.
+// Memory: per copied row, its key (a string: the key's bytes plus a length prefix and a 16-byte
+// header), a 16-byte fingerprint, a 4-byte pass counter and the map's own overhead — about 110 bytes
+// for an INT key (BenchmarkRowsCopied), so 1M rows take about 110 MB; longer keys add their length.
+// Each distinct key touched by the binlog costs about as much until the next pass.
 // RowsCopied and RowChanged are safe for concurrent use (copy workers run in parallel).
 type Inline struct {
 	Source, Target *sql.DB
