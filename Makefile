@@ -21,7 +21,8 @@ test-short: deps
 	$(GO) test -short -count=1 ./...
 
 demo: deps
-	$(GO) run ./examples/demo
+	$(GO) build -o bin/copydb ./examples/copydb
+	$(GO) run ./examples/demo -copydb bin/copydb
 
 bench: deps
 	$(GO) run ./test/bench $(BENCHFLAGS)

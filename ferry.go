@@ -399,6 +399,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 		return fmt.Errorf("source: binlog file %s is not on the server", f.startPos.File)
 	}
 	f.started = true
+	f.startTime = time.Now()
 	f.log.WithField("position", f.startPos.String()).Info("ferry: binlog position recorded before the copy")
 	return nil
 }
@@ -437,7 +438,6 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 	if !f.started {
 		return errors.New("ferry: Run called before Start")
 	}
-	f.startTime = time.Now()
 	defer func() {
 		f.mu.Lock()
 		f.runErr = err

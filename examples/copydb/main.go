@@ -1,0 +1,391 @@
+// Command copydb copies databases or tables from one MySQL/MariaDB server to another while the
+// source keeps taking writes, keeps the copy current from the binlog, verifies it and cuts over.
+//
+//	copydb -source-host 10.0.0.1 -source-user ferry -target-host 10.0.0.2 -target-user ferry \
+//	       -databases shop -create-tables -cutover read-only -verify checksum
+//
+// Passwords come from the FERRY_SOURCE_PASSWORD and FERRY_TARGET_PASSWORD environment variables (or
+// the -source-password/-target-password flags); they are never printed. Every flag can also be set in
+// a config file given with -config: one "name = value" per line, '#' starts a comment.
+//
+// While it runs it prints, every -progress interval, each table's rows copied, percentage, rate and
+// ETA, and the binlog lag. With -state-file it checkpoints its progress atomically; after a crash,
+// run the same command with -resume to continue where it stopped.
+//
+// Exit status: 0 on success, 1 on error, 3 when verification found differences (nothing swapped).
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/verifier"
+)
+
+type options struct {
+	source, target        ferry.ConnConfig
+	databases, tables     string
+	exclude               string
+	rewriteDBs, rewriteTs string
+	filterColumn          string
+	filterValue           string
+	batchSize, workers    int
+	createTables          bool
+	allowNonEmpty         bool
+	cutover               string
+	verify                string
+	stateFile             string
+	resume                bool
+	progress              time.Duration
+	maxLag                time.Duration
+	logLevel              string
+	summaryJSON           string
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var o options
+	fs := flag.NewFlagSet("copydb", flag.ContinueOnError)
+	config := fs.String("config", "", "config file: one `name = value` per line (same names as the flags)")
+	fs.StringVar(&o.source.Host, "source-host", "127.0.0.1", "source server host")
+	fs.IntVar(&o.source.Port, "source-port", 3306, "source server port")
+	fs.StringVar(&o.source.User, "source-user", "root", "source user (needs SELECT, REPLICATION SLAVE, REPLICATION CLIENT/BINLOG MONITOR)")
+	fs.StringVar(&o.source.Password, "source-password", os.Getenv("FERRY_SOURCE_PASSWORD"), "source password (default $FERRY_SOURCE_PASSWORD)")
+	fs.StringVar(&o.target.Host, "target-host", "127.0.0.1", "target server host")
+	fs.IntVar(&o.target.Port, "target-port", 3306, "target server port")
+	fs.StringVar(&o.target.User, "target-user", "root", "target user (needs SELECT, INSERT, UPDATE, DELETE; CREATE with -create-tables)")
+	fs.StringVar(&o.target.Password, "target-password", os.Getenv("FERRY_TARGET_PASSWORD"), "target password (default $FERRY_TARGET_PASSWORD)")
+	fs.StringVar(&o.databases, "databases", "", "comma-separated databases to copy whole")
+	fs.StringVar(&o.tables, "tables", "", "comma-separated table patterns db.table (wildcards * ?)")
+	fs.StringVar(&o.exclude, "exclude", "", "comma-separated table patterns to leave out")
+	fs.StringVar(&o.rewriteDBs, "rewrite-databases", "", "comma-separated src=dst database renames")
+	fs.StringVar(&o.rewriteTs, "rewrite-tables", "", "comma-separated db.table=newname table renames")
+	fs.StringVar(&o.filterColumn, "filter-column", "", "copy only rows whose column equals -filter-value (tables without the column are copied whole)")
+	fs.StringVar(&o.filterValue, "filter-value", "", "value for -filter-column (integer or string)")
+	fs.IntVar(&o.batchSize, "batch-size", 1000, "rows per copy batch")
+	fs.IntVar(&o.workers, "workers", 4, "key ranges copied at once")
+	fs.BoolVar(&o.createTables, "create-tables", false, "create missing target tables from the source's definitions")
+	fs.BoolVar(&o.allowNonEmpty, "allow-nonempty-target", false, "copy into target tables that already hold rows")
+	fs.StringVar(&o.cutover, "cutover", "none", "how to cut over once caught up: none (stop after verifying, source untouched), read-only (set the source read_only, flush, swap), or wait (keep streaming until SIGUSR1, then read-only cut-over)")
+	fs.StringVar(&o.verify, "verify", "checksum", "verifier during cut-over: checksum, inline, none")
+	fs.StringVar(&o.stateFile, "state-file", "", "checkpoint file, written atomically every few seconds")
+	fs.BoolVar(&o.resume, "resume", false, "resume from -state-file")
+	fs.DurationVar(&o.progress, "progress", 2*time.Second, "progress interval")
+	fs.DurationVar(&o.maxLag, "max-lag", 500*time.Millisecond, "binlog lag under which the cut-over starts")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.summaryJSON, "summary-json", "", "write the final summary as JSON to this file")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if *config != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if err := loadConfig(fs, *config, set); err != nil {
+			fmt.Fprintln(os.Stderr, "copydb:", err)
+			return 2
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sum, err := copyDB(ctx, o)
+	if sum != nil {
+		printSummary(sum)
+		if o.summaryJSON != "" {
+			b, _ := json.MarshalIndent(sum, "", "  ")
+			os.WriteFile(o.summaryJSON, b, 0o644)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "copydb:", err)
+		if errors.Is(err, ferry.ErrVerificationFailed) {
+			return 3
+		}
+		return 1
+	}
+	return 0
+}
+
+func loadConfig(fs *flag.FlagSet, path string, alreadySet map[string]bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = strings.TrimSpace(line[:i])
+		}
+		if line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return fmt.Errorf("config %s:%d: want name = value", path, n)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if alreadySet[k] { // the command line wins
+			continue
+		}
+		if err := fs.Set(k, v); err != nil {
+			return fmt.Errorf("config %s:%d: %w", path, n, err)
+		}
+	}
+	return sc.Err()
+}
+
+// Summary is what copydb prints (and writes as JSON) at the end.
+type Summary struct {
+	Rows          int64                 `json:"rows_copied"`
+	Tables        []ferry.TableProgress `json:"tables"`
+	Elapsed       time.Duration         `json:"elapsed_ns"`
+	RowsPerSecond float64               `json:"rows_per_second"`
+	EventsApplied int64                 `json:"events_applied"`
+	BlockedMS     float64               `json:"write_blocked_ms"`
+	Verification  *verifier.Result      `json:"verification,omitempty"`
+	CutOver       bool                  `json:"cut_over"`
+	Result        string                `json:"result"`
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func pairs(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range split(s) {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q: want from=to", p)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func copyDB(ctx context.Context, o options) (*Summary, error) {
+	log := logrus.New()
+	lvl, err := logrus.ParseLevel(o.logLevel)
+	if err != nil {
+		return nil, err
+	}
+	log.SetLevel(lvl)
+	cfg := ferry.Config{
+		Source: o.source, Target: o.target,
+		Tables:              ferry.TableFilter{Databases: split(o.databases), Include: split(o.tables), Exclude: split(o.exclude)},
+		BatchSize:           o.batchSize,
+		CopyWorkers:         o.workers,
+		CreateTargetTables:  o.createTables,
+		AllowNonEmptyTarget: o.allowNonEmpty,
+		Logger:              log,
+	}
+	if cfg.DatabaseRewrites, err = pairs(o.rewriteDBs); err != nil {
+		return nil, fmt.Errorf("-rewrite-databases: %w", err)
+	}
+	if cfg.TableRewrites, err = pairs(o.rewriteTs); err != nil {
+		return nil, fmt.Errorf("-rewrite-tables: %w", err)
+	}
+	if o.filterColumn != "" {
+		var v any = o.filterValue
+		var n int64
+		if _, err := fmt.Sscan(o.filterValue, &n); err == nil && fmt.Sprint(n) == o.filterValue {
+			v = n
+		}
+		cfg.Filter = ferry.ColumnEquals{Column: o.filterColumn, Value: v}
+	}
+	if o.resume {
+		if o.stateFile == "" {
+			return nil, errors.New("-resume needs -state-file")
+		}
+		st, err := ferry.LoadCheckpointFile(o.stateFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Resume = st
+	}
+	switch o.cutover {
+	case "none", "read-only", "wait":
+	default:
+		return nil, fmt.Errorf("-cutover %q: want none, read-only or wait", o.cutover)
+	}
+	f, err := ferry.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if o.stateFile != "" {
+		f.Checkpoints = ferry.FileCheckpoint{Path: o.stateFile}
+		f.CheckpointInterval = time.Second
+	}
+	if err := f.Initialize(ctx); err != nil {
+		return nil, err
+	}
+	switch o.verify {
+	case "checksum":
+		f.Verifier = &verifier.Checksum{Source: f.Source, Target: f.Target}
+	case "inline":
+		if o.resume {
+			f.Verifier = &verifier.Checksum{Source: f.Source, Target: f.Target} // fingerprints of the earlier run are gone
+		} else {
+			f.Verifier = &verifier.Inline{Source: f.Source, Target: f.Target}
+		}
+	case "none":
+	default:
+		return nil, fmt.Errorf("-verify %q: want checksum, inline or none", o.verify)
+	}
+	if err := f.Start(ctx); err != nil {
+		return nil, err
+	}
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRun()
+	runErr := make(chan error, 1)
+	go func() { runErr <- f.Run(runCtx) }()
+
+	// SIGINT/SIGTERM outside the cut-over: stop the run; Run saves a final checkpoint.
+	stopRun := context.AfterFunc(ctx, cancelRun)
+	defer stopRun()
+
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(o.progress)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				printProgress(f.Progress())
+			}
+		}
+	}()
+
+	sum := &Summary{}
+	finish := func(result string) *Summary {
+		p := f.Progress()
+		sum.Rows, sum.Tables, sum.Elapsed, sum.RowsPerSecond, sum.EventsApplied = p.RowsCopied, p.Tables, p.Elapsed, p.RowsPerSecond, p.EventsApplied
+		sum.Result = result
+		return sum
+	}
+	if o.cutover == "wait" {
+		usr := make(chan os.Signal, 1)
+		signal.Notify(usr, syscall.SIGUSR1)
+		defer signal.Stop(usr)
+		log.Info("copydb: streaming; send SIGUSR1 to cut over")
+		select {
+		case <-usr:
+		case err := <-runErr:
+			return finish("failed"), err
+		case <-ctx.Done():
+			return finish("interrupted"), waitRun(runErr, ctx.Err())
+		}
+	}
+	var hooks ferry.CutoverHooks
+	switch o.cutover {
+	case "none":
+		// Stop streaming without touching the source: verify what is there now.
+		hooks = ferry.HookFuncs{}
+	default:
+		hooks = ferry.ReadOnlyHooks{Source: f.Source}
+	}
+	cut := &ferry.Cutover{Ferry: f, Hooks: hooks, MaxLag: o.maxLag}
+	if o.cutover == "none" {
+		cut.Verifier = nil
+		if f.Verifier != nil {
+			// Without stopping writes a verification is only a before-cut-over pass.
+			if err := f.WaitUntilRowCopyIsComplete(ctx); err != nil {
+				return finish("failed"), waitRun(runErr, err)
+			}
+			if _, err := f.FlushBinlog(ctx); err != nil {
+				return finish("failed"), waitRun(runErr, err)
+			}
+			res, err := f.Verifier.Verify(ctx, verifier.BeforeCutover, f.TablePairs())
+			if err != nil {
+				return finish("failed"), waitRun(runErr, err)
+			}
+			sum.Verification = res
+		}
+		f.Verifier = nil
+	}
+	rep, err := cut.Run(ctx)
+	if rep != nil {
+		sum.BlockedMS = float64(rep.Blocked.Microseconds()) / 1000
+		if rep.Result != nil {
+			sum.Verification = rep.Result
+		}
+		sum.CutOver = rep.Swapped && o.cutover != "none"
+	}
+	if err != nil {
+		cancelRun()
+		<-runErr
+		return finish("failed"), err
+	}
+	if err := <-runErr; err != nil {
+		return finish("failed"), err
+	}
+	return finish("ok"), nil
+}
+
+func waitRun(runErr chan error, err error) error {
+	if rerr := <-runErr; rerr != nil && !errors.Is(rerr, context.Canceled) {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+func printProgress(p ferry.Progress) {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	for _, t := range p.Tables {
+		state := "copying"
+		if t.Completed {
+			state = "done"
+		}
+		fmt.Fprintf(tw, "  %s\t%d/%d rows\t%5.1f%%\t%s\n", t.Table, t.RowsCopied, t.EstimatedRows, t.Percent, state)
+	}
+	tw.Flush()
+	eta := "-"
+	if p.ETA > 0 {
+		eta = p.ETA.Round(time.Second).String()
+	}
+	throttle := ""
+	if p.Throttled {
+		throttle = " throttled: " + p.ThrottleReason
+	}
+	fmt.Printf("[%s] %d/%d rows, %.0f rows/s, ETA %s, binlog lag %s, %d events applied%s\n%s",
+		p.Elapsed.Round(time.Second), p.RowsCopied, p.EstimatedRows, p.RowsPerSecond, eta, p.BinlogLag.Round(time.Millisecond), p.EventsApplied, throttle, b.String())
+}
+
+func printSummary(s *Summary) {
+	fmt.Printf("\ncopydb: %s — %d rows in %s (%.0f rows/s), %d binlog events applied", s.Result, s.Rows, s.Elapsed.Round(time.Millisecond), s.RowsPerSecond, s.EventsApplied)
+	if s.CutOver {
+		fmt.Printf(", cut over with writes blocked for %.1f ms", s.BlockedMS)
+	}
+	fmt.Println()
+	if s.Verification != nil {
+		fmt.Print(s.Verification.String())
+	}
+}

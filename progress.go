@@ -1,0 +1,78 @@
+package ferry
+
+import (
+	"time"
+)
+
+// TableProgress is the copy progress of one table.
+type TableProgress struct {
+	Table         string  `json:"table"`
+	RowsCopied    int64   `json:"rows_copied"`
+	EstimatedRows int64   `json:"estimated_rows"`
+	Completed     bool    `json:"completed"`
+	Percent       float64 `json:"percent"`
+}
+
+// Progress is a snapshot of a running Ferry, for status lines and monitoring.
+type Progress struct {
+	Tables        []TableProgress `json:"tables"`
+	RowsCopied    int64           `json:"rows_copied"`
+	EstimatedRows int64           `json:"estimated_rows"`
+	Elapsed       time.Duration   `json:"elapsed_ns"`
+	// RowsPerSecond is the average copy rate since Run started.
+	RowsPerSecond float64 `json:"rows_per_second"`
+	// ETA estimates the time left for the copy (0 when done or unknown).
+	ETA             time.Duration `json:"eta_ns"`
+	CopyComplete    bool          `json:"copy_complete"`
+	BinlogLag       time.Duration `json:"binlog_lag_ns"`
+	EventsApplied   int64         `json:"events_applied"`
+	AppliedPosition Position      `json:"applied_position"`
+	Throttled       bool          `json:"throttled"`
+	ThrottleReason  string        `json:"throttle_reason,omitempty"`
+}
+
+// Progress reports how far the copy and the binlog apply are.
+func (f *Ferry) Progress() Progress {
+	var p Progress
+	for _, t := range f.Tables {
+		st := t.State()
+		tp := TableProgress{Table: t.String(), RowsCopied: st.RowsCopied, EstimatedRows: t.EstimatedRows, Completed: st.Completed}
+		if tp.EstimatedRows < tp.RowsCopied {
+			tp.EstimatedRows = tp.RowsCopied
+		}
+		if tp.Completed {
+			tp.Percent = 100
+			tp.EstimatedRows = tp.RowsCopied
+		} else if tp.EstimatedRows > 0 {
+			tp.Percent = 100 * float64(tp.RowsCopied) / float64(tp.EstimatedRows)
+		}
+		p.Tables = append(p.Tables, tp)
+		p.RowsCopied += tp.RowsCopied
+		p.EstimatedRows += tp.EstimatedRows
+	}
+	if !f.startTime.IsZero() {
+		p.Elapsed = time.Since(f.startTime)
+	}
+	select {
+	case <-f.copyDone:
+		p.CopyComplete = true
+	default:
+	}
+	if p.Elapsed > 0 {
+		p.RowsPerSecond = float64(p.RowsCopied) / p.Elapsed.Seconds()
+	}
+	if !p.CopyComplete && p.RowsPerSecond > 0 && p.EstimatedRows > p.RowsCopied {
+		p.ETA = time.Duration(float64(p.EstimatedRows-p.RowsCopied) / p.RowsPerSecond * float64(time.Second))
+	}
+	if f.BinlogWriter != nil {
+		p.BinlogLag = f.BinlogLag()
+		p.AppliedPosition = f.BinlogWriter.Applied()
+		if c, ok := f.BinlogWriter.(interface{ EventsApplied() int64 }); ok {
+			p.EventsApplied = c.EventsApplied()
+		}
+	}
+	f.mu.Lock()
+	p.Throttled, p.ThrottleReason = f.throttle.Throttled, f.throttle.Reason
+	f.mu.Unlock()
+	return p
+}
