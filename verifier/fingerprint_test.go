@@ -35,47 +35,38 @@ func benchRow(i int) []any {
 	}
 }
 
-func floats(t *schema.Table) []bool {
-	cols := t.WritableColumns()
-	out := make([]bool, len(cols))
-	for i, c := range cols {
-		out[i] = isFloatCol(c)
-	}
-	return out
-}
-
 // BenchmarkFingerprint measures the per-row fingerprint the inline verifier takes during the copy.
 func BenchmarkFingerprint(b *testing.B) {
 	t := benchTable()
-	isFloat := floats(t)
+	fs := forms(t.WritableColumns())
 	row := benchRow(12345)
 	b.ReportAllocs()
 	for b.Loop() {
-		fingerprint(isFloat, row)
+		fingerprint(fs, row)
 	}
 }
 
 // BenchmarkFingerprintWide: 40 columns (the token buffer outgrows its stack array).
 func BenchmarkFingerprintWide(b *testing.B) {
-	isFloat := make([]bool, 40)
+	fs := make([]form, 40)
 	row := make([]any, 40)
 	for i := range row {
 		row[i] = []byte(fmt.Sprintf("value of column %d", i))
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		fingerprint(isFloat, row)
+		fingerprint(fs, row)
 	}
 }
 
 // BenchmarkFingerprintBlob: one 64 KiB BLOB dominates (MD5 throughput).
 func BenchmarkFingerprintBlob(b *testing.B) {
-	isFloat := []bool{false, false}
+	fs := []form{formShort, formHashed}
 	row := []any{[]byte("1"), make([]byte, 64<<10)}
 	b.SetBytes(64 << 10)
 	b.ReportAllocs()
 	for b.Loop() {
-		fingerprint(isFloat, row)
+		fingerprint(fs, row)
 	}
 }
 
@@ -109,7 +100,7 @@ func BenchmarkRowsCopied(b *testing.B) {
 // TestFingerprintDistinguishes: NULL, the empty string and the text "N" give different
 // fingerprints, and so does moving a value to the next column.
 func TestFingerprintDistinguishes(t *testing.T) {
-	isFloat := []bool{false, false, true}
+	fs := []form{formShort, formShort, formFloat}
 	rows := [][]any{
 		{[]byte("1"), nil, nil},
 		{[]byte("1"), []byte(""), nil},
@@ -122,14 +113,15 @@ func TestFingerprintDistinguishes(t *testing.T) {
 	}
 	seen := map[[16]byte]int{}
 	for i, r := range rows {
-		fp := fingerprint(isFloat, r)
+		fp := fingerprint(fs, r)
 		if j, ok := seen[fp]; ok {
 			t.Errorf("rows %d and %d have the same fingerprint", j, i)
 		}
 		seen[fp] = i
 	}
 	// Typed values (a copy reading with the binary protocol) fingerprint like their text.
-	if fingerprint([]bool{false, true}, []any{int64(-7), 0.5}) != fingerprint([]bool{false, true}, []any{[]byte("-7"), []byte("0.5")}) {
+	fs2 := []form{formShort, formFloat, formHashed}
+	if fingerprint(fs2, []any{int64(-7), 0.5, "x"}) != fingerprint(fs2, []any{[]byte("-7"), []byte("0.5"), []byte("x")}) {
 		t.Error("int64/float64 values do not fingerprint like their text")
 	}
 }

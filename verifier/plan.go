@@ -322,7 +322,7 @@ type sidePlan struct {
 	table  string   // quoted db.table
 	index  string   // FORCE INDEX clause
 	where  string   // filter condition (without parentheses) or ""
-	tokens []string // per compared column: IFNULL(MD5(value),'N')
+	tokens []string // per compared column: its token (see tokenSQL)
 }
 
 // plan is the comparison of one table pair: the key, the compared columns and both sides' SQL.
@@ -335,12 +335,37 @@ type plan struct {
 	s, t  sidePlan
 }
 
-// columnToken is the per-column hash of a compared column on one side: 32 hex digits of the MD5 of
-// the value's bytes, or 'N' for NULL (no MD5 is 'N', so NULL and the empty string differ). Character values are
-// hashed as their stored bytes (CAST AS BINARY: 'a' and 'A' differ whatever the collation); when the
-// two sides store a column in different charsets both are converted to utf8mb4 first, so a latin1 →
-// utf8mb4 conversion by the copy compares equal. FLOAT is widened to DOUBLE (whose text round-trips
-// exactly), BIT compared by value, everything else by the server's text (TIMESTAMP in UTC).
+// shortColumn reports a type whose values are short: numbers, temporal values, CHAR/VARCHAR,
+// BINARY/VARBINARY, ENUM, SET. InnoDB caps such columns at 64 KiB per row in total, so they can enter
+// a row's hash as their own bytes; other types (BLOB, TEXT, JSON, spatial) may be long and are hashed
+// one by one, so no concatenation ever nears max_allowed_packet (which would make it NULL).
+func shortColumn(c *schema.Column) bool {
+	switch c.DataType {
+	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric",
+		"float", "double", "real", "bit", "date", "time", "datetime", "timestamp", "year",
+		"char", "varchar", "binary", "varbinary", "enum", "set":
+		return true
+	}
+	return false
+}
+
+// tokenSQL wraps a value expression into its token: 'N' for NULL; otherwise the value's length, ':'
+// and its bytes (short types) or the 32 hex digits of its MD5 (long types). Tokens are prefix-free
+// (a length is digits, never 'N'; an MD5 is 32 hex digits), so a row's concatenated tokens identify
+// its values, NULL and the empty string differ, and a value cannot shift into the next column.
+func tokenSQL(e string, short bool) string {
+	if short {
+		return "IFNULL(CONCAT(LENGTH(" + e + "),':'," + e + "),'N')"
+	}
+	return "IFNULL(MD5(" + e + "),'N')"
+}
+
+// columnToken is the token of a compared column on one side. Character values are taken as their
+// stored bytes (CAST AS BINARY: 'a' and 'A' differ whatever the collation); when the two sides store a
+// column in different charsets both are converted to utf8mb4 first, so a latin1 → utf8mb4 conversion
+// by the copy compares equal. FLOAT is widened to DOUBLE (whose text round-trips exactly), BIT
+// compared by value, everything else by the server's text (TIMESTAMP in UTC). Both sides use the same
+// form (a long type on either side makes both hashed).
 func columnToken(c, other *schema.Column) string {
 	q := schema.QuoteIdent(c.Name)
 	var e string
@@ -358,7 +383,7 @@ func columnToken(c, other *schema.Column) string {
 	default:
 		e = q
 	}
-	return "IFNULL(MD5(" + e + "),'N')"
+	return tokenSQL(e, shortColumn(c) && (other == nil || shortColumn(other)))
 }
 
 // rowHash is the MD5 of a row's column tokens.
