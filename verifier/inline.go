@@ -252,7 +252,7 @@ func (v *Inline) Verify(ctx context.Context, phase Phase, tables []TablePair) (*
 	return res, nil
 }
 
-func (v *Inline) verifyTable(ctx context.Context, phase Phase, pl *plan, st *inlineTable, full bool) (*TableResult, error) {
+func (v *Inline) verifyTable(ctx context.Context, phase Phase, pl *plan, st *inlineTable, full bool) (_ *TableResult, err error) {
 	src, err := pin(ctx, v.Source, &v.stats.s)
 	if err != nil {
 		return nil, err
@@ -273,6 +273,15 @@ func (v *Inline) verifyTable(ctx context.Context, phase Phase, pl *plan, st *inl
 	st.epoch++
 	epoch := st.epoch
 	st.mu.Unlock()
+	defer func() {
+		if err != nil { // the keys taken for this pass are checked at the next one
+			st.mu.Lock()
+			for id, k := range check {
+				st.touched[id] = k
+			}
+			st.mu.Unlock()
+		}
+	}()
 
 	var compared int64
 	candFP := map[string][16]byte{}
@@ -299,9 +308,11 @@ func (v *Inline) verifyTable(ctx context.Context, phase Phase, pl *plan, st *inl
 		if err := sleep(ctx, recheckDelay(v.RecheckDelay)); err != nil {
 			return nil, err
 		}
-		if d, differing, err = v.recheck(ctx, src, tgt, pl, differing, capN); err != nil {
+		var again map[string]keyVal
+		if d, again, err = v.recheck(ctx, src, tgt, pl, differing, capN); err != nil {
 			return nil, err
 		}
+		differing = again
 	}
 	st.mu.Lock()
 	for id, k := range differing {

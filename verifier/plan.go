@@ -58,11 +58,12 @@ func pin(ctx context.Context, db *sql.DB, st *sideStats) (*session, error) {
 func (s *session) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var cs any
+	cs := "NULL"
 	if s.cs.Valid {
-		cs = s.cs.String
+		cs = schema.QuoteString(s.cs.String)
 	}
-	if _, err := s.conn.ExecContext(ctx, "SET SESSION time_zone = ?, character_set_results = ?", s.tz.String, cs); err != nil {
+	// Literals, not placeholders: SET must work over the text and the binary protocol alike.
+	if _, err := s.conn.ExecContext(ctx, "SET SESSION time_zone = "+schema.QuoteString(s.tz.String)+", character_set_results = "+cs); err != nil {
 		s.discard()
 		return
 	}

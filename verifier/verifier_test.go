@@ -2,11 +2,14 @@ package verifier_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/verifier"
@@ -373,35 +376,52 @@ func TestResultReport(t *testing.T) {
 }
 
 // TestSessionRestored: the verifiers pin time_zone and character_set_results on the connections
-// they borrow and give them back as they found them.
+// they borrow and give them back as they found them, over the text protocol (interpolateParams) and
+// the binary one (server-side prepared statements) alike; a pool too small for a Checksum gives an
+// error, not a deadlock.
 func TestSessionRestored(t *testing.T) {
 	db := newDatabase(t)
 	createBase(t, db)
-	pool, err := srcSrv.DB("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	pool.SetMaxOpenConns(1)
-	if _, err := (&verifier.Checksum{Source: pool, Target: tgtDB, Concurrency: 1}).Verify(context.Background(), verifier.DuringCutover,
-		[]verifier.TablePair{{Source: load(t, db, "t")}}); err == nil {
-		t.Fatal("expected an error (not a deadlock): one connection cannot serve the bound finder and a worker")
-	}
-	pool.SetMaxOpenConns(4)
-	if _, err := (&verifier.Differ{Source: pool, Target: tgtDB}).Verify(context.Background(), verifier.DuringCutover,
-		[]verifier.TablePair{{Source: load(t, db, "t")}}); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := pool.Query("SELECT @@session.time_zone, @@session.character_set_results")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var tz, cs string
-		rows.Scan(&tz, &cs)
-		if tz != "SYSTEM" || cs != "utf8mb4" {
-			t.Errorf("session left as time_zone=%s character_set_results=%s", tz, cs)
+	tbl := load(t, db, "t")
+	for _, interpolate := range []bool{true, false} {
+		cfg, err := mysql.ParseDSN(srcSrv.DSN(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.InterpolateParams = interpolate
+		pool, err := sql.Open("mysql", cfg.FormatDSN())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		pool.SetMaxOpenConns(1)
+		if _, err := (&verifier.Checksum{Source: pool, Target: tgtDB, Concurrency: 1}).Verify(context.Background(), verifier.DuringCutover,
+			[]verifier.TablePair{{Source: tbl}}); err == nil {
+			t.Fatal("expected an error (not a deadlock): one connection cannot serve the bound finder and a worker")
+		}
+		pool.SetMaxOpenConns(4)
+		pool.SetMaxIdleConns(4)
+		res, err := (&verifier.Differ{Source: pool, Target: tgtDB, PageSize: 50}).Verify(context.Background(), verifier.DuringCutover,
+			[]verifier.TablePair{{Source: tbl}})
+		if err != nil || !res.Match() {
+			t.Fatal(res, err)
+		}
+		if st := pool.Stats(); st.OpenConnections < 2 || st.MaxIdleClosed > 0 {
+			t.Errorf("interpolate=%v: %d connections left in the pool; the verifier's were discarded, not restored: %+v", interpolate, st.OpenConnections, st)
+		}
+		for i := 0; i < 4; i++ {
+			c, err := pool.Conn(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			var tz, cs string
+			if err := c.QueryRowContext(context.Background(), "SELECT @@session.time_zone, @@session.character_set_results").Scan(&tz, &cs); err != nil {
+				t.Fatal(err)
+			}
+			if tz != "SYSTEM" || cs != "utf8mb4" {
+				t.Errorf("interpolate=%v: session left as time_zone=%s character_set_results=%s", interpolate, tz, cs)
+			}
 		}
 	}
 }
