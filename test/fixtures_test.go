@@ -125,3 +125,5 @@ func count(t testing.TB, s *sandbox.Server, q string) int {
 	must(t, db.QueryRow(q).Scan(&n))
 	return int(n.Int64)
 }
+
+func fmtInt(n int64) string { return fmt.Sprint(n) }
