@@ -92,6 +92,9 @@ func BenchmarkVerify(b *testing.B) {
 	b.Run("checksum", func(b *testing.B) {
 		run(b, &verifier.Checksum{Source: srcDB, Target: tgtDB}, verifier.DuringCutover)
 	})
+	b.Run("checksum-chunk5000", func(b *testing.B) {
+		run(b, &verifier.Checksum{Source: srcDB, Target: tgtDB, ChunkSize: 5000}, verifier.DuringCutover)
+	})
 	b.Run("rowdiff", func(b *testing.B) {
 		run(b, &verifier.Differ{Source: srcDB, Target: tgtDB}, verifier.DuringCutover)
 	})

@@ -15,10 +15,11 @@ import (
 // Chunks are ranges of the key chosen on the source (`ORDER BY key LIMIT 1 OFFSET ChunkSize-1`
 // finds each upper bound); the same key range is checksummed on the target, the first chunk is open
 // below and the last open above, so every target row falls in some chunk, whatever its key. A chunk's
-// checksum is COUNT(*) and the BIT_XOR of the first 64 bits of each row's MD5 (the row's MD5 is over
-// its columns' MD5s, NULL marked apart from the empty string), so equal chunks never cross the wire and two
-// different chunks compare equal with probability about 2^-64. A differing chunk is read again row by
-// row on both sides (key + one MD5 per column) and merged by key to name the missing, extra and
+// checksum is COUNT(*) and the BIT_XOR of the first 64 bits of each row's MD5, taken over the row's
+// column tokens (each value's length and bytes, or the MD5 of long values; NULL marked apart from
+// the empty string), so equal chunks never cross the wire and two different chunks compare equal
+// with probability about 2^-64. A differing chunk is read again row by row on both sides (key + one
+// token per column) and merged by key to name the missing, extra and
 // different rows and the differing columns.
 //
 // In the BeforeCutover phase the source still takes writes, so a differing chunk is checksummed again

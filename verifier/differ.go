@@ -20,7 +20,7 @@ import (
 // definitions: the same types, and for character keys the same collation; it returns an error
 // otherwise.
 //
-// Each row crosses the wire as its key and one MD5 (over its columns' MD5s); the columns of a
+// Each row crosses the wire as its key and one MD5 (over its column tokens); the columns of a
 // different row are looked up by key, for the rows the sample keeps. Memory is bounded by two pages,
 // whatever the table's size or the number of extra rows on the target. Use it where Checksum's
 // shortcut is not wanted, or on its own (examples/diff) on any two tables with compatible keys.
