@@ -50,7 +50,8 @@ import (
 // 100 MB; longer keys add their length. Each distinct key touched by the binlog costs about as much
 // until the next pass. Fingerprinting costs about 0.7 µs per 8-column row, without allocations
 // (BenchmarkFingerprint).
-// RowsCopied and RowChanged are safe for concurrent use (copy workers run in parallel).
+// RowsCopied and RowChanged are safe for concurrent use (copy workers run in parallel), also with a
+// running Verify; Verify itself must not run concurrently with another Verify of the same table.
 type Inline struct {
 	Source, Target *sql.DB
 	// SampleSize caps the keys kept per category and table; default DefaultSampleSize.

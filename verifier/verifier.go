@@ -58,6 +58,12 @@
 // difference again (Rechecks times, RecheckDelay apart) before reporting it; DuringCutover reports
 // what it finds. A typical cut-over runs Checksum (or Inline) before the cut-over and Inline's
 // DuringCutover pass, or Checksum, with writes stopped.
+//
+// Measured (BenchmarkVerify, 100k-row orders table, both MariaDB 10.11 servers on one 2-core machine,
+// so the servers' hashing is the bound): Checksum about 225k rows/s (280k with 5000-row chunks),
+// Differ about 230k, Inline's BeforeCutover pass about 235k, ChecksumTable about 2M rows/s — against a
+// copy of 21–52k rows/s. Inline's DuringCutover pass after 1,000 changed rows took 15–20 ms on
+// 100k rows and on 1M rows alike (BenchmarkInlineDuringCutover).
 package verifier
 
 import (
