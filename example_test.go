@@ -1,0 +1,79 @@
+package ferry_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/sandbox"
+	"github.com/ferrykit/ferry/verifier"
+)
+
+// Copy a database from one server to another while it takes writes, then cut over with the host's
+// own lock. The servers here are sandboxes; in production they are yours.
+func Example() {
+	ctx := context.Background()
+	src, err := sandbox.Start(ctx, sandbox.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer src.Stop()
+	dst, err := sandbox.Start(ctx, sandbox.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer dst.Stop()
+	src.Exec(ctx, "CREATE DATABASE shop",
+		"CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, total DECIMAL(10,2), note VARCHAR(50))",
+		"INSERT INTO shop.orders VALUES (1, 9.99, 'first'), (2, 20.00, 'second'), (3, 5.50, NULL)")
+
+	quiet := logrus.New()
+	quiet.SetLevel(logrus.WarnLevel)
+	f, err := ferry.New(ferry.Config{
+		Source:             ferry.ConnConfig{Host: "127.0.0.1", Port: src.Port, User: "root"},
+		Target:             ferry.ConnConfig{Host: "127.0.0.1", Port: dst.Port, User: "root"},
+		Tables:             ferry.TableFilter{Databases: []string{"shop"}},
+		CreateTargetTables: true,
+		Logger:             quiet,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Initialize(ctx); err != nil { // checks servers, privileges, schemas
+		log.Fatal(err)
+	}
+	if err := f.Start(ctx); err != nil { // binlog position recorded before any row is read
+		log.Fatal(err)
+	}
+	f.Verifier = &verifier.Checksum{Source: f.Source, Target: f.Target}
+	runErr := make(chan error, 1)
+	go func() { runErr <- f.Run(ctx) }()
+
+	// A write during the copy reaches the target through the binlog.
+	src.Exec(ctx, "UPDATE shop.orders SET note = 'changed while copying' WHERE id = 3")
+
+	cut := &ferry.Cutover{Ferry: f, Hooks: ferry.HookFuncs{
+		LockFunc: func(ctx context.Context) error { return nil }, // stop your writers here
+		SwapFunc: func(ctx context.Context) error { return nil }, // repoint your traffic here
+	}}
+	rep, err := cut.Run(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := <-runErr; err != nil {
+		log.Fatal(err)
+	}
+	var note string
+	db, _ := dst.DB("shop")
+	defer db.Close()
+	db.QueryRow("SELECT note FROM orders WHERE id = 3").Scan(&note)
+	fmt.Println("verified:", rep.Result.Match(), "swapped:", rep.Swapped)
+	fmt.Println("order 3 on the target:", note)
+	// Output:
+	// verified: true swapped: true
+	// order 3 on the target: changed while copying
+}
