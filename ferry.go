@@ -252,7 +252,16 @@ func (f *Ferry) loadTable(ctx context.Context, database, name string) (*TableCop
 // rows, identifies rows by the same key, and is empty unless allowed.
 func (f *Ferry) checkTarget(ctx context.Context, t *TableCopy) error {
 	dst, err := schema.Load(ctx, f.Target, t.TargetDatabase, t.TargetTable)
-	if errors.Is(err, schema.ErrNoTable) && f.Config.CreateTargetTables && f.Config.Resume == nil {
+	// On a resume, a table the checkpoint has progress for must still be on the target: creating it
+	// empty would lose the rows the checkpoint says are there.
+	var resumed *TableState
+	if f.Config.Resume != nil {
+		resumed = f.Config.Resume.Tables[t.Source.String()]
+	}
+	if errors.Is(err, schema.ErrNoTable) && resumed != nil && (resumed.RowsCopied > 0 || resumed.Completed || len(resumed.Ranges) > 0) {
+		return fmt.Errorf("resume: target table %s does not exist, but the checkpoint says %d rows of %s were copied into it; the copy of this table must start over (run without resume)", t.TargetName(), resumed.RowsCopied, t.Source)
+	}
+	if errors.Is(err, schema.ErrNoTable) && f.Config.CreateTargetTables {
 		create := strings.Replace(t.Source.CreateTable, "CREATE TABLE "+schema.QuoteIdent(t.Source.Name), "CREATE TABLE "+t.TargetName(), 1)
 		if _, err := f.Target.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS "+schema.QuoteIdent(t.TargetDatabase)); err != nil {
 			return fmt.Errorf("target: create database %s: %w", t.TargetDatabase, err)
@@ -295,7 +304,9 @@ func (f *Ferry) checkTarget(ctx context.Context, t *TableCopy) error {
 	if !sameKey {
 		return fmt.Errorf("target: table %s has no unique key on (%s), the key of %s; ferry applies changes by that key", t.TargetName(), strings.Join(keyNames, ", "), t.Source)
 	}
-	if !f.Config.AllowNonEmptyTarget && f.Config.Resume == nil {
+	// A resumed table holds the rows copied before the checkpoint; a table new since the checkpoint
+	// is checked like on a first run.
+	if !f.Config.AllowNonEmptyTarget && resumed == nil {
 		var one int
 		err := f.Target.QueryRowContext(ctx, "SELECT 1 FROM "+t.TargetName()+" LIMIT 1").Scan(&one)
 		if err == nil {
@@ -313,14 +324,19 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 	if st.Version != StateVersion {
 		return fmt.Errorf("resume: state has format version %d, this build reads %d", st.Version, StateVersion)
 	}
+	if st.Applied.IsZero() {
+		return errors.New("resume: the state has no binlog position; it cannot be resumed")
+	}
 	for _, t := range tables {
 		ts, ok := st.Tables[t.Source.String()]
 		if !ok {
+			f.log.WithField("table", t.Source.String()).Info("ferry: resume: table not in the checkpoint, copying it from the start")
 			continue // a table added since the checkpoint is copied from the start
 		}
 		if ts.Fingerprint != t.Source.Fingerprint() {
-			return fmt.Errorf("resume: table %s changed since the checkpoint (its definition differs); the copy of this table must start over", t.Source)
+			return fmt.Errorf("resume: table %s changed since the checkpoint (its definition differs: was [%s], now [%s]); the copy of this table must start over", t.Source, ts.Fingerprint, t.Source.Fingerprint())
 		}
+		f.log.WithFields(logrus.Fields{"table": t.Source.String(), "rows_copied": ts.RowsCopied, "completed": ts.Completed}).Info("ferry: resume: table restored from the checkpoint")
 		c := *ts
 		c.Ranges = nil
 		for _, r := range ts.Ranges {
@@ -336,6 +352,7 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 	for _, name := range files {
 		if name == st.Applied.File {
 			f.startPos = st.Applied
+			f.log.WithField("position", st.Applied.String()).Info("ferry: resume: replaying the binlog from the checkpoint's applied position")
 			return nil
 		}
 	}
@@ -462,22 +479,26 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 		f.log.WithField("rows", f.rowsCopied()).Info("ferry: row copy complete")
 		return nil
 	})
+	stop := make(chan struct{})
+	var cg sync.WaitGroup
 	if f.Checkpoints != nil {
-		stop := make(chan struct{})
-		defer close(stop)
-		var cg sync.WaitGroup
 		cg.Add(1)
 		go func() {
 			defer cg.Done()
 			f.checkpointLoop(gctx, stop)
 		}()
-		defer cg.Wait()
 	}
 	err = g.Wait()
 	if f.Checkpoints != nil {
+		// Stop the periodic saves first, so none of them can overwrite the final state.
+		close(stop)
+		cg.Wait()
 		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		if serr := f.Checkpoints.Save(saveCtx, f.State()); serr != nil {
+		st := f.State()
+		if serr := f.Checkpoints.Save(saveCtx, st); serr != nil {
 			f.log.WithError(serr).Error("ferry: could not save the final checkpoint")
+		} else {
+			f.log.WithField("applied", st.Applied.String()).Info("ferry: final checkpoint saved")
 		}
 		cancel()
 	}

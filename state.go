@@ -7,6 +7,37 @@ import (
 	"time"
 )
 
+// Resume: why a checkpoint is safe to continue from.
+//
+// A State holds, per table, the key ranges of the copy with the last key of each range whose row is
+// committed on the target (Last, recorded only after the target commit of its batch), and Applied,
+// the last binlog transaction boundary whose changes are all committed on the target (the writer
+// advances it only after the target commit of everything up to it; State reads it before the
+// tables). Resuming copies every range again from just after its Last, and streams the binlog from
+// Applied. Take a row R of a copied table and the source's final image of R:
+//
+//   - If R changed on the source after Applied, its last change is replayed (the resumed stream
+//     starts at Applied), and the writer applies every change as "set the row to this image" or
+//     "delete this key": the target ends with R's last image, whatever it held before — the rows
+//     copied or changes applied before the crash, or the same changes applied twice.
+//   - If R did not change after Applied, and its key is at or below a range's Last, it was copied
+//     before the checkpoint and every change of R after that copy is at or before Applied, so it was
+//     applied after the copy (a copied row is share-locked on the source until committed on the
+//     target, so its later changes reach the binlog, and so the writer, after the copy): the target
+//     holds R's final image.
+//   - If its key is above Last, the resumed copy reads R again from the source (under the same
+//     share lock) and inserts it, unless a row with that key is already on the target — put there
+//     by a batch committed after the checkpoint, or by the binlog — which is not overwritten
+//     (INSERT ... ON DUPLICATE KEY UPDATE k = k) and is as new as the copy or newer, by the two
+//     cases above. A row deleted on the source after being copied is deleted by the replayed or
+//     already applied DELETE.
+//
+// Applied is never beyond what is committed on the target, and it is a commit (or rotate)
+// position, never the middle of a transaction; a checkpoint taken before any change was applied
+// holds the position recorded before the copy started. A crash between the target commit and the
+// checkpoint only costs work done again. Resume refuses a table whose definition changed since the
+// checkpoint (Fingerprint), and a checkpoint whose binlog file the source no longer has.
+
 // StateVersion is the format version of State. A checkpoint is accepted by any build of ferry with
 // the same StateVersion.
 const StateVersion = 1

@@ -116,6 +116,11 @@ func run() int {
 		if errors.Is(err, ferry.ErrVerificationFailed) {
 			return 3
 		}
+		if o.stateFile != "" && (sum == nil || !sum.CutOver) && !strings.HasPrefix(err.Error(), "resume:") {
+			if _, serr := os.Stat(o.stateFile); serr == nil {
+				fmt.Fprintf(os.Stderr, "copydb: progress is saved in %s; after fixing the cause, run the same command with -resume to continue\n", o.stateFile)
+			}
+		}
 		return 1
 	}
 	return 0
