@@ -1,0 +1,272 @@
+// Command bench measures ferry against the physical ceiling of this machine, in one run.
+//
+// It starts two sandbox MariaDB servers (source and target), generates an orders-like table and a
+// narrow table on the source, measures the ceilings (same-server INSERT…SELECT, mariadb-dump |
+// mariadb, and the benchmark's own plain chunked copiers), then ferry: cross-server copy idle and
+// under a steady write load (with binlog lag), the binlog apply rate, each verifier, the cut-over
+// write-blocked window and peak RSS. It prints one table (figure, value, ceiling, ratio, target),
+// and writes it as JSON with -json.
+//
+//	go run ./test/bench                 # 1M-row orders table, everything (several minutes)
+//	go run ./test/bench -quick          # 50k rows, a smoke run
+//	go run ./test/bench -only ceilings,copy -rows 200000 -json out.json
+//
+// Every figure is measured in the same run as its ceiling, on the same servers; nothing is copied
+// from an earlier run.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/ferrykit/ferry/sandbox"
+)
+
+var (
+	rowsFlag     = flag.Int64("rows", 1_000_000, "rows in the orders-like table")
+	narrowFlag   = flag.Int64("narrow-rows", 1_000_000, "rows in the narrow table (id, int, varchar(32))")
+	loadFlag     = flag.Float64("load", 500, "writes/s of the mixed load on the source during the under-load copy and the cut-overs")
+	onlyFlag     = flag.String("only", "", "comma-separated sections to run: ceilings,copy,verify,rss,narrow,load,inline,apply,cutover (default all)")
+	jsonFlag     = flag.String("json", "", "write the figures as JSON to this file")
+	cutoversFlag = flag.Int("cutovers", 20, "number of cut-overs measured under load")
+	quickFlag    = flag.Bool("quick", false, "small smoke run: 50k orders rows, 50k narrow rows, 5 cut-overs")
+	workersFlag  = flag.Int("workers", 4, "copy workers for ferry and the plain copiers")
+	profileFlag  = flag.String("profile", "", "directory for CPU profiles of the ferry copy (child process) and the apply run")
+	bufferFlag   = flag.String("buffer-pool", "512M", "innodb_buffer_pool_size of each sandbox server")
+)
+
+// Figure is one line of the result table.
+type Figure struct {
+	Name        string  `json:"name"`
+	Value       float64 `json:"value"`
+	Unit        string  `json:"unit"`
+	Ceiling     float64 `json:"ceiling,omitempty"`
+	CeilingName string  `json:"ceiling_name,omitempty"`
+	Ratio       float64 `json:"ratio,omitempty"`
+	Target      string  `json:"target,omitempty"`
+	Note        string  `json:"note,omitempty"`
+	CPU         *CPU    `json:"cpu,omitempty"`
+	NotMeasured bool    `json:"not_measured,omitempty"`
+}
+
+type bench struct {
+	ctx      context.Context
+	src, dst *sandbox.Server
+	rows     int64
+	narrow   int64
+	figures  []*Figure
+	named    map[string]*Figure
+	only     map[string]bool
+	dataLen  int64 // DATA_LENGTH of the orders table, bytes
+}
+
+func (b *bench) want(section string) bool { return len(b.only) == 0 || b.only[section] }
+
+func (b *bench) add(f *Figure) *Figure {
+	if f.Ceiling > 0 && f.Value > 0 && f.Ratio == 0 {
+		f.Ratio = f.Value / f.Ceiling
+	}
+	b.figures = append(b.figures, f)
+	b.named[f.Name] = f
+	line := fmt.Sprintf("  %-58s %12s %-10s", f.Name, fmtVal(f.Value, f.NotMeasured), f.Unit)
+	if f.Ceiling > 0 {
+		line += fmt.Sprintf(" ceiling %s (%s), ratio %.2f", fmtVal(f.Ceiling, false), f.CeilingName, f.Ratio)
+	}
+	if f.CPU != nil {
+		line += "\n      " + f.CPU.String()
+	}
+	if f.Note != "" {
+		line += "\n      " + f.Note
+	}
+	fmt.Println(line)
+	return f
+}
+
+func (b *bench) value(name string) float64 {
+	if f := b.named[name]; f != nil && !f.NotMeasured {
+		return f.Value
+	}
+	return 0
+}
+
+func fmtVal(v float64, nm bool) string {
+	switch {
+	case nm:
+		return "—"
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
+func main() {
+	flag.Parse()
+	if *childFlag != "" {
+		childMain(*childFlag, *childProfile)
+		return
+	}
+	if *quickFlag {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["rows"] {
+			*rowsFlag = 50_000
+		}
+		if !set["narrow-rows"] {
+			*narrowFlag = 50_000
+		}
+		if !set["cutovers"] {
+			*cutoversFlag = 5
+		}
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	b := &bench{ctx: ctx, rows: *rowsFlag, narrow: *narrowFlag, named: map[string]*Figure{}, only: map[string]bool{}}
+	for _, s := range strings.Split(*onlyFlag, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			b.only[s] = true
+		}
+	}
+	var err error
+	opts := sandbox.Options{BufferPool: *bufferFlag}
+	if b.src, err = sandbox.Start(ctx, opts); err != nil {
+		return err
+	}
+	defer b.src.Stop()
+	if b.dst, err = sandbox.Start(ctx, opts); err != nil {
+		return err
+	}
+	defer b.dst.Stop()
+	var version string
+	if db, err := b.src.DB(""); err == nil {
+		db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version)
+		db.Close()
+	}
+	logf("servers: source :%d, target :%d, %s; %d CPUs; orders %d rows, narrow %d rows", b.src.Port, b.dst.Port, version, runtime.NumCPU(), b.rows, b.narrow)
+
+	if err := b.setup(); err != nil {
+		return fmt.Errorf("generate: %w", err)
+	}
+	sections := []struct {
+		name string
+		fn   func() error
+	}{
+		{"ceilings", b.ceilings},
+		{"copy", b.copyIdle},
+		{"verify", b.verifiers},
+		{"rss", b.rss},
+		{"narrow", b.narrowCopy},
+		{"load", b.copyUnderLoad},
+		{"inline", b.inline},
+		{"apply", b.apply},
+		{"cutover", b.cutovers},
+		{"osc", b.osc},
+	}
+	for _, s := range sections {
+		if !b.want(s.name) {
+			continue
+		}
+		logf("section %s", s.name)
+		if err := s.fn(); err != nil {
+			b.add(&Figure{Name: s.name + ": FAILED", NotMeasured: true, Note: err.Error()})
+			logf("section %s failed: %v", s.name, err)
+		}
+		if s.name == "copy" {
+			b.purgeBinlogs() // the idle copy stays for the verify section
+		} else {
+			b.purge()
+		}
+	}
+	b.printTable(version)
+	if *jsonFlag != "" {
+		out := map[string]any{
+			"date": time.Now().UTC().Format(time.RFC3339), "cpus": runtime.NumCPU(), "mariadb": version,
+			"orders_rows": b.rows, "narrow_rows": b.narrow, "orders_data_length": b.dataLen, "load_writes_per_s": *loadFlag,
+			"figures": b.figures,
+		}
+		data, _ := json.MarshalIndent(out, "", "  ")
+		if err := os.WriteFile(*jsonFlag, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// purge drops the target's copies and both servers' binlogs (a 1M-row copy leaves ~1 GB of binlog).
+func (b *bench) purge() {
+	ctx := context.WithoutCancel(b.ctx)
+	if db, err := b.dst.DB(""); err == nil {
+		rows, err := db.QueryContext(ctx, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql','information_schema','performance_schema','sys')")
+		if err == nil {
+			var names []string
+			for rows.Next() {
+				var n string
+				rows.Scan(&n)
+				names = append(names, n)
+			}
+			rows.Close()
+			for _, n := range names {
+				db.ExecContext(ctx, "DROP DATABASE `"+n+"`")
+			}
+		}
+		db.Close()
+	}
+	b.purgeBinlogs()
+}
+
+func (b *bench) purgeBinlogs() {
+	ctx := context.WithoutCancel(b.ctx)
+	b.dst.Exec(ctx, "RESET MASTER")
+	b.src.Exec(ctx, "RESET MASTER")
+}
+
+func (b *bench) printTable(version string) {
+	mem := ""
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(strings.TrimPrefix(strings.SplitN(string(data), "\n", 2)[0], "MemTotal:"), "%d", &kb)
+		mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+	}
+	fmt.Printf("\n## ferry benchmark — %s, %d CPUs, %s RAM, %s, orders %d rows (%.0f MiB), narrow %d rows, load %.0f writes/s\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), mem, version, b.rows, float64(b.dataLen)/(1<<20), b.narrow, *loadFlag)
+	fmt.Println("| figure | value | ceiling (same run) | ratio | target |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, f := range b.figures {
+		val := fmtVal(f.Value, f.NotMeasured) + " " + f.Unit
+		if f.NotMeasured {
+			val = "not measured"
+			if f.Note != "" {
+				val += " (" + f.Note + ")"
+			}
+		}
+		ceil, ratio := "", ""
+		if f.Ceiling > 0 {
+			ceil = fmtVal(f.Ceiling, false) + " (" + f.CeilingName + ")"
+			if f.Ratio > 0 {
+				ratio = fmt.Sprintf("%.2fx", f.Ratio)
+			}
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s |\n", f.Name, val, ceil, ratio, f.Target)
+	}
+	fmt.Println()
+}

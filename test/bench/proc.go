@@ -1,0 +1,82 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferrykit/ferry/sandbox"
+)
+
+// procCPU is the CPU time (user+system) a process has used, from /proc/<pid>/stat; 0 if unknown.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+func serverPID(s *sandbox.Server) int {
+	b, err := os.ReadFile(filepath.Join(s.Dir, "mysqld.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// cpuMeter measures the CPU seconds each process spent during a measured interval: where the time
+// went, which is what bounds a figure on a 2-core machine.
+type cpuMeter struct {
+	srcPID, dstPID    int
+	src0, dst0, self0 time.Duration
+	t0                time.Time
+}
+
+// CPU is CPU-seconds per process over an interval, and the interval's wall time.
+type CPU struct {
+	Wall   float64 `json:"wall_s"`
+	Source float64 `json:"source_mariadbd_cpu_s"`
+	Target float64 `json:"target_mariadbd_cpu_s"`
+	Go     float64 `json:"go_process_cpu_s"`
+}
+
+func startCPU(src, dst *sandbox.Server) *cpuMeter {
+	m := &cpuMeter{srcPID: serverPID(src), dstPID: serverPID(dst)}
+	m.src0, m.dst0, m.self0 = procCPU(m.srcPID), procCPU(m.dstPID), procCPU(os.Getpid())
+	m.t0 = time.Now()
+	return m
+}
+
+// stop returns the interval's CPU use; extraGo adds a child process's CPU (the ferry copy child).
+func (m *cpuMeter) stop(extraGo time.Duration) CPU {
+	return CPU{
+		Wall:   time.Since(m.t0).Seconds(),
+		Source: (procCPU(m.srcPID) - m.src0).Seconds(),
+		Target: (procCPU(m.dstPID) - m.dst0).Seconds(),
+		Go:     (procCPU(os.Getpid()) - m.self0 + extraGo).Seconds(),
+	}
+}
+
+func (c CPU) String() string {
+	if c.Wall == 0 {
+		return ""
+	}
+	return "cpu: source mariadbd " + pct(c.Source/c.Wall) + ", target mariadbd " + pct(c.Target/c.Wall) + ", Go " + pct(c.Go/c.Wall) + " (of one core)"
+}
+
+func pct(f float64) string { return strconv.Itoa(int(f*100+0.5)) + "%" }
