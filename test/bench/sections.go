@@ -142,7 +142,46 @@ func (b *bench) copyIdle() error {
 	mb := r * float64(b.dataLen) / float64(b.rows) / (1 << 20)
 	b.add(&Figure{Name: "ferry copy, idle (orders), MiB/s of DATA_LENGTH", Value: mb, Unit: "MiB/s"})
 	b.add(&Figure{Name: fmt.Sprintf("ferry peak RSS, copy of %d rows (child process)", res.Rows), Value: float64(rss) / (1 << 20), Unit: "MiB", Target: tgtRSS})
+
+	// The same copy through a prototype LOAD DATA batch writer plugged into ferry (harness code).
+	b.purgeBinlogs()
+	cpu = startCPU(b.src, b.dst)
+	res, _, childCPU, err = childCopy(b.ctx, ferryOpts{SrcPort: b.src.Port, DstPort: b.dst.Port, Table: srcDB + ".orders", DstDB: "ferry_ld", Workers: *workersFlag, Writer: "loaddata"}, b.profilePath("copy-loaddata.pprof"))
+	if err != nil {
+		return err
+	}
+	c = cpu.stop(childCPU)
+	note := b.checksumNote("orders", "ferry_ld")
+	b.dst.Exec(b.ctx, "DROP DATABASE ferry_ld")
+	b.add(&Figure{Name: "ferry copy, idle, prototype LOAD DATA batch writer (orders)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: "best plain copier", Target: tgtCopy, CPU: &c, Note: note})
 	return nil
+}
+
+// checksumNote verifies a copy with the Checksum verifier and says how it went.
+func (b *bench) checksumNote(table, dstDB string) string {
+	ctx := b.ctx
+	s, err := conn(b.src.Port).Open(ctx)
+	if err != nil {
+		return "checksum not run: " + err.Error()
+	}
+	defer s.Close()
+	t, err := conn(b.dst.Port).Open(ctx)
+	if err != nil {
+		return "checksum not run: " + err.Error()
+	}
+	defer t.Close()
+	pairs, err := b.pairs(ctx, s, t, table, dstDB)
+	if err != nil {
+		return "checksum not run: " + err.Error()
+	}
+	res, err := (&verifier.Checksum{Source: s, Target: t}).Verify(ctx, verifier.DuringCutover, pairs)
+	switch {
+	case err != nil:
+		return "checksum after the run failed: " + err.Error()
+	case !res.Match():
+		return "CHECKSUM MISMATCH after the run: " + res.String()
+	}
+	return "target equals source (Checksum verifier)"
 }
 
 func (b *bench) pairs(ctx context.Context, srcConn, dstConn *sql.DB, table, dstDB string) ([]verifier.TablePair, error) {
