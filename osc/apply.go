@@ -1,0 +1,368 @@
+package osc
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/schema"
+)
+
+// applier applies the original table's binlog row changes to the ghost table, mapped to the new
+// columns, and watches the changelog's heartbeats and cut-over markers come back.
+//
+// Each change becomes "set the row to this image" (REPLACE of the mapped after-image) or "delete
+// the row with this key" (DELETE by the shared key): applying a stretch of binlog in order leaves
+// every row as the original has it at the end of the stretch whatever the ghost held before, so a
+// copied row and a racing change converge, and a transaction that swaps unique values between rows
+// never fails. New columns are left to their defaults (REPLACE writes a whole row). Character
+// columns whose character set changes are written as CONVERT(bytes USING old charset): binlog values
+// are bytes of the old character set.
+type applier struct {
+	m          *Migration
+	db         *sql.DB
+	orig       *schema.Table
+	changelog  string // db.table of the changelog
+	queue      chan *ferry.BinlogBatch
+	queued     atomic.Int64 // events queued, not yet applied
+	events     atomic.Int64
+	replaceSQL string
+	rowSQL     string
+	deleteSQL  string
+	keyExpr    string
+	keyIdx     []int // ordinals in the original of the key columns
+	valueIdx   []int // ordinals in the original of the copied columns
+
+	mu          sync.Mutex
+	applied     ferry.Position
+	heartbeatAt time.Time // write time of the last heartbeat that came back
+	lastLag     time.Duration
+	markers     map[string]chan struct{}
+}
+
+func newApplier(m *Migration, db *sql.DB, orig, changelog *schema.Table) *applier {
+	a := &applier{m: m, db: db, orig: orig, changelog: changelog.Database + "." + changelog.Name,
+		queue: make(chan *ferry.BinlogBatch, 1024), markers: map[string]chan struct{}{}}
+	p := m.plan
+	var cols, ph []string
+	for _, cm := range p.Columns {
+		cols = append(cols, q(cm.To.Name))
+		ph = append(ph, valueExpr(cm))
+		a.valueIdx = append(a.valueIdx, cm.From.Ordinal)
+	}
+	a.replaceSQL = "REPLACE INTO " + m.qualified(m.ghostName()) + " (" + strings.Join(cols, ", ") + ") VALUES "
+	a.rowSQL = "(" + strings.Join(ph, ", ") + ")"
+	var kc []string
+	for _, k := range p.Key {
+		a.keyIdx = append(a.keyIdx, k.Ordinal)
+		for _, cm := range p.Columns {
+			if cm.From == k {
+				e := valueExpr(cm)
+				if isChar(cm.To) && e == "?" {
+					e = keyPlaceholder(cm.To) // compare in the column's collation, so the index is used
+				}
+				kc = append(kc, q(cm.To.Name)+" = "+e)
+			}
+		}
+	}
+	a.deleteSQL = "DELETE FROM " + m.qualified(m.ghostName()) + " WHERE "
+	a.keyExpr = "(" + strings.Join(kc, " AND ") + ")"
+	return a
+}
+
+// valueExpr is the SQL expression a binlog value of the original column takes when written to the
+// ghost column.
+func valueExpr(cm ColumnMap) string {
+	if isChar(cm.From) && isChar(cm.To) && !strings.EqualFold(cm.From.Charset, cm.To.Charset) {
+		return "CONVERT(CAST(? AS BINARY) USING " + cm.From.Charset + ")"
+	}
+	if isChar(cm.From) && !isChar(cm.To) && !strings.EqualFold(cm.To.DataType, cm.From.DataType) &&
+		cm.To.Charset == "" && !isBinaryType(cm.To) {
+		// e.g. VARCHAR → INT: let the server read the bytes as text of the old character set
+		return "CONVERT(CAST(? AS BINARY) USING " + cm.From.Charset + ")"
+	}
+	return "?"
+}
+
+func isBinaryType(c *schema.Column) bool {
+	switch c.DataType {
+	case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+		return true
+	}
+	return false
+}
+
+// listen is the streamer's listener: it queues batches (blocking while the queue is full).
+func (a *applier) listen(ctx context.Context, b *ferry.BinlogBatch) error {
+
+	a.queued.Add(int64(len(b.Events)))
+	select {
+	case a.queue <- b:
+		return nil
+	case <-ctx.Done():
+		a.queued.Add(-int64(len(b.Events)))
+		return ctx.Err()
+	}
+}
+
+// marker returns a channel closed once the changelog marker with this value has been applied.
+func (a *applier) marker(value string) chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ch := make(chan struct{})
+	a.markers[value] = ch
+	return ch
+}
+
+func (a *applier) appliedPosition() ferry.Position {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.applied
+}
+
+// lag is how old the newest heartbeat that came back was when it came back, or, if heartbeats stop
+// coming back, how long ago the last one was written.
+func (a *applier) lag() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.heartbeatAt.IsZero() {
+		return 0
+	}
+	since := time.Since(a.heartbeatAt) - a.m.HeartbeatInterval
+	return max(a.lastLag, since, 0)
+}
+
+func (a *applier) backlog() int64 { return a.queued.Load() }
+
+type op struct {
+	delete bool
+	values []any
+}
+
+func (a *applier) run(ctx context.Context) error {
+	const limit = 500
+	for {
+		var first *ferry.BinlogBatch
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case first = <-a.queue:
+		}
+		pending := []*ferry.BinlogBatch{first}
+		n := len(first.Events)
+	drain:
+		for n < limit {
+			select {
+			case b := <-a.queue:
+				pending = append(pending, b)
+				n += len(b.Events)
+			default:
+				break drain
+			}
+		}
+		var ops []op
+		var commit *ferry.Position
+		flush := func() error {
+			if len(ops) > 0 {
+				if err := a.apply(ctx, ops); err != nil {
+					return err
+				}
+				a.events.Add(int64(len(ops)))
+				ops = ops[:0]
+			}
+			if commit != nil {
+				a.mu.Lock()
+				if commit.Compare(a.applied) > 0 {
+					a.applied = *commit
+				}
+				a.mu.Unlock()
+			}
+			return nil
+		}
+		for _, b := range pending {
+			for i := range b.Events {
+				e := &b.Events[i]
+				if e.Table.Source.Database+"."+e.Table.Source.Name == a.changelog {
+					if err := flush(); err != nil {
+						return err
+					}
+					a.changelogEvent(e)
+					continue
+				}
+				if e.Before != nil && (e.After == nil || !a.sameKey(e.Before, e.After)) {
+					ops = append(ops, op{delete: true, values: pickValues(e.Before, a.keyIdx)})
+				}
+				if e.After != nil {
+					ops = append(ops, op{values: pickValues(e.After, a.valueIdx)})
+				}
+			}
+			if b.Commit != nil {
+				commit = b.Commit
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		a.queued.Add(-int64(n))
+	}
+}
+
+func (a *applier) changelogEvent(e *ferry.DMLEvent) {
+	if e.After == nil || len(e.After) < 3 {
+		return
+	}
+	hint, _ := e.After[1].([]byte)
+	value, _ := e.After[2].([]byte)
+	switch string(hint) {
+	case "heartbeat":
+		ns, err := strconv.ParseInt(string(value), 10, 64)
+		if err != nil {
+			return
+		}
+		at := time.Unix(0, ns)
+		a.mu.Lock()
+		if at.After(a.heartbeatAt) {
+			a.heartbeatAt = at
+			a.lastLag = time.Since(at)
+		}
+		a.mu.Unlock()
+	case "cut-over":
+		a.mu.Lock()
+		if ch, ok := a.markers[string(value)]; ok {
+			close(ch)
+			delete(a.markers, string(value))
+		}
+		a.mu.Unlock()
+	}
+}
+
+func (a *applier) sameKey(x, y []any) bool {
+	for _, i := range a.keyIdx {
+		if fmt.Sprint(x[i]) != fmt.Sprint(y[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func pickValues(row []any, idx []int) []any {
+	out := make([]any, len(idx))
+	for i, j := range idx {
+		out[i] = row[j]
+	}
+	return out
+}
+
+// apply writes ops in one transaction, consecutive ops of one kind as one statement.
+func (a *applier) apply(ctx context.Context, ops []op) error {
+	type stmt struct {
+		query string
+		args  []any
+	}
+	var stmts []stmt
+	for i := 0; i < len(ops); {
+		j := i
+		for j < len(ops) && ops[j].delete == ops[i].delete && j-i < 200 {
+			j++
+		}
+		var sb strings.Builder
+		var args []any
+		if ops[i].delete {
+			sb.WriteString(a.deleteSQL)
+			for k, o := range ops[i:j] {
+				if k > 0 {
+					sb.WriteString(" OR ")
+				}
+				sb.WriteString(a.keyExpr)
+				args = append(args, o.values...)
+			}
+		} else {
+			sb.WriteString(a.replaceSQL)
+			for k, o := range ops[i:j] {
+				if k > 0 {
+					sb.WriteString(", ")
+				}
+				sb.WriteString(a.rowSQL)
+				args = append(args, o.values...)
+			}
+		}
+		stmts = append(stmts, stmt{sb.String(), args})
+		i = j
+	}
+	err := withRetry(ctx, 20, func() error {
+		tx, err := a.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for _, s := range stmts {
+			if _, err := tx.ExecContext(ctx, s.query, s.args...); err != nil {
+				tx.Rollback()
+				return err
+			}
+		}
+		return tx.Commit()
+	})
+	if err != nil {
+		return fmt.Errorf("apply %d row changes to the ghost table: %w", len(ops), err)
+	}
+	return nil
+}
+
+// stream runs the binlog streamer on the original and changelog tables; it can be stopped (before
+// the cut-over's rename, which the streamer would otherwise refuse as DDL on a watched table) and
+// started again from the last applied position.
+type stream struct {
+	m         *Migration
+	ctx       context.Context
+	tables    map[string]*ferry.TableCopy
+	fail      func(error)
+	mu        sync.Mutex
+	cancel    context.CancelFunc
+	done      chan struct{}
+	runningSt *ferry.SourceBinlogStreamer
+}
+
+func (m *Migration) newStream(ctx context.Context, orig, changelog *schema.Table, fail func(error)) *stream {
+	tables := map[string]*ferry.TableCopy{
+		orig.Database + "." + orig.Name:           {Source: orig, TargetDatabase: orig.Database, TargetTable: m.ghostName(), Columns: orig.WritableColumns()},
+		changelog.Database + "." + changelog.Name: {Source: changelog, TargetDatabase: changelog.Database, TargetTable: changelog.Name, Columns: changelog.WritableColumns()},
+	}
+	return &stream{m: m, ctx: ctx, tables: tables, fail: fail}
+}
+
+func (s *stream) start(from ferry.Position) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, cancel := context.WithCancel(s.ctx)
+	s.cancel = cancel
+	s.done = make(chan struct{})
+	st := &ferry.SourceBinlogStreamer{Conn: s.m.Conn, Flavor: s.m.flavor, ServerID: s.m.ServerID, Tables: s.tables,
+		MaxRetries: 10, Logger: s.m.log}
+	st.AddListener(s.m.applier.listen)
+	s.runningSt = st
+	done := s.done
+	go func() {
+		defer close(done)
+		if err := st.Run(ctx, from); err != nil && ctx.Err() == nil {
+			s.fail(fmt.Errorf("binlog stream: %w", err))
+		}
+	}()
+}
+
+// stop ends the streamer and waits until it has returned.
+func (s *stream) stop() {
+	s.mu.Lock()
+	cancel, done := s.cancel, s.done
+	s.cancel = nil
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}

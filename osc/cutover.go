@@ -1,0 +1,305 @@
+package osc
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+const sentryComment = "ferry osc cut-over sentry"
+
+// errNoRetry marks a cut-over failure that another attempt would not fix.
+type errNoRetry struct{ err error }
+
+func (e errNoRetry) Error() string { return e.err.Error() }
+func (e errNoRetry) Unwrap() error { return e.err }
+
+// cutOver waits until the cut-over may run (not postponed, apply caught up), then tries the atomic
+// cut-over up to CutOverAttempts times.
+func (m *Migration) cutOver(ctx context.Context, s *stream) error {
+	for attempt := 1; ; attempt++ {
+		if err := m.waitCutOverAllowed(ctx); err != nil {
+			return err
+		}
+		if attempt == 1 {
+			if err := m.runHook(ctx, HookBeforeCutOver, nil); err != nil {
+				return err
+			}
+		}
+		m.setState(StateCutOver)
+		blocked, err := m.cutOverAttempt(ctx, s)
+		m.resultMu.Lock()
+		m.result.CutOverAttempts = attempt
+		if blocked > 0 {
+			m.result.WriteBlocked = append(m.result.WriteBlocked, blocked)
+		}
+		m.resultMu.Unlock()
+		if err == nil {
+			m.log.WithField("write_blocked", blocked.Round(time.Microsecond).String()).WithField("attempt", attempt).Info("osc: cut-over done")
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		var nr errNoRetry
+		if errors.As(err, &nr) || attempt >= m.CutOverAttempts {
+			return fmt.Errorf("cut-over failed after %d attempt(s): %w", attempt, err)
+		}
+		m.log.WithError(err).WithField("attempt", attempt).WithField("write_blocked", blocked.Round(time.Microsecond).String()).Warn("osc: cut-over attempt failed; the original table is unchanged, retrying")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (m *Migration) waitCutOverAllowed(ctx context.Context) error {
+	for {
+		postponed, why := m.postponedNow()
+		select {
+		case <-m.cutOverNow:
+			m.postponed.Store(false)
+			postponed = false
+		default:
+		}
+		if postponed {
+			if m.stateName() != StatePostponed {
+				m.setState(StatePostponed)
+				m.log.Info("osc: cut-over " + why)
+			}
+		} else if m.applier.lag() <= m.CutOverMaxLag && m.applier.backlog() < 100 {
+			return nil
+		} else if m.stateName() != StateCatchingUp {
+			m.setState(StateCatchingUp)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.cutOverNow:
+			m.postponed.Store(false)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func randomToken() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// cutOverAttempt is gh-ost's atomic cut-over:
+//
+//  1. session A takes GET_LOCK, creates the sentry table _t_del, and runs
+//     LOCK TABLES t WRITE, _t_del WRITE: writes to t stop;
+//  2. a marker written to the changelog after the lock comes back through the binlog: every change
+//     of t committed before the lock is now in the ghost table; the streamer is stopped (it would
+//     refuse the RENAME as DDL on its table);
+//  3. session B runs RENAME TABLE t TO _t_del, _t_gho TO t, which queues behind A's lock (and could
+//     not succeed while the sentry exists);
+//  4. once B is seen waiting on the metadata lock, A drops the sentry and unlocks: the queued rename
+//     runs before any queued write.
+//
+// If A dies anywhere, its lock goes away but the sentry stays, so B's rename fails and the original
+// table is unchanged; if B dies, A unlocks and nothing changed. Every wait is bounded by
+// CutOverLockTimeout.
+func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time.Duration, err error) {
+	timeout := m.CutOverLockTimeout
+	secs := int((timeout + time.Second - 1) / time.Second)
+	db := m.db
+	connA, err := db.Conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer connA.Close()
+	connB, err := db.Conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer connB.Close()
+	var idA, idB int64
+	if err := connA.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&idA); err != nil {
+		return 0, err
+	}
+	if err := connB.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&idB); err != nil {
+		return 0, err
+	}
+	lockName := "ferry-osc:" + m.Database + "." + m.Table
+	if len(lockName) > 64 {
+		lockName = lockName[:64]
+	}
+	var got sql.NullInt64
+	if err := connA.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", lockName).Scan(&got); err != nil {
+		return 0, fmt.Errorf("get lock %q: %w", lockName, err)
+	}
+	if got.Int64 != 1 {
+		return 0, fmt.Errorf("another cut-over of %s holds the lock %q", m.Table, lockName)
+	}
+	if err := m.dropStaleSentry(ctx); err != nil {
+		return 0, err
+	}
+	if _, err := connA.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs)); err != nil {
+		return 0, err
+	}
+	if _, err := connA.ExecContext(ctx, "CREATE TABLE "+m.qualified(m.oldName())+" (id INT NOT NULL PRIMARY KEY) ENGINE=InnoDB COMMENT='"+sentryComment+"'"); err != nil {
+		return 0, fmt.Errorf("create sentry table %s: %w", m.qualified(m.oldName()), err)
+	}
+	// From here, any failure leaves at most the sentry (dropped below) and a stopped streamer
+	// (restarted below).
+	streamStopped := false
+	renamed := false
+	defer func() {
+		if renamed {
+			return
+		}
+		cctx := context.WithoutCancel(ctx)
+		if err := m.dropStaleSentry(cctx); err != nil {
+			m.log.WithError(err).Warn("osc: could not drop the sentry table")
+		}
+		if streamStopped && ctx.Err() == nil {
+			s.start(m.applier.appliedPosition())
+		}
+	}()
+
+	lockStart := time.Now()
+	if _, err := connA.ExecContext(ctx, "LOCK TABLES "+m.qualified(m.Table)+" WRITE, "+m.qualified(m.oldName())+" WRITE"); err != nil {
+		return time.Since(lockStart), fmt.Errorf("lock %s (lock_wait_timeout %ds): %w", m.Table, secs, err)
+	}
+	m.log.WithField("after", time.Since(lockStart).String()).Info("osc: cut-over: table locked")
+	unlock := func() {
+		connA.ExecContext(context.WithoutCancel(ctx), "UNLOCK TABLES")
+	}
+	if m.testCutOverLocked != nil {
+		m.testCutOverLocked(idA)
+	}
+
+	// Every change of t committed before the lock precedes the marker in the binlog.
+	token := randomToken()
+	applied := m.applier.marker(token)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	err = m.writeHint(wctx, 3, "cut-over", token)
+	cancel()
+	if err != nil {
+		unlock()
+		return time.Since(lockStart), fmt.Errorf("write the cut-over marker: %w", err)
+	}
+	select {
+	case <-applied:
+		m.log.WithField("after", time.Since(lockStart).String()).Info("osc: cut-over: every change up to the lock is applied")
+	case <-time.After(timeout):
+		unlock()
+		return time.Since(lockStart), fmt.Errorf("the binlog apply did not reach the cut-over marker within %s", timeout)
+	case <-ctx.Done():
+		unlock()
+		return time.Since(lockStart), ctx.Err()
+	}
+	s.stop()
+	streamStopped = true
+
+	if len(m.plan.NewUniqueKeys) > 0 {
+		var nOrig, nGhost int64
+		if err := connA.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+m.qualified(m.Table)).Scan(&nOrig); err != nil {
+			unlock()
+			return time.Since(lockStart), err
+		}
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+m.qualified(m.ghostName())).Scan(&nGhost); err != nil {
+			unlock()
+			return time.Since(lockStart), err
+		}
+		if nOrig != nGhost {
+			unlock()
+			return time.Since(lockStart), errNoRetry{fmt.Errorf("the ghost table has %d rows, the original %d: rows collided on the new unique key %s and were dropped; the cut-over was not done", nGhost, nOrig, strings.Join(m.plan.NewUniqueKeys, ", "))}
+		}
+	}
+
+	if _, err := connB.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs)); err != nil {
+		unlock()
+		return time.Since(lockStart), err
+	}
+	renameErr := make(chan error, 1)
+	go func() {
+		_, err := connB.ExecContext(context.WithoutCancel(ctx), "RENAME TABLE "+m.qualified(m.Table)+" TO "+m.qualified(m.oldName())+", "+
+			m.qualified(m.ghostName())+" TO "+m.qualified(m.Table))
+		renameErr <- err
+	}()
+	waitRename := func() error {
+		select {
+		case err := <-renameErr:
+			return err
+		case <-time.After(timeout + 5*time.Second):
+			db.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf("KILL QUERY %d", idB))
+			return fmt.Errorf("the rename did not finish within %s", timeout+5*time.Second)
+		}
+	}
+	finish := func(rerr error) (time.Duration, error) {
+		d := time.Since(lockStart)
+		if rerr == nil || m.renameHappened(context.WithoutCancel(ctx)) {
+			renamed = true
+			return d, nil
+		}
+		return d, fmt.Errorf("rename: %w", rerr)
+	}
+
+	// Wait until B is seen queued on the metadata lock.
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case rerr := <-renameErr:
+			// B finished while A still held the lock: it failed (the sentry exists) or A is gone.
+			unlock()
+			return finish(rerr)
+		default:
+		}
+		var n int
+		err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ? AND STATE LIKE '%metadata lock%' AND INFO LIKE 'RENAME%'`, idB).Scan(&n)
+		if err == nil && n > 0 {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			// Not seen: unlock with the sentry in place, so the rename, if it is queued, fails.
+			unlock()
+			rerr := waitRename()
+			d, ferr := finish(rerr)
+			if ferr == nil {
+				return d, nil
+			}
+			return d, fmt.Errorf("the rename was not seen waiting on the lock within %s", timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	m.log.WithField("after", time.Since(lockStart).String()).Info("osc: cut-over: the rename is waiting on the lock")
+	if _, err := connA.ExecContext(ctx, "DROP TABLE "+m.qualified(m.oldName())); err != nil {
+		// A is probably gone: its lock with it, and the rename fails on the sentry.
+		m.log.WithError(err).Warn("osc: could not drop the sentry under the lock")
+	}
+	unlock()
+	return finish(waitRename())
+}
+
+// dropStaleSentry drops _t_del if it is a sentry left by a failed attempt (never an actual table).
+func (m *Migration) dropStaleSentry(ctx context.Context) error {
+	exists, comment, err := tableExists(ctx, m.db, m.Database, m.oldName())
+	if err != nil || !exists {
+		return err
+	}
+	if comment != sentryComment {
+		return errNoRetry{fmt.Errorf("table %s exists and is not ferry's cut-over sentry; rename or drop it", m.qualified(m.oldName()))}
+	}
+	_, err = m.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+m.qualified(m.oldName()))
+	return err
+}
+
+// renameHappened checks on a fresh connection whether the rename took place (after an error that
+// does not say, such as a lost connection).
+func (m *Migration) renameHappened(ctx context.Context) bool {
+	ghost, _, err1 := tableExists(ctx, m.db, m.Database, m.ghostName())
+	old, comment, err2 := tableExists(ctx, m.db, m.Database, m.oldName())
+	t, _, err3 := tableExists(ctx, m.db, m.Database, m.Table)
+	return err1 == nil && err2 == nil && err3 == nil && !ghost && old && comment != sentryComment && t
+}

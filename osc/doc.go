@@ -1,0 +1,66 @@
+// Package osc changes the schema of a live MySQL/MariaDB table without blocking its writes for more
+// than a moment, the way gh-ost does, built from ferry's binlog streamer: an online schema change.
+//
+// A Migration creates a ghost table _<t>_gho (CREATE TABLE LIKE the original, then the ALTER),
+// copies the original's rows into it in key-range chunks with same-server
+// INSERT IGNORE ... SELECT ... LOCK IN SHARE MODE statements, applies every row change of the
+// original that the binlog carries to the ghost (columns mapped old → new), and finally swaps the
+// tables with gh-ost's atomic cut-over: RENAME TABLE t TO _<t>_del, _<t>_gho TO t, queued behind a
+// lock so that no write lands in between. A changelog table _<t>_ghc carries heartbeats (the apply
+// lag is measured as they come back through the binlog) and the cut-over marker.
+//
+// # Validation (before any write)
+//
+// The binlog must be on, ROW, FULL. The table needs a primary key or a NOT NULL unique key; the
+// ALTER must keep one such key (same columns, same types) for the new table. Column renames
+// (CHANGE old new, RENAME COLUMN) are refused unless approved (ApproveRenamedColumns or
+// ApprovedRenames), because a CHANGE that renames by accident would silently drop the column's
+// values; dropped columns are reported in the Plan. Foreign keys and triggers are refused unless
+// AllowForeignKeys / AllowTriggers. Leftover _gho/_ghc/_del tables are an error unless DropLeftovers.
+// Then the empty ghost table is created and altered (the first write; the original is never
+// written): an added NOT NULL column without a default, or a new unique key (rows colliding on it
+// would be dropped silently by INSERT IGNORE and REPLACE) is refused unless AllowNewUniqueKey, in
+// which case the rows are checked for duplicates first and the cut-over compares the row counts of
+// both tables under its lock and aborts if they differ. Without Execute, Run stops here (dry run)
+// and drops the ghost; Plan.InstantPossible says whether the server could do the ALTER in place
+// with ALGORITHM=INSTANT instead.
+//
+// # Character sets
+//
+// Binlog values of character columns are bytes in the column's old character set. A column whose
+// character set changes (e.g. latin1 → utf8mb4) is written as CONVERT(CAST(? AS BINARY) USING
+// latin1), so the server converts the characters exactly as the copy's INSERT ... SELECT does.
+//
+// # Guarantees
+//
+// The original table's rows are never written by ferry; it is locked only during a cut-over attempt
+// (at most about CutOverLockTimeout per attempt) and renamed only by the single atomic RENAME. If the
+// process or its connection dies:
+//
+//   - before the cut-over: the original is unchanged and in use; _gho and _ghc are left over (drop
+//     them, or run again with DropLeftovers);
+//   - while the locking session holds the lock: the lock ends with the session; the sentry table
+//     _<t>_del stays, so the queued rename (if any) fails: the original is unchanged;
+//   - after the rename: the migration is complete; _<t>_del is the old table and _ghc is left over.
+//
+// A failed cut-over attempt leaves the original table in place and usable and is retried up to
+// CutOverAttempts times. Writes blocked by each attempt are measured (Result.WriteBlocked).
+//
+// The ghost table converges to the original because the copy holds shared locks on the rows of a
+// chunk until the chunk is in the ghost (a racing change is applied after the copy), the apply
+// writes whole row images by key and deletes by key (idempotent, order preserving), and the cut-over
+// applies every event up to the lock (proved by a marker written after the lock) before renaming.
+//
+// # Operability
+//
+// A Throttler and the apply lag (MaxLag) pause the copy; Hooks (Go funcs and executables with
+// environment variables) run at startup, validated, row-copy-complete, before-cut-over, success,
+// failure and status; the cut-over waits while PostponeFlagFile exists or Postpone is set until
+// Unpostpone; Command / ServeSocket take interactive commands (status, throttle, no-throttle,
+// chunk-size=N, cut-over, panic); Status / OnStatus report copied and estimated rows, percent,
+// events applied, backlog, lag, state and ETA.
+//
+// Limits: one table per Migration; the paging key's columns and types must stay the same; triggers
+// and foreign keys are not carried over; an ENUM/SET column whose member list is reordered is
+// written by index from the binlog (append members only).
+package osc

@@ -1,0 +1,604 @@
+package osc
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/schema"
+	"github.com/ferrykit/ferry/throttler"
+)
+
+// Migration is one online schema change of one table. Fill in the configuration fields and call
+// Run once.
+type Migration struct {
+	Conn     ferry.ConnConfig
+	Database string
+	Table    string
+	// Alter is the ALTER clause, without "ALTER TABLE t": "ADD COLUMN c INT, DROP COLUMN d".
+	Alter string
+
+	// Execute runs the migration; without it Run stops after validation (a dry run: it creates and
+	// drops the empty ghost table to learn the new schema, and never touches the original).
+	Execute bool
+	// ChunkSize is the rows copied per INSERT ... SELECT; default 1000 (10..100000).
+	ChunkSize int
+	// AllowForeignKeys lets a table that has or is referenced by foreign keys be migrated. The
+	// ghost table gets the child's constraints under new names; constraints of other tables that
+	// reference the original follow it to _<t>_del at cut-over — the caller must fix them.
+	AllowForeignKeys bool
+	// AllowTriggers lets a table with triggers be migrated. The triggers stay on the original table
+	// (they move with it to _<t>_del): recreate them on the new table after the cut-over.
+	AllowTriggers bool
+	// ApproveRenamedColumns approves every column rename the ALTER makes (CHANGE old new, RENAME
+	// COLUMN old TO new): the values of old are copied into new. Without approval a rename is
+	// refused, since a CHANGE that renames by mistake would otherwise drop a column's data.
+	ApproveRenamedColumns bool
+	// ApprovedRenames approves individual renames, old name → new name.
+	ApprovedRenames map[string]string
+	// AllowNewUniqueKey lets the ALTER add a unique key. The copy (INSERT IGNORE) and the apply
+	// (REPLACE) would silently drop rows that collide on the new key, so ferry refuses such an ALTER
+	// unless allowed; when allowed it first checks the existing rows have no duplicates on the new
+	// key, and under the cut-over lock it compares the row counts of both tables and aborts the
+	// cut-over if they differ (costs one COUNT(*) of each table while writes are blocked).
+	AllowNewUniqueKey bool
+	// DropLeftovers drops _<t>_gho, _<t>_ghc and _<t>_del left by an earlier run, instead of refusing
+	// to start. _<t>_del may be the original table of an earlier successful migration.
+	DropLeftovers bool
+	// DropOldTable drops _<t>_del (the original table, renamed) after a successful cut-over.
+	DropOldTable bool
+	// CutOverLockTimeout bounds every wait of one cut-over attempt (lock_wait_timeout of the lock and
+	// of the rename, the wait for the binlog to catch up); writes to the table are blocked at most
+	// about this long per attempt. Default 3s (1s..10s).
+	CutOverLockTimeout time.Duration
+	// CutOverAttempts is how often the cut-over is tried before Run fails; default 60.
+	CutOverAttempts int
+	// PostponeFlagFile: while this file exists the cut-over waits (the copy and apply go on).
+	PostponeFlagFile string
+	// Postpone holds the cut-over until Unpostpone is called (or the unix-socket "cut-over" command).
+	Postpone bool
+	// MaxLag throttles the row copy while the binlog apply lags more than this; default 1.5s. The
+	// cut-over starts only once the lag is below it.
+	MaxLag time.Duration
+	// CutOverMaxLag: a cut-over attempt starts only while the apply lag is below this, since writes
+	// stay blocked until the changes before the lock are applied; default 250ms.
+	CutOverMaxLag time.Duration
+	// Throttler, when set, pauses the row copy while it says so.
+	Throttler throttler.Throttler
+	// HeartbeatInterval is how often a heartbeat row is written to the changelog; default 100ms.
+	HeartbeatInterval time.Duration
+	// ServerID is the binlog replica id of the streamer; default a random one.
+	ServerID uint32
+	// StatusInterval is how often OnStatus is called; default 5s.
+	StatusInterval time.Duration
+	// OnStatus receives a status snapshot every StatusInterval.
+	OnStatus func(Status)
+	// Hooks run at each step (see Hooks).
+	Hooks Hooks
+	// SocketPath, when set, serves interactive commands on a unix socket (see ServeSocket).
+	SocketPath string
+	Logger     logrus.FieldLogger
+
+	// testCutOverLocked is called while the cut-over holds the table lock, with the id of the
+	// locking session (tests kill it).
+	testCutOverLocked func(lockConnID int64)
+
+	ctx    context.Context
+	db     *sql.DB
+	flavor ferry.Flavor
+	log    logrus.FieldLogger
+	plan   *Plan
+	info   *alterInfo
+
+	started        time.Time
+	state          atomic.Value // string
+	rowsCopied     atomic.Int64
+	rowsEstimated  atomic.Int64
+	chunkSize      atomic.Int64
+	userThrottled  atomic.Bool
+	throttleReason atomic.Value // string
+	postponed      atomic.Bool
+	panicked       chan struct{}
+	panicOnce      sync.Once
+	cutOverNow     chan struct{}
+	copyDone       atomic.Bool
+	result         Result
+	resultMu       sync.Mutex
+	applier        *applier
+	runOnce        atomic.Bool
+}
+
+// Result reports a finished migration.
+type Result struct {
+	Plan *Plan
+	// RowsCopied counts the rows the copy inserted into the ghost table.
+	RowsCopied int64
+	// EventsApplied counts the binlog row changes applied to the ghost table.
+	EventsApplied int64
+	// CutOverAttempts is how many cut-overs were tried.
+	CutOverAttempts int
+	// WriteBlocked is, per cut-over attempt, how long writes to the table were blocked: from the
+	// LOCK TABLES request until the rename (or the unlock of a failed attempt) finished.
+	WriteBlocked []time.Duration
+	// OldTable is the name the original table has now (_<t>_del), or "" if it was dropped.
+	OldTable string
+	Elapsed  time.Duration
+}
+
+// State names of a migration.
+const (
+	StateValidating = "validating"
+	StateCopying    = "copying"
+	StateCatchingUp = "catching up"
+	StatePostponed  = "postponed"
+	StateCutOver    = "cut-over"
+	StateDone       = "done"
+	StateFailed     = "failed"
+	StateDryRun     = "dry run done"
+)
+
+func (m *Migration) ghostName() string     { return "_" + m.Table + "_gho" }
+func (m *Migration) changelogName() string { return "_" + m.Table + "_ghc" }
+func (m *Migration) oldName() string       { return "_" + m.Table + "_del" }
+func (m *Migration) qualified(t string) string {
+	return q(m.Database) + "." + q(t)
+}
+
+func (m *Migration) setState(s string) {
+	m.state.Store(s)
+	m.log.WithField("state", s).Info("osc: " + s)
+}
+
+func (m *Migration) stateName() string {
+	if s, ok := m.state.Load().(string); ok {
+		return s
+	}
+	return ""
+}
+
+// cleanupHint tells the operator what to drop after a failure.
+func (m *Migration) cleanupHint() string {
+	return fmt.Sprintf("the original table %s was not changed; drop %s and %s (or run again with DropLeftovers / --drop-leftovers)",
+		m.qualified(m.Table), m.qualified(m.ghostName()), m.qualified(m.changelogName()))
+}
+
+// Run validates the migration and, with Execute, performs it: ghost and changelog tables, row copy
+// with binlog apply, atomic cut-over, cleanup. It returns once the table has its new schema, or
+// with an error after which the original table is unchanged (the error says what to clean up).
+func (m *Migration) Run(ctx context.Context) (*Result, error) {
+	if !m.runOnce.CompareAndSwap(false, true) {
+		return nil, errors.New("osc: a Migration runs once")
+	}
+	m.log = m.Logger
+	if m.log == nil {
+		m.log = logrus.StandardLogger()
+	}
+	m.log = m.log.WithField("table", m.Database+"."+m.Table)
+	m.started = time.Now()
+	m.panicked = make(chan struct{})
+	m.cutOverNow = make(chan struct{}, 1)
+	m.postponed.Store(m.Postpone)
+	m.applyDefaults()
+	m.chunkSize.Store(int64(m.ChunkSize))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-m.panicked:
+			cancel(errors.New("osc: stopped by the panic command"))
+		case <-ctx.Done():
+		}
+	}()
+	m.ctx = ctx
+	m.result.Elapsed = 0
+	res, err := m.run(ctx)
+	if err != nil {
+		if c := context.Cause(ctx); c != nil && ctx.Err() != nil && !errors.Is(err, c) {
+			err = fmt.Errorf("%w (%v)", err, c)
+		}
+		m.state.Store(StateFailed)
+		m.runHook(context.WithoutCancel(ctx), HookFailure, err)
+	}
+	return res, err
+}
+
+func (m *Migration) applyDefaults() {
+	if m.ChunkSize <= 0 {
+		m.ChunkSize = 1000
+	}
+	m.ChunkSize = min(max(m.ChunkSize, 10), 100000)
+	if m.CutOverLockTimeout <= 0 {
+		m.CutOverLockTimeout = 3 * time.Second
+	}
+	m.CutOverLockTimeout = min(max(m.CutOverLockTimeout, time.Second), 10*time.Second)
+	if m.CutOverAttempts <= 0 {
+		m.CutOverAttempts = 60
+	}
+	if m.MaxLag <= 0 {
+		m.MaxLag = 1500 * time.Millisecond
+	}
+	if m.CutOverMaxLag <= 0 {
+		m.CutOverMaxLag = 250 * time.Millisecond
+	}
+	if m.HeartbeatInterval <= 0 {
+		m.HeartbeatInterval = 100 * time.Millisecond
+	}
+	if m.StatusInterval <= 0 {
+		m.StatusInterval = 5 * time.Second
+	}
+	if m.ServerID == 0 {
+		m.ServerID = uint32(100000 + rand.Intn(1<<30))
+	}
+}
+
+func (m *Migration) run(ctx context.Context) (*Result, error) {
+	m.setState(StateValidating)
+	if m.Database == "" || m.Table == "" {
+		return nil, errors.New("osc: Database and Table are required")
+	}
+	info, err := parseAlter(m.Alter)
+	if err != nil {
+		return nil, fmt.Errorf("osc: %w", err)
+	}
+	m.info = info
+	db, err := m.Conn.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(16)
+	m.db = db
+	if m.flavor, err = detectFlavor(ctx, db); err != nil {
+		return nil, err
+	}
+	if m.SocketPath != "" {
+		stop, err := m.ServeSocket(m.SocketPath)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	}
+	if err := m.runHook(ctx, HookStartup, nil); err != nil {
+		return nil, err
+	}
+	orig, err := m.validateBeforeWrites(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// From here on ferry writes: the ghost and changelog tables (never the original).
+	if err := m.createGhost(ctx, orig); err != nil {
+		return nil, err
+	}
+	ghostCreated := true
+	defer func() {
+		if ghostCreated && !m.Execute {
+			m.db.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+m.qualified(m.ghostName()))
+		}
+	}()
+	ghost, err := schema.Load(ctx, db, m.Database, m.ghostName())
+	if err != nil && !errors.Is(err, schema.ErrNoKey) {
+		return nil, err
+	}
+	if ghost == nil {
+		return nil, fmt.Errorf("the altered table has no primary key and no NOT NULL unique key; ferry needs a key shared by the old and new schema; %s", m.cleanupHint())
+	}
+	plan, err := m.mapColumns(orig, ghost, info)
+	if err != nil {
+		m.dropGhost(ctx)
+		return nil, fmt.Errorf("osc: %w", err)
+	}
+	plan.InstantPossible = m.instantPossible(ctx, orig)
+	m.plan = plan
+	m.result.Plan = plan
+	if len(plan.NewUniqueKeys) > 0 {
+		if !m.AllowNewUniqueKey {
+			m.dropGhost(ctx)
+			return nil, fmt.Errorf("osc: the ALTER adds unique key %s: rows of %s that collide on it would be silently dropped by the copy (INSERT IGNORE) and the apply (REPLACE); set AllowNewUniqueKey (--allow-new-unique-key) to go on with a duplicate check before the copy and a row count check at cut-over", strings.Join(plan.NewUniqueKeys, ", "), orig)
+		}
+		if err := m.checkNoDuplicates(ctx, ghost, plan); err != nil {
+			m.dropGhost(ctx)
+			return nil, err
+		}
+	}
+	m.log.Info("osc: plan: " + plan.String())
+	if err := m.runHook(ctx, HookValidated, nil); err != nil {
+		m.dropGhost(ctx)
+		return nil, err
+	}
+	if !m.Execute {
+		m.dropGhost(ctx)
+		ghostCreated = false
+		m.setState(StateDryRun)
+		return &m.result, nil
+	}
+	ghostCreated = false
+
+	res, err := m.execute(ctx, orig)
+	if err != nil {
+		return res, fmt.Errorf("osc: %w; %s", err, m.cleanupHint())
+	}
+	return res, nil
+}
+
+func (m *Migration) dropGhost(ctx context.Context) {
+	m.db.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+m.qualified(m.ghostName()))
+}
+
+// validateBeforeWrites runs every check that needs no write: server settings, the table and its
+// key, renames, foreign keys, triggers, leftovers.
+func (m *Migration) validateBeforeWrites(ctx context.Context) (*schema.Table, error) {
+	var logBin, format, image string
+	if err := m.db.QueryRowContext(ctx, "SELECT @@GLOBAL.log_bin, @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image").Scan(&logBin, &format, &image); err != nil {
+		return nil, fmt.Errorf("osc: read binlog settings: %w", err)
+	}
+	if logBin != "1" && !strings.EqualFold(logBin, "ON") {
+		return nil, errors.New("osc: the binary log is off; the server needs log_bin, binlog_format=ROW and binlog_row_image=FULL")
+	}
+	if !strings.EqualFold(format, "ROW") || !strings.EqualFold(image, "FULL") {
+		return nil, fmt.Errorf("osc: binlog_format=%s, binlog_row_image=%s; an online schema change needs binlog_format=ROW and binlog_row_image=FULL", format, image)
+	}
+	orig, err := schema.Load(ctx, m.db, m.Database, m.Table)
+	if err != nil {
+		if errors.Is(err, schema.ErrNoKey) {
+			return nil, fmt.Errorf("osc: %s.%s has no primary key and no unique key on NOT NULL columns: ferry copies and applies changes by key; add a primary key first", m.Database, m.Table)
+		}
+		return nil, fmt.Errorf("osc: %w", err)
+	}
+	for _, r := range m.info.renameOrder {
+		approved := m.ApproveRenamedColumns
+		for o, n := range m.ApprovedRenames {
+			if strings.EqualFold(o, r[0]) && strings.EqualFold(n, r[1]) {
+				approved = true
+			}
+		}
+		if !approved {
+			return nil, fmt.Errorf("osc: the ALTER renames column %s to %s; ferry copies the values of %s into %s only when approved: set ApproveRenamedColumns (--approve-renamed-columns) or ApprovedRenames[%q] = %q; if you meant to drop %s and add %s, write DROP COLUMN and ADD COLUMN",
+				r[0], r[1], r[0], r[1], r[0], r[1], r[0], r[1])
+		}
+	}
+	var fks int
+	if err := m.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS
+		WHERE (CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?) OR (UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?)`,
+		m.Database, m.Table, m.Database, m.Table).Scan(&fks); err != nil {
+		return nil, fmt.Errorf("osc: check foreign keys: %w", err)
+	}
+	if fks > 0 && !m.AllowForeignKeys {
+		return nil, fmt.Errorf("osc: %s has or is referenced by %d foreign key(s); the ghost table cannot take over constraints that reference the original; set AllowForeignKeys (--allow-foreign-keys) only if you will fix them after the cut-over", orig, fks)
+	}
+	var triggers int
+	if err := m.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?`,
+		m.Database, m.Table).Scan(&triggers); err != nil {
+		return nil, fmt.Errorf("osc: check triggers: %w", err)
+	}
+	if triggers > 0 && !m.AllowTriggers {
+		return nil, fmt.Errorf("osc: %s has %d trigger(s); they would stay on the old table at cut-over; set AllowTriggers (--allow-triggers) and recreate them on the new table afterwards", orig, triggers)
+	}
+	for _, name := range []string{m.ghostName(), m.changelogName(), m.oldName()} {
+		exists, _, err := tableExists(ctx, m.db, m.Database, name)
+		if err != nil {
+			return nil, err
+		}
+		if !exists {
+			continue
+		}
+		if !m.DropLeftovers {
+			return nil, fmt.Errorf("osc: table %s already exists (left by an earlier migration of %s?); drop it, or run with DropLeftovers (--drop-leftovers)", m.qualified(name), orig)
+		}
+		if !m.Execute {
+			m.log.Warnf("osc: leftover %s would be dropped", m.qualified(name))
+			continue
+		}
+		m.log.Warnf("osc: dropping leftover %s", m.qualified(name))
+		if _, err := m.db.ExecContext(ctx, "DROP TABLE "+m.qualified(name)); err != nil {
+			return nil, fmt.Errorf("osc: drop leftover %s: %w", m.qualified(name), err)
+		}
+	}
+	return orig, nil
+}
+
+func (m *Migration) createGhost(ctx context.Context, orig *schema.Table) error {
+	if exists, _, err := tableExists(ctx, m.db, m.Database, m.ghostName()); err != nil {
+		return err
+	} else if exists {
+		// dry run with a leftover that DropLeftovers would drop
+		return fmt.Errorf("osc: table %s already exists; drop it or run with DropLeftovers", m.qualified(m.ghostName()))
+	}
+	if _, err := m.db.ExecContext(ctx, "CREATE TABLE "+m.qualified(m.ghostName())+" LIKE "+orig.QualifiedName()); err != nil {
+		return fmt.Errorf("osc: create ghost table: %w", err)
+	}
+	if _, err := m.db.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.ghostName())+" "+m.Alter); err != nil {
+		m.dropGhost(ctx)
+		return fmt.Errorf("osc: the ALTER fails on the (empty) ghost table, the original was not touched: %w", err)
+	}
+	return nil
+}
+
+// instantPossible tries the ALTER with ALGORITHM=INSTANT on a second empty copy of the table.
+func (m *Migration) instantPossible(ctx context.Context, orig *schema.Table) bool {
+	probe := "_" + m.Table + "_gh1"
+	if len(probe) > 64 {
+		return false
+	}
+	if exists, _, _ := tableExists(ctx, m.db, m.Database, probe); exists {
+		return false
+	}
+	if _, err := m.db.ExecContext(ctx, "CREATE TABLE "+m.qualified(probe)+" LIKE "+orig.QualifiedName()); err != nil {
+		return false
+	}
+	defer m.db.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+m.qualified(probe))
+	_, err := m.db.ExecContext(ctx, "ALTER TABLE "+m.qualified(probe)+" "+m.Alter+", ALGORITHM=INSTANT")
+	return err == nil
+}
+
+// checkNoDuplicates refuses a new unique key the existing rows already violate.
+func (m *Migration) checkNoDuplicates(ctx context.Context, ghost *schema.Table, p *Plan) error {
+	toOld := map[string]string{}
+	for _, cm := range p.Columns {
+		toOld[strings.ToLower(cm.To.Name)] = cm.From.Name
+	}
+	for _, uk := range p.NewUniqueKeys {
+		name := uk[:strings.Index(uk, " (")]
+		var cols []string
+		for _, c := range ghost.UniqueKeys[name] {
+			o, ok := toOld[strings.ToLower(c)]
+			if !ok {
+				cols = nil // on a new column: every row gets the default; the copy will show
+				break
+			}
+			cols = append(cols, q(o))
+		}
+		if cols == nil {
+			continue
+		}
+		var n int
+		err := m.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM (SELECT 1 FROM "+m.qualified(m.Table)+" GROUP BY "+strings.Join(cols, ", ")+" HAVING COUNT(*) > 1 LIMIT 1) d").Scan(&n)
+		if err != nil {
+			return fmt.Errorf("osc: check duplicates for new unique key %s: %w", uk, err)
+		}
+		if n > 0 {
+			return fmt.Errorf("osc: the rows of %s have duplicates on the new unique key %s; remove them first (the copy would drop rows)", m.qualified(m.Table), uk)
+		}
+	}
+	return nil
+}
+
+// execute runs the migration proper once validation passed and the ghost table exists.
+func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, error) {
+	db := m.db
+	if _, err := db.ExecContext(ctx, "CREATE TABLE "+m.qualified(m.changelogName())+` (
+		id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+		hint VARCHAR(64) CHARACTER SET ascii NOT NULL,
+		value VARCHAR(4096) CHARACTER SET utf8mb4 NOT NULL,
+		last_update TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+	) ENGINE=InnoDB COMMENT='ferry osc changelog'`); err != nil {
+		return nil, fmt.Errorf("create changelog table: %w", err)
+	}
+	changelog, err := schema.Load(ctx, db, m.Database, m.changelogName())
+	if err != nil {
+		return nil, err
+	}
+	m.writeHint(ctx, 2, "state", "migrating "+m.Alter)
+	pos, err := currentPosition(ctx, db, m.flavor)
+	if err != nil {
+		return nil, err
+	}
+	m.log.WithField("position", pos.String()).Info("osc: streaming the binlog from here")
+
+	m.applier = newApplier(m, db, orig, changelog)
+	m.applier.applied = pos
+	runCtx, stopAll := context.WithCancelCause(ctx)
+	defer stopAll(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopAll(nil)
+	fail := func(err error) { stopAll(err) }
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := m.applier.run(runCtx); err != nil && runCtx.Err() == nil {
+			fail(fmt.Errorf("binlog apply: %w", err))
+		}
+	}()
+	stream := m.newStream(runCtx, orig, changelog, fail)
+	stream.start(pos)
+	defer stream.stop()
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.heartbeat(runCtx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.statusLoop(runCtx)
+	}()
+
+	m.setState(StateCopying)
+	if err := m.copyRows(runCtx); err != nil {
+		return &m.result, causeOr(runCtx, err)
+	}
+	m.copyDone.Store(true)
+	m.result.RowsCopied = m.rowsCopied.Load()
+	m.log.WithField("rows", m.rowsCopied.Load()).Info("osc: row copy complete")
+	if err := m.runHook(runCtx, HookRowCopyComplete, nil); err != nil {
+		return &m.result, err
+	}
+	if err := m.cutOver(runCtx, stream); err != nil {
+		return &m.result, causeOr(runCtx, err)
+	}
+	stopAll(nil)
+	m.result.EventsApplied = m.applier.events.Load()
+	m.result.Elapsed = time.Since(m.started)
+	// Cleanup: the table has its new schema; leftovers are harmless.
+	cctx := context.WithoutCancel(ctx)
+	if _, err := db.ExecContext(cctx, "DROP TABLE IF EXISTS "+m.qualified(m.changelogName())); err != nil {
+		m.log.WithError(err).Warnf("osc: could not drop %s; drop it by hand", m.qualified(m.changelogName()))
+	}
+	m.result.OldTable = m.oldName()
+	if m.DropOldTable {
+		if _, err := db.ExecContext(cctx, "DROP TABLE IF EXISTS "+m.qualified(m.oldName())); err != nil {
+			m.log.WithError(err).Warnf("osc: could not drop the old table %s; drop it by hand", m.qualified(m.oldName()))
+		} else {
+			m.result.OldTable = ""
+		}
+	}
+	m.setState(StateDone)
+	m.runHook(cctx, HookSuccess, nil)
+	return &m.result, nil
+}
+
+func causeOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+			return c
+		}
+	}
+	return err
+}
+
+// writeHint upserts a changelog row; its binlog event comes back to the applier.
+func (m *Migration) writeHint(ctx context.Context, id int, hint, value string) error {
+	_, err := m.db.ExecContext(ctx, "INSERT INTO "+m.qualified(m.changelogName())+" (id, hint, value) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE hint = VALUES(hint), value = VALUES(value)", id, hint, value)
+	return err
+}
+
+// heartbeat writes the current time into the changelog every HeartbeatInterval; the applier
+// measures the lag as the heartbeat comes back through the binlog.
+func (m *Migration) heartbeat(ctx context.Context) {
+	t := time.NewTicker(m.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		m.writeHint(ctx, 1, "heartbeat", fmt.Sprint(time.Now().UnixNano()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// postponedNow reports whether the cut-over must wait.
+func (m *Migration) postponedNow() (bool, string) {
+	if m.postponed.Load() {
+		return true, "postponed until the cut-over command (Unpostpone)"
+	}
+	if m.PostponeFlagFile != "" {
+		if _, err := os.Stat(m.PostponeFlagFile); err == nil {
+			return true, "postponed while " + m.PostponeFlagFile + " exists"
+		}
+	}
+	return false, ""
+}

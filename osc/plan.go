@@ -1,0 +1,262 @@
+package osc
+
+import (
+	"database/sql"
+	"fmt"
+
+	"sort"
+	"strings"
+
+	"github.com/ferrykit/ferry/schema"
+)
+
+// ColumnMap is one copied column: its value in the original table goes to To in the ghost table.
+type ColumnMap struct {
+	From *schema.Column // original table column
+	To   *schema.Column // ghost table column
+}
+
+// Plan is what validation found: how rows move from the original to the ghost table. Dry runs
+// stop after computing it.
+type Plan struct {
+	// Columns are the copied columns, in ghost table order.
+	Columns []ColumnMap
+	// Renamed maps original → new names of renamed columns (approved).
+	Renamed map[string]string
+	// Dropped are original columns whose values are not copied (dropped by the ALTER, or turned into
+	// generated columns).
+	Dropped []string
+	// Added are ghost columns that get their default (or generated value).
+	Added []string
+	// Key is the unique key shared by both tables that the copy pages by (original column names).
+	Key []*schema.Column
+	// KeyName is its index name in the original table.
+	KeyName string
+	// NewUniqueKeys are unique keys of the ghost table that the original does not have.
+	NewUniqueKeys []string
+	// CharsetChanged lists copied character columns whose character set changes.
+	CharsetChanged []string
+	// InstantPossible says the server accepted the ALTER with ALGORITHM=INSTANT on the (empty) ghost
+	// table: the same ALTER on the original would likely be instant too.
+	InstantPossible bool
+
+	original, ghost *schema.Table
+}
+
+// String summarises the plan in one paragraph, for logs and dry runs.
+func (p *Plan) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "copy %d columns paging by %s (%s)", len(p.Columns), p.KeyName, colNames(p.Key))
+	if len(p.Renamed) > 0 {
+		var r []string
+		for o, n := range p.Renamed {
+			r = append(r, o+"→"+n)
+		}
+		sort.Strings(r)
+		fmt.Fprintf(&b, "; renamed: %s", strings.Join(r, ", "))
+	}
+	if len(p.Dropped) > 0 {
+		fmt.Fprintf(&b, "; dropped (values discarded): %s", strings.Join(p.Dropped, ", "))
+	}
+	if len(p.Added) > 0 {
+		fmt.Fprintf(&b, "; added (defaults): %s", strings.Join(p.Added, ", "))
+	}
+	if len(p.CharsetChanged) > 0 {
+		fmt.Fprintf(&b, "; character set converted: %s", strings.Join(p.CharsetChanged, ", "))
+	}
+	if len(p.NewUniqueKeys) > 0 {
+		fmt.Fprintf(&b, "; new unique keys: %s", strings.Join(p.NewUniqueKeys, ", "))
+	}
+	if p.InstantPossible {
+		b.WriteString("; the server can do this ALTER with ALGORITHM=INSTANT")
+	}
+	return b.String()
+}
+
+func colNames(cols []*schema.Column) string {
+	n := make([]string, len(cols))
+	for i, c := range cols {
+		n[i] = c.Name
+	}
+	return strings.Join(n, ", ")
+}
+
+// mapColumns compares the original and the altered ghost table and builds the plan.
+func (m *Migration) mapColumns(orig, ghost *schema.Table, info *alterInfo) (*Plan, error) {
+	p := &Plan{Renamed: map[string]string{}, original: orig, ghost: ghost}
+	// renamed: new name (lower) → original column
+	fromNew := map[string]*schema.Column{}
+	for oldLower, newName := range info.renames {
+		oc := orig.Column(oldLower)
+		if oc == nil {
+			return nil, fmt.Errorf("ALTER renames column %s, which %s does not have", oldLower, orig)
+		}
+		fromNew[strings.ToLower(newName)] = oc
+		p.Renamed[oc.Name] = newName
+	}
+	used := map[int]bool{}
+	for i := range ghost.Columns {
+		gc := &ghost.Columns[i]
+		src := fromNew[strings.ToLower(gc.Name)]
+		if src == nil {
+			if oc := orig.Column(gc.Name); oc != nil {
+				if _, renamedAway := info.renames[strings.ToLower(oc.Name)]; !renamedAway {
+					src = oc
+				}
+			}
+		}
+		if src == nil || src.Generated {
+			if src == nil {
+				p.Added = append(p.Added, gc.Name)
+				if !gc.Generated {
+					if err := m.checkAddedColumn(gc); err != nil {
+						return nil, err
+					}
+				}
+			}
+			if src != nil {
+				used[src.Ordinal] = true
+			}
+			continue
+		}
+		used[src.Ordinal] = true
+		if gc.Generated {
+			continue // the server computes it; the original's value is dropped
+		}
+		p.Columns = append(p.Columns, ColumnMap{From: src, To: gc})
+		if isChar(src) && isChar(gc) && !strings.EqualFold(src.Charset, gc.Charset) {
+			p.CharsetChanged = append(p.CharsetChanged, fmt.Sprintf("%s (%s→%s)", gc.Name, src.Charset, gc.Charset))
+		}
+	}
+	for i := range orig.Columns {
+		oc := &orig.Columns[i]
+		if !used[oc.Ordinal] {
+			p.Dropped = append(p.Dropped, oc.Name)
+		} else if !oc.Generated {
+			// copied into a generated column: its value is not copied either
+			found := false
+			for _, cm := range p.Columns {
+				if cm.From == oc {
+					found = true
+				}
+			}
+			if !found {
+				p.Dropped = append(p.Dropped, oc.Name)
+			}
+		}
+	}
+	if len(p.Columns) == 0 {
+		return nil, fmt.Errorf("the ALTER leaves no column of %s to copy", orig)
+	}
+
+	// The shared key: a unique key of the original, all NOT NULL, whose columns are all copied
+	// unchanged in name mapping, and which is a unique key of the ghost with the same columns.
+	newName := func(c *schema.Column) string {
+		for _, cm := range p.Columns {
+			if cm.From == c {
+				return cm.To.Name
+			}
+		}
+		return ""
+	}
+	ghostUnique := map[string]string{} // column list (lower) → index name
+	for name, cols := range ghost.UniqueKeys {
+		ghostUnique[strings.ToLower(strings.Join(cols, ","))] = name
+	}
+	origUnique := map[string]bool{}
+	candidates := []string{}
+	if orig.KeyName != "" {
+		candidates = append(candidates, orig.KeyName)
+	}
+	var names []string
+	for n := range orig.UniqueKeys {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		var mapped []string
+		for _, cn := range orig.UniqueKeys[n] {
+			if c := orig.Column(cn); c != nil {
+				mapped = append(mapped, newName(c))
+			}
+		}
+		origUnique[strings.ToLower(strings.Join(mapped, ","))] = true
+		if n != orig.KeyName {
+			candidates = append(candidates, n)
+		}
+	}
+	for _, n := range candidates {
+		var key []*schema.Column
+		var mapped []string
+		ok := true
+		for _, cn := range orig.UniqueKeys[n] {
+			c := orig.Column(cn)
+			if c == nil || c.Nullable || c.Generated || newName(c) == "" {
+				ok = false
+				break
+			}
+			switch c.DataType {
+			case "enum", "set", "float", "double", "bit", "json", "geometry":
+				ok = false
+			}
+			key = append(key, c)
+			mapped = append(mapped, newName(c))
+		}
+		if !ok {
+			continue
+		}
+		if _, shared := ghostUnique[strings.ToLower(strings.Join(mapped, ","))]; !shared {
+			continue
+		}
+		// the key's values must compare the same in both tables
+		same := true
+		for _, c := range key {
+			for _, cm := range p.Columns {
+				if cm.From == c && (cm.From.ColumnType != cm.To.ColumnType || cm.From.Collation != cm.To.Collation || cm.To.Nullable) {
+					same = false
+				}
+			}
+		}
+		if !same {
+			continue
+		}
+		p.Key, p.KeyName = key, n
+		break
+	}
+	if p.Key == nil {
+		return nil, fmt.Errorf("%s and its altered form share no usable unique key (a PRIMARY or UNIQUE key on NOT NULL columns, kept with the same columns and types): ferry applies changes by that key; keep the primary key unchanged in this ALTER and change it in a separate migration", orig)
+	}
+	var gnames []string
+	for n := range ghost.UniqueKeys {
+		gnames = append(gnames, n)
+	}
+	sort.Strings(gnames)
+	for _, n := range gnames {
+		if !origUnique[strings.ToLower(strings.Join(ghost.UniqueKeys[n], ","))] {
+			p.NewUniqueKeys = append(p.NewUniqueKeys, n+" ("+strings.Join(ghost.UniqueKeys[n], ", ")+")")
+		}
+	}
+	return p, nil
+}
+
+func isChar(c *schema.Column) bool { return c.Charset != "" && c.Charset != "binary" }
+
+// checkAddedColumn refuses an added NOT NULL column without a default: the copy would fail on its
+// first row (or, outside strict mode, silently fill in 0 / ”).
+func (m *Migration) checkAddedColumn(gc *schema.Column) error {
+	var def sql.NullString
+	var extra string
+	err := m.db.QueryRowContext(m.ctx, `SELECT COLUMN_DEFAULT, IFNULL(EXTRA,'') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = ?`,
+		m.Database, m.ghostName(), gc.Name).Scan(&def, &extra)
+	if err != nil {
+		return fmt.Errorf("read default of added column %s: %w", gc.Name, err)
+	}
+	if gc.Nullable || strings.Contains(strings.ToLower(extra), "auto_increment") {
+		return nil
+	}
+	// MariaDB reports "NULL" (text) for no default on a NOT NULL column.
+	if !def.Valid || strings.EqualFold(def.String, "NULL") {
+		return fmt.Errorf("the ALTER adds column %s NOT NULL without a DEFAULT: existing rows would have no value for it; add a DEFAULT (e.g. ADD COLUMN %s %s NOT NULL DEFAULT ...) or make it NULL", gc.Name, q(gc.Name), gc.ColumnType)
+	}
+	return nil
+}
