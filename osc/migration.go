@@ -115,7 +115,10 @@ type Migration struct {
 	result         Result
 	resultMu       sync.Mutex
 	applier        *applier
+	applierP       atomic.Pointer[applier] // for Status from other goroutines
+	startedNano    atomic.Int64
 	runOnce        atomic.Bool
+	initOnce       sync.Once
 }
 
 // Result reports a finished migration.
@@ -185,9 +188,11 @@ func (m *Migration) Run(ctx context.Context) (*Result, error) {
 	}
 	m.log = m.log.WithField("table", m.Database+"."+m.Table)
 	m.started = time.Now()
-	m.panicked = make(chan struct{})
-	m.cutOverNow = make(chan struct{}, 1)
-	m.postponed.Store(m.Postpone)
+	m.startedNano.Store(m.started.UnixNano())
+	m.init()
+	if m.Postpone {
+		m.postponed.Store(true)
+	}
 	m.applyDefaults()
 	m.chunkSize.Store(int64(m.ChunkSize))
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -210,6 +215,13 @@ func (m *Migration) Run(ctx context.Context) (*Result, error) {
 		m.runHook(context.WithoutCancel(ctx), HookFailure, err)
 	}
 	return res, err
+}
+
+func (m *Migration) init() {
+	m.initOnce.Do(func() {
+		m.panicked = make(chan struct{})
+		m.cutOverNow = make(chan struct{}, 1)
+	})
 }
 
 func (m *Migration) applyDefaults() {
@@ -497,6 +509,7 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 
 	m.applier = newApplier(m, db, orig, changelog)
 	m.applier.applied = pos
+	m.applierP.Store(m.applier)
 	runCtx, stopAll := context.WithCancelCause(ctx)
 	defer stopAll(nil)
 	var wg sync.WaitGroup

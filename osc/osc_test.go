@@ -53,3 +53,200 @@ func TestAddColumn200k(t *testing.T) {
 		t.Errorf("cut-over attempts %d, blocked %v", res.CutOverAttempts, res.WriteBlocked)
 	}
 }
+
+func TestModifyType(t *testing.T) {
+	f := newFixture(t, 20_000)
+	alter := "MODIFY a BIGINT NOT NULL DEFAULT 0, MODIFY n DECIMAL(12,3) NULL, MODIFY b VARCHAR(80) NOT NULL DEFAULT ''"
+	runUnderLoad(t, f, f.migration(alter), alter)
+}
+
+func TestAddIndex(t *testing.T) {
+	f := newFixture(t, 20_000)
+	alter := "ADD INDEX idx_a_b (a, b)"
+	runUnderLoad(t, f, f.migration(alter), alter)
+}
+
+func TestDropColumn(t *testing.T) {
+	f := newFixture(t, 20_000)
+	alter := "DROP COLUMN c"
+	res := runUnderLoad(t, f, f.migration(alter), alter)
+	if len(res.Plan.Dropped) != 1 || res.Plan.Dropped[0] != "c" {
+		t.Errorf("plan dropped %v, want [c]", res.Plan.Dropped)
+	}
+}
+
+func TestApprovedRename(t *testing.T) {
+	f := newFixture(t, 20_000)
+	alter := "CHANGE COLUMN c c2 VARCHAR(100) NULL, RENAME COLUMN d TO d2"
+	m := f.migration(alter)
+	m.ApprovedRenames = map[string]string{"c": "c2"}
+	m.ApproveRenamedColumns = false
+	// d → d2 is not approved individually: refused before any write
+	_, err := m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "renames column d to d2") {
+		t.Fatalf("unapproved rename: %v", err)
+	}
+	if got := strings.Join(f.tables(), ","); got != "t,twin" {
+		t.Fatalf("tables after a refused migration: %s", got)
+	}
+	alter = "CHANGE COLUMN c c2 VARCHAR(100) NULL"
+	m = f.migration(alter)
+	m.ApproveRenamedColumns = true
+	res := runUnderLoad(t, f, m, alter)
+	if res.Plan.Renamed["c"] != "c2" {
+		t.Errorf("plan renamed %v", res.Plan.Renamed)
+	}
+}
+
+func TestCharsetToUTF8MB4(t *testing.T) {
+	f := newFixture(t, 20_000)
+	alter := "CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+	res := runUnderLoad(t, f, f.migration(alter), alter)
+	if len(res.Plan.CharsetChanged) != 2 {
+		t.Errorf("plan charset changes %v", res.Plan.CharsetChanged)
+	}
+	var b string
+	must(t, f.db.QueryRow("SELECT b FROM t WHERE id = 5").Scan(&b))
+	if b != "bé5ñ" {
+		t.Errorf("row 5: b = %q, want bé5ñ", b)
+	}
+}
+
+// Killing the session that holds the cut-over lock leaves the original table intact (the sentry
+// makes the queued rename fail) and the next attempt succeeds.
+func TestKilledLockSession(t *testing.T) {
+	f := newFixture(t, 20_000)
+	alter := "ADD COLUMN x INT NULL"
+	m := f.migration(alter)
+	killed := 0
+	m.testCutOverLocked = func(id int64) {
+		if killed > 0 {
+			return
+		}
+		killed++
+		if _, err := f.db.Exec("KILL CONNECTION ?", id); err != nil {
+			t.Errorf("kill %d: %v", id, err)
+		}
+		// the original must still be there, readable and writable once the lock is gone
+		var n int
+		if err := f.db.QueryRow("SELECT COUNT(*) FROM t WHERE id < 10").Scan(&n); err != nil {
+			t.Errorf("original table after the kill: %v", err)
+		}
+		var cols int
+		f.db.QueryRow("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 't'", f.name).Scan(&cols)
+		if cols != 7 {
+			t.Errorf("original table has %d columns after the kill, want 7", cols)
+		}
+	}
+	res := runUnderLoad(t, f, m, alter)
+	if killed != 1 || res.CutOverAttempts != 2 || len(res.WriteBlocked) != 2 {
+		t.Errorf("killed %d, attempts %d, blocked %v; want one kill and two attempts", killed, res.CutOverAttempts, res.WriteBlocked)
+	}
+}
+
+// refused runs a migration that must fail before writing anything.
+func refused(t *testing.T, f *fixture, m *Migration, want string) {
+	t.Helper()
+	before := strings.Join(f.tables(), ",")
+	_, err := m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one containing %q", err, want)
+	}
+	t.Log(err)
+	if after := strings.Join(f.tables(), ","); after != before {
+		t.Errorf("tables before %s, after the refused migration %s", before, after)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	f := newFixture(t, 100)
+	f.exec("CREATE TABLE nokey (a INT, b INT)")
+	f.exec("CREATE TABLE nullkey (a INT NULL, UNIQUE KEY (a))")
+
+	t.Run("no key", func(t *testing.T) {
+		m := f.migration("ADD COLUMN c INT")
+		m.Table = "nokey"
+		refused(t, f, m, "no primary key")
+		m = f.migration("ADD COLUMN c INT")
+		m.Table = "nullkey"
+		refused(t, f, m, "no primary key")
+	})
+	t.Run("unapproved rename", func(t *testing.T) {
+		refused(t, f, f.migration("CHANGE c c_new VARCHAR(100)"), "renames column c to c_new")
+		refused(t, f, f.migration("RENAME COLUMN `c` TO `c new`"), "renames column c to c new")
+	})
+	t.Run("leftover ghost", func(t *testing.T) {
+		f.exec("CREATE TABLE _t_gho (id INT PRIMARY KEY)")
+		defer f.exec("DROP TABLE _t_gho")
+		refused(t, f, f.migration("ADD COLUMN z INT"), "_t_gho` already exists")
+	})
+	t.Run("foreign keys and triggers", func(t *testing.T) {
+		f.exec("CREATE TRIGGER trg BEFORE INSERT ON t FOR EACH ROW SET NEW.a = NEW.a")
+		refused(t, f, f.migration("ADD COLUMN z INT"), "trigger")
+		f.exec("DROP TRIGGER trg")
+		f.exec("CREATE TABLE child (id INT PRIMARY KEY, tid BIGINT, FOREIGN KEY (tid) REFERENCES t (id)) ENGINE=InnoDB")
+		refused(t, f, f.migration("ADD COLUMN z INT"), "foreign key")
+		f.exec("DROP TABLE child")
+	})
+	t.Run("table rename and ALGORITHM", func(t *testing.T) {
+		refused(t, f, f.migration("RENAME TO t2"), "renames the table")
+		refused(t, f, f.migration("ADD COLUMN z INT, ALGORITHM=INPLACE"), "ALGORITHM")
+	})
+	// These are refused after the empty ghost table was created (and dropped again).
+	t.Run("not null without default", func(t *testing.T) {
+		refused(t, f, f.migration("ADD COLUMN z INT NOT NULL"), "NOT NULL without a DEFAULT")
+	})
+	t.Run("new unique key", func(t *testing.T) {
+		refused(t, f, f.migration("ADD UNIQUE KEY uk_a (a)"), "adds unique key uk_a")
+		m := f.migration("ADD UNIQUE KEY uk_a (a)")
+		m.AllowNewUniqueKey = true
+		f.exec("UPDATE t SET a = 1 WHERE id IN (1, 2)")
+		refused(t, f, m, "duplicates on the new unique key")
+	})
+	t.Run("primary key changed", func(t *testing.T) {
+		refused(t, f, f.migration("DROP PRIMARY KEY, DROP KEY uk_u, ADD PRIMARY KEY (id, a)"), "share no usable unique key")
+	})
+	t.Run("bad alter", func(t *testing.T) {
+		refused(t, f, f.migration("ADD COLUMN"), "the ALTER fails on the (empty) ghost table")
+	})
+}
+
+func TestDryRun(t *testing.T) {
+	f := newFixture(t, 100)
+	m := f.migration("ADD COLUMN z INT, DROP COLUMN c")
+	m.Execute = false
+	res, err := m.Run(context.Background())
+	must(t, err)
+	if got := strings.Join(f.tables(), ","); got != "t,twin" {
+		t.Errorf("tables after a dry run: %s", got)
+	}
+	if len(res.Plan.Added) != 1 || len(res.Plan.Dropped) != 1 || !res.Plan.InstantPossible {
+		t.Errorf("plan %s", res.Plan)
+	}
+}
+
+// A new unique key, allowed: rows that collide on it during the migration make the cut-over refuse.
+func TestNewUniqueKeyCollision(t *testing.T) {
+	f := newFixture(t, 2000)
+	m := f.migration("ADD UNIQUE KEY uk_a2 (a, b)")
+	m.AllowNewUniqueKey = true
+	m.Postpone = true
+	go func() {
+		for m.Status().State != StatePostponed {
+			time.Sleep(20 * time.Millisecond)
+		}
+		f.exec("UPDATE t SET a = 5, b = 'same' WHERE id IN (10, 11)")
+		time.Sleep(300 * time.Millisecond)
+		m.Unpostpone()
+	}()
+	_, err := m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "collided on the new unique key") {
+		t.Fatalf("error %v", err)
+	}
+	t.Log(err)
+	var cols int
+	f.db.QueryRow("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 't'", f.name).Scan(&cols)
+	if cols != 7 {
+		t.Errorf("original table has %d columns, want 7", cols)
+	}
+}

@@ -44,10 +44,10 @@ func (s Status) String() string {
 func (m *Migration) Status() Status {
 	st := Status{State: m.stateName(), RowsCopied: m.rowsCopied.Load(), RowsEstimated: m.rowsEstimated.Load(),
 		ChunkSize: int(m.chunkSize.Load())}
-	if !m.started.IsZero() {
-		st.Elapsed = time.Since(m.started)
+	if ns := m.startedNano.Load(); ns != 0 {
+		st.Elapsed = time.Since(time.Unix(0, ns))
 	}
-	if a := m.applier; a != nil {
+	if a := m.applierP.Load(); a != nil {
 		st.EventsApplied = a.events.Load()
 		st.Backlog = a.backlog()
 		st.Lag = a.lag()
@@ -103,6 +103,7 @@ func (m *Migration) SetChunkSize(n int) error {
 
 // Unpostpone lets a postponed cut-over go (the postpone flag file, if set, is removed too).
 func (m *Migration) Unpostpone() {
+	m.init()
 	m.postponed.Store(false)
 	if m.PostponeFlagFile != "" {
 		removeFile(m.PostponeFlagFile)
@@ -116,8 +117,6 @@ func (m *Migration) Unpostpone() {
 // Panic stops the migration at once, as the "panic" command does; Run returns an error and the
 // original table is unchanged (unless the cut-over already renamed it).
 func (m *Migration) Panic() {
-	if m.panicked == nil {
-		return // not running
-	}
+	m.init()
 	m.panicOnce.Do(func() { close(m.panicked) })
 }
