@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -89,7 +90,12 @@ type CPU struct {
 	// a measurement taken while Other is large ran on a shared machine.
 	Other   float64 `json:"other_processes_cpu_s"`
 	LoadAvg string  `json:"loadavg_1m_at_end"`
+	// Rows is the number of rows (or row events) the interval moved, when known: CPU-seconds per
+	// million rows are far less sensitive to a busy machine than rows/s.
+	Rows int64 `json:"rows,omitempty"`
 }
+
+func (c CPU) perM(x float64) string { return fmt.Sprintf("%.1f", x*1e6/float64(c.Rows)) }
 
 func startCPU(src, dst *sandbox.Server) *cpuMeter {
 	m := &cpuMeter{srcPID: serverPID(src), dstPID: serverPID(dst)}
@@ -116,7 +122,11 @@ func (c CPU) String() string {
 	if c.Wall == 0 {
 		return ""
 	}
-	return "cpu: source mariadbd " + pct(c.Source/c.Wall) + ", target mariadbd " + pct(c.Target/c.Wall) + ", Go " + pct(c.Go/c.Wall) + ", other processes " + pct(c.Other/c.Wall) + " (of one core; loadavg " + c.LoadAvg + ")"
+	s := "cpu: source mariadbd " + pct(c.Source/c.Wall) + ", target mariadbd " + pct(c.Target/c.Wall) + ", Go " + pct(c.Go/c.Wall) + ", other processes " + pct(c.Other/c.Wall) + " (of one core; loadavg " + c.LoadAvg + ")"
+	if c.Rows > 0 {
+		s += "\n      cpu-seconds per 1M rows: target mariadbd " + c.perM(c.Target) + ", source mariadbd " + c.perM(c.Source) + ", Go " + c.perM(c.Go)
+	}
+	return s
 }
 
 func pct(f float64) string { return strconv.Itoa(int(f*100+0.5)) + "%" }

@@ -66,6 +66,7 @@ func (b *bench) ceilings() error {
 		return err
 	}
 	c := cpu.stop(0)
+	c.Rows = b.rows
 	b.add(&Figure{Name: "ceiling: same-server INSERT…SELECT (orders)", Value: rate(b.rows, d), Unit: "rows/s", CPU: &c})
 	b.src.Exec(ctx, "RESET MASTER")
 
@@ -79,6 +80,7 @@ func (b *bench) ceilings() error {
 		return err
 	}
 	c = cpu.stop(0)
+	c.Rows = b.rows
 	note := ""
 	if s, _ := checksumTable(ctx, b.dst, "dump.orders"); s != sum0 {
 		note = "CHECKSUM TABLE differs from the source!"
@@ -101,6 +103,7 @@ func (b *bench) ceilings() error {
 			return err
 		}
 		c := cpu.stop(0)
+		c.Rows = n
 		note := ""
 		if s, _ := checksumTable(ctx, b.dst, "plain.orders"); s != sum0 || n != b.rows {
 			note = fmt.Sprintf("copied %d rows; CHECKSUM TABLE differs from the source — not counted as a ceiling", n)
@@ -133,6 +136,7 @@ func (b *bench) copyIdle() error {
 		return err
 	}
 	c := cpu.stop(childCPU)
+	c.Rows = res.Rows
 	r := float64(res.Rows) / res.Seconds
 	best := b.value("ceiling: best plain copier (orders)")
 	b.add(&Figure{Name: "ferry copy, idle (orders)", Value: r, Unit: "rows/s", Ceiling: best, CeilingName: "best plain copier", Target: tgtCopy, CPU: &c})
@@ -151,6 +155,7 @@ func (b *bench) copyIdle() error {
 		return err
 	}
 	c = cpu.stop(childCPU)
+	c.Rows = res.Rows
 	note := b.checksumNote("orders", "ferry_ld")
 	b.dst.Exec(b.ctx, "DROP DATABASE ferry_ld")
 	b.add(&Figure{Name: "ferry copy, idle, prototype LOAD DATA batch writer (orders)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: "best plain copier", Target: tgtCopy, CPU: &c, Note: note})
@@ -229,6 +234,7 @@ func (b *bench) verifiers() error {
 		}
 		d := time.Since(start)
 		c := cpu.stop(0)
+		c.Rows = b.rows
 		note := ""
 		if !res.Match() {
 			note = "MISMATCH reported: " + res.String()
@@ -282,6 +288,7 @@ func (b *bench) narrowCopy() error {
 		return err
 	}
 	c := cpu.stop(childCPU)
+	c.Rows = res.Rows
 	b.add(&Figure{Name: "ferry copy, idle (narrow)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: bestName, Target: ">= 1.0x best plain copier", CPU: &c})
 	return nil
 }
@@ -312,6 +319,7 @@ func (b *bench) copyUnderLoad() error {
 	d := time.Since(r.t0)
 	c := cpu.stop(0)
 	n := r.rowsCopied()
+	c.Rows = n
 	maxLag, p99 := lag.Stop()
 	achieved, lerr := load.Stop()
 	if err := r.finish(ctx); err != nil {
@@ -520,6 +528,7 @@ func (b *bench) apply() error {
 	c := cpu.stop(0)
 	stopProf()
 	applied := w.EventsApplied() - base
+	c.Rows = applied
 	burstRate := rate(applied, d)
 	b.add(&Figure{Name: "binlog apply, burst (orders-like rows, 100-row UPDATE transactions)", Value: burstRate, Unit: "events/s", Target: tgtApply, CPU: &c,
 		Note: fmt.Sprintf("%d row events applied in %.1fs (burst generated on the source at %.0f events/s)", applied, d.Seconds(), genRate)})
@@ -547,6 +556,7 @@ func (b *bench) apply() error {
 			return err
 		}
 		c := cpu.stop(0)
+		c.Rows = w.EventsApplied() - base
 		maxLag, p99 := lag.Stop()
 		_ = w.EventsApplied() - base
 		if maxLag < time.Second || attempt == 3 {
