@@ -158,13 +158,15 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 	if err := checkPrivileges(ctx, f.Target, "target "+cfg.Target.String(), dstDBs, need, nil); err != nil {
 		return err
 	}
-	for _, t := range tables {
-		if err := f.checkTarget(ctx, t); err != nil {
+	// A resume is checked first: a table changed since the checkpoint is refused as such, not as a
+	// target mismatch.
+	if cfg.Resume != nil {
+		if err := f.applyResume(ctx, tables); err != nil {
 			return err
 		}
 	}
-	if cfg.Resume != nil {
-		if err := f.applyResume(ctx, tables); err != nil {
+	for _, t := range tables {
+		if err := f.checkTarget(ctx, t); err != nil {
 			return err
 		}
 	}
@@ -502,7 +504,9 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 		}
 		cancel()
 	}
-	if err != nil {
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		f.log.Info("ferry: run cancelled")
+	} else if err != nil {
 		f.log.WithError(err).Error("ferry: run failed")
 	}
 	return err

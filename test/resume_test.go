@@ -21,8 +21,8 @@ import (
 	"github.com/ferrykit/ferry"
 )
 
-// buildCopydb builds examples/copydb into dir and returns the binary's path.
-func buildCopydb(t *testing.T, dir string) string {
+// rsBuildCopydb builds examples/copydb into dir and returns the binary's path.
+func rsBuildCopydb(t *testing.T, dir string) string {
 	t.Helper()
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	must(t, err)
@@ -39,18 +39,18 @@ func buildCopydb(t *testing.T, dir string) string {
 	return bin
 }
 
-// copydbRun is one copydb process.
-type copydbRun struct {
+// rsCopydbRun is one copydb process.
+type rsCopydbRun struct {
 	cmd    *exec.Cmd
 	out    bytes.Buffer // stdout and stderr
 	exited chan struct{}
 	err    error
 }
 
-func startCopydb(t *testing.T, bin string, args ...string) *copydbRun {
+func rsStartCopydb(t *testing.T, bin string, args ...string) *rsCopydbRun {
 	t.Helper()
-	r := &copydbRun{cmd: exec.Command(bin, args...), exited: make(chan struct{})}
-	w := &lockedWriter{b: &r.out}
+	r := &rsCopydbRun{cmd: exec.Command(bin, args...), exited: make(chan struct{})}
+	w := &rsLockedWriter{b: &r.out}
 	r.cmd.Stdout, r.cmd.Stderr = w, w
 	must(t, r.cmd.Start())
 	go func() { r.err = r.cmd.Wait(); close(r.exited) }()
@@ -65,19 +65,19 @@ func startCopydb(t *testing.T, bin string, args ...string) *copydbRun {
 	return r
 }
 
-// lockedWriter lets the test read a process's output while the process writes it.
-type lockedWriter struct {
+// rsLockedWriter lets the test read a process's output while the process writes it.
+type rsLockedWriter struct {
 	mu sync.Mutex
 	b  *bytes.Buffer
 }
 
-func (w *lockedWriter) Write(p []byte) (int, error) {
+func (w *rsLockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
 }
 
-func (r *copydbRun) running() bool {
+func (r *rsCopydbRun) running() bool {
 	select {
 	case <-r.exited:
 		return false
@@ -86,18 +86,18 @@ func (r *copydbRun) running() bool {
 	}
 }
 
-func (r *copydbRun) output() string {
-	w := r.cmd.Stdout.(*lockedWriter)
+func (r *rsCopydbRun) output() string {
+	w := r.cmd.Stdout.(*rsLockedWriter)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return r.out.String()
 }
 
 // lastProgressRows is the rows-copied figure of the last progress line copydb printed.
-var progressLine = regexp.MustCompile(`(?m)^\[[^\]]*\] (\d+)/\d+ rows`)
+var rsProgressLine = regexp.MustCompile(`(?m)^\[[^\]]*\] (\d+)/\d+ rows`)
 
-func (r *copydbRun) lastProgressRows() int64 {
-	m := progressLine.FindAllStringSubmatch(r.output(), -1)
+func (r *rsCopydbRun) lastProgressRows() int64 {
+	m := rsProgressLine.FindAllStringSubmatch(r.output(), -1)
 	if len(m) == 0 {
 		return -1
 	}
@@ -105,8 +105,8 @@ func (r *copydbRun) lastProgressRows() int64 {
 	return n
 }
 
-// readState reads the state file; nil if it does not exist yet.
-func readState(t *testing.T, path string) *ferry.State {
+// rsReadState reads the state file; nil if it does not exist yet.
+func rsReadState(t *testing.T, path string) *ferry.State {
 	t.Helper()
 	if _, err := os.Stat(path); os.IsNotExist(err) {
 		return nil
@@ -116,7 +116,7 @@ func readState(t *testing.T, path string) *ferry.State {
 	return st
 }
 
-func stateRows(st *ferry.State) (total int64, per map[string]int64) {
+func rsStateRows(st *ferry.State) (total int64, per map[string]int64) {
 	per = map[string]int64{}
 	if st == nil {
 		return 0, per
@@ -128,7 +128,7 @@ func stateRows(st *ferry.State) (total int64, per map[string]int64) {
 	return total, per
 }
 
-func allCompleted(st *ferry.State, n int) bool {
+func rsAllCompleted(st *ferry.State, n int) bool {
 	if st == nil || len(st.Tables) < n {
 		return false
 	}
@@ -140,7 +140,7 @@ func allCompleted(st *ferry.State, n int) bool {
 	return true
 }
 
-func describeState(st *ferry.State) string {
+func rsDescribeState(st *ferry.State) string {
 	if st == nil {
 		return "no state"
 	}
@@ -162,22 +162,22 @@ func describeState(st *ferry.State) string {
 	return b.String()
 }
 
-// waitFor polls cond every 50ms until it holds or the run exits or the deadline passes.
-func waitFor(t *testing.T, r *copydbRun, d time.Duration, what string, cond func() bool) {
+// rsWaitFor polls cond every 50ms until it holds or the run exits or the deadline passes.
+func rsWaitFor(t *testing.T, r *rsCopydbRun, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if !r.running() {
-			t.Fatalf("copydb exited (%v) while waiting for %s:\n%s", r.err, what, tailString(r.output(), 4000))
+			t.Fatalf("copydb exited (%v) while waiting for %s:\n%s", r.err, what, rsTailString(r.output(), 4000))
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s:\n%s", d, what, tailString(r.output(), 4000))
+			t.Fatalf("timed out after %s waiting for %s:\n%s", d, what, rsTailString(r.output(), 4000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func tailString(s string, n int) string {
+func rsTailString(s string, n int) string {
 	if len(s) > n {
 		return "..." + s[len(s)-n:]
 	}
@@ -194,7 +194,7 @@ func TestCopydbResumesAfterSIGKILL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	start := time.Now()
-	bin := buildCopydb(t, t.TempDir())
+	bin := rsBuildCopydb(t, t.TempDir())
 	db := "resume_kill"
 	createSchema(t, source, db, bigRows)
 	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
@@ -239,36 +239,36 @@ func TestCopydbResumesAfterSIGKILL(t *testing.T) {
 		if i > 0 {
 			runArgs = append(runArgs, "-resume")
 		}
-		r := startCopydb(t, bin, runArgs...)
+		r := rsStartCopydb(t, bin, runArgs...)
 		// Wait for a checkpoint written by this run.
-		waitFor(t, r, time.Minute, "a checkpoint of run "+strconv.Itoa(i+1), func() bool {
-			st := readState(t, stateFile)
+		rsWaitFor(t, r, time.Minute, "a checkpoint of run "+strconv.Itoa(i+1), func() bool {
+			st := rsReadState(t, stateFile)
 			return st != nil && (prev == nil || st.Written.After(prev.Written))
 		})
 		streaming := i >= copyKills
 		if streaming {
 			// Let the copy finish, then kill during the binlog catch-up/streaming.
-			waitFor(t, r, 3*time.Minute, "the row copy to complete", func() bool { return allCompleted(readState(t, stateFile), 4) })
+			rsWaitFor(t, r, 3*time.Minute, "the row copy to complete", func() bool { return rsAllCompleted(rsReadState(t, stateFile), 4) })
 		}
 		time.Sleep(time.Duration(100+rng.Intn(1500)) * time.Millisecond)
 		if !r.running() {
-			t.Fatalf("run %d exited early (%v):\n%s", i+1, r.err, tailString(r.output(), 4000))
+			t.Fatalf("run %d exited early (%v):\n%s", i+1, r.err, rsTailString(r.output(), 4000))
 		}
 		must(t, r.cmd.Process.Signal(syscall.SIGKILL))
 		<-r.exited
 		kills++
-		st := readState(t, stateFile)
-		total, _ := stateRows(st)
+		st := rsReadState(t, stateFile)
+		total, _ := rsStateRows(st)
 		phase := "copy"
-		if allCompleted(st, 4) {
+		if rsAllCompleted(st, 4) {
 			phase = "streaming"
 		}
 		if last := r.lastProgressRows(); last > total {
 			recopied += last - total
 		}
-		t.Logf("kill %d (%s): last progress line %d rows, checkpoint: %s", kills, phase, r.lastProgressRows(), describeState(st))
+		t.Logf("kill %d (%s): last progress line %d rows, checkpoint: %s", kills, phase, r.lastProgressRows(), rsDescribeState(st))
 		checkCompleted(st, fmt.Sprintf("after kill %d", kills))
-		if streaming && !allCompleted(st, 4) {
+		if streaming && !rsAllCompleted(st, 4) {
 			t.Errorf("kill %d was meant to hit the streaming phase, but the checkpoint shows the copy incomplete", kills)
 		}
 		prev = st
@@ -282,22 +282,22 @@ func TestCopydbResumesAfterSIGKILL(t *testing.T) {
 	t.Logf("load: %d transactions (%d unexpected errors, first: %v)", load.ops.Load(), load.errs.Load(), load.first.Load())
 	summary := filepath.Join(dir, "summary.json")
 	finalArgs := append(append([]string{}, args...), "-resume", "-cutover", "none", "-verify", "checksum", "-summary-json", summary)
-	r := startCopydb(t, bin, finalArgs...)
+	r := rsStartCopydb(t, bin, finalArgs...)
 	select {
 	case <-r.exited:
 	case <-ctx.Done():
-		t.Fatalf("final run did not finish:\n%s", tailString(r.output(), 4000))
+		t.Fatalf("final run did not finish:\n%s", rsTailString(r.output(), 4000))
 	}
 	if r.err != nil {
-		t.Fatalf("final run failed: %v\n%s", r.err, tailString(r.output(), 4000))
+		t.Fatalf("final run failed: %v\n%s", r.err, rsTailString(r.output(), 4000))
 	}
-	st := readState(t, stateFile)
+	st := rsReadState(t, stateFile)
 	checkCompleted(st, "after the final run")
-	total, _ := stateRows(st)
-	t.Logf("final checkpoint: %s", describeState(st))
+	total, _ := rsStateRows(st)
+	t.Logf("final checkpoint: %s", rsDescribeState(st))
 	t.Logf("%d SIGKILLs; %d rows in the final state; at least %d rows re-copied after kills (rows shown by the last progress line but not in the checkpoint)", kills, total, recopied)
 	if !strings.Contains(r.output(), "copydb: ok") {
-		t.Errorf("final run did not report ok:\n%s", tailString(r.output(), 2000))
+		t.Errorf("final run did not report ok:\n%s", rsTailString(r.output(), 2000))
 	}
 	sc := bufio.NewScanner(strings.NewReader(r.output()))
 	for sc.Scan() {

@@ -1,0 +1,439 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/sandbox"
+)
+
+// rsOwnServer starts a sandbox server for one test, so the test can kill, restart or purge it
+// without disturbing the shared servers.
+func rsOwnServer(t *testing.T) *sandbox.Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := sandbox.Start(ctx, sandbox.Options{BufferPool: "64M"})
+	must(t, err)
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// rsSameRowsBetween fails the test unless srcTable on src and dstTable on dst hold byte-identical rows.
+func rsSameRowsBetween(t *testing.T, src, dst *sandbox.Server, srcTable, dstTable string) int {
+	t.Helper()
+	a := rowsOf(t, src, srcTable, "")
+	b := rowsOf(t, dst, dstTable, "")
+	if len(a) != len(b) {
+		t.Errorf("%s: source has %d rows, target %d", srcTable, len(a), len(b))
+		return len(a)
+	}
+	diffs := 0
+	for i := range a {
+		for j := range a[i] {
+			if !bytes.Equal(a[i][j], b[i][j]) || (a[i][j] == nil) != (b[i][j] == nil) {
+				diffs++
+				if diffs <= 5 {
+					t.Errorf("%s row %d column %d: source %q, target %q", srcTable, i, j, trunc(a[i][j]), trunc(b[i][j]))
+				}
+			}
+		}
+	}
+	if diffs > 0 {
+		t.Errorf("%s: %d differing values", srcTable, diffs)
+	}
+	return len(a)
+}
+
+// rsLoad is a write load whose connection pool the test can close before checking for leaked
+// goroutines (each open connection has a watcher goroutine).
+type rsLoad struct {
+	*writeLoad
+	pool *sql.DB
+}
+
+func rsStartLoad(t *testing.T, s *sandbox.Server, db string, seed int64, workers, bigRows int) *rsLoad {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &rsLoad{writeLoad: &writeLoad{cancel: cancel}}
+	var err error
+	l.pool, err = s.DB(db)
+	must(t, err)
+	l.pool.SetMaxOpenConns(workers + 1)
+	for w := 0; w < workers; w++ {
+		rng := rand.New(rand.NewSource(seed*100 + int64(w)))
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for ctx.Err() == nil {
+				if err := l.one(ctx, l.pool, rng, bigRows); err != nil && ctx.Err() == nil {
+					l.errs.Add(1)
+					l.first.CompareAndSwap(nil, err.Error())
+				}
+				l.ops.Add(1)
+			}
+		}()
+	}
+	t.Cleanup(l.close)
+	return l
+}
+
+func (l *rsLoad) close() {
+	l.stop()
+	l.pool.Close()
+}
+
+// rsLeakOptions ignores the goroutines that exist before the test's Ferry, and the sandbox's own
+// process waiters (a restarted server gets a new one).
+func rsLeakOptions() []goleak.Option {
+	return []goleak.Option{goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("github.com/ferrykit/ferry/sandbox.(*Server).Restart.func1"),
+		goleak.IgnoreAnyFunction("github.com/ferrykit/ferry/sandbox.start.func1"),
+	}
+}
+
+func rsFaultConfig(t *testing.T, src, dst *sandbox.Server, db string) ferry.Config {
+	return ferry.Config{
+		Source:             conn(src),
+		Target:             conn(dst),
+		Tables:             ferry.TableFilter{Databases: []string{db}},
+		BatchSize:          200,
+		CopyWorkers:        2,
+		CreateTargetTables: true,
+		Logger:             testLogger(t),
+	}
+}
+
+// rsStartFerry initializes and starts a Ferry with a file checkpoint and runs it in the background.
+func rsStartFerry(t *testing.T, ctx context.Context, cfg ferry.Config, stateFile string) (*ferry.Ferry, chan error) {
+	t.Helper()
+	f, err := ferry.New(cfg)
+	must(t, err)
+	f.Checkpoints = ferry.FileCheckpoint{Path: stateFile}
+	f.CheckpointInterval = 200 * time.Millisecond
+	if err := f.Initialize(ctx); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Start(ctx); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- f.Run(ctx) }()
+	return f, runErr
+}
+
+func rsWaitRows(t *testing.T, f *ferry.Ferry, runErr chan error, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for f.Progress().RowsCopied < n {
+		select {
+		case err := <-runErr:
+			t.Fatalf("run ended before %d rows were copied: %v", n, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d rows copied after 2 minutes", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// rsCutOver stops the load as the cut-over's lock and waits for Run to return.
+func rsCutOver(t *testing.T, ctx context.Context, f *ferry.Ferry, runErr chan error, load *writeLoad) {
+	t.Helper()
+	cut := &ferry.Cutover{Ferry: f, Hooks: ferry.HookFuncs{LockFunc: func(context.Context) error { load.stop(); return nil }}}
+	if _, err := cut.Run(ctx); err != nil {
+		t.Fatalf("cut-over: %v", err)
+	}
+	must(t, <-runErr)
+}
+
+type rsRestartCase struct {
+	restartSource bool // restart the source instead of the target
+	maxRetries    int
+	down          time.Duration // how long the server stays down
+	wantStop      bool          // the run must give up (and is resumed from its checkpoint)
+}
+
+// rsRunRestart copies under a write load, kills the source or target server mid-copy, and brings it
+// back: the run either rides it out with retries, or stops with a checkpoint and a clear error and
+// a resumed run finishes. Either way every row must be identical, and no goroutine outlives Run.
+func rsRunRestart(t *testing.T, src, dst *sandbox.Server, c rsRestartCase) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	victim := dst
+	if c.restartSource {
+		victim = src
+	}
+	db := "fault_" + sanitize(t.Name())
+	const bigRows = 25_000
+	createSchema(t, src, db, bigRows)
+	must(t, dst.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+	t.Logf("%s: servers and schema ready", time.Since(t0).Round(time.Millisecond))
+	leaks := rsLeakOptions()
+	load := rsStartLoad(t, src, db, 21, 2, bigRows)
+	time.Sleep(200 * time.Millisecond)
+
+	stateFile := filepath.Join(t.TempDir(), "state.json")
+	cfg := rsFaultConfig(t, src, dst, db)
+	cfg.MaxRetries = c.maxRetries
+	f, runErr := rsStartFerry(t, ctx, cfg, stateFile)
+	rsWaitRows(t, f, runErr, 5000)
+	before := f.Progress().RowsCopied
+	victim.Kill()
+	t.Logf("killed the %s at %d rows copied", map[bool]string{true: "source", false: "target"}[c.restartSource], before)
+	// The load's writes fail while the source is down; that is expected.
+	time.Sleep(c.down)
+	restarted := time.Now()
+	must(t, victim.Restart(ctx))
+	t.Logf("server back after %s down + %s restart", c.down, time.Since(restarted).Round(time.Millisecond))
+
+	if c.wantStop {
+		var err error
+		select {
+		case err = <-runErr:
+		case <-time.After(time.Minute):
+			t.Fatal("the run did not stop after running out of retries")
+		}
+		f.Close()
+		if err == nil || !strings.Contains(err.Error(), "giving up after") {
+			t.Fatalf("want a clear give-up error, got %v", err)
+		}
+		t.Logf("run stopped: %v", err)
+		st, lerr := ferry.LoadCheckpointFile(stateFile)
+		must(t, lerr)
+		t.Logf("resuming from checkpoint: %s", rsDescribeState(st))
+		cfg.Resume = st
+		cfg.MaxRetries = 0
+		f, runErr = rsStartFerry(t, ctx, cfg, stateFile)
+	}
+	if c.restartSource {
+		load.close() // the load's connections died with the server; start it afresh
+		load = rsStartLoad(t, src, db, 22, 2, bigRows)
+	}
+	t.Logf("%s: cutting over", time.Since(t0).Round(time.Millisecond))
+	rsCutOver(t, ctx, f, runErr, load.writeLoad)
+	st := f.State()
+	f.Close()
+	load.close()
+	// No goroutine of either run outlives it (the first run's too, when it stopped).
+	goleak.VerifyNone(t, leaks...)
+	total, _ := rsStateRows(st)
+	t.Logf("%s: done: %s; %d rows copied in all; load %d transactions", time.Since(t0).Round(time.Millisecond), rsDescribeState(st), total, load.ops.Load())
+	for _, tb := range []string{"types", "composite", "strkey", "big"} {
+		if n := rsSameRowsBetween(t, src, dst, db+"."+tb, db+"."+tb); n == 0 {
+			t.Errorf("%s: no rows compared", tb)
+		}
+	}
+	t.Logf("%s: compared", time.Since(t0).Round(time.Millisecond))
+}
+
+// TestTargetRestartMidCopy kills the target server (SIGKILL, as a crash) mid-copy and restarts it:
+// with the default retries the run rides it out; with few retries it stops with a clear error and
+// a checkpoint, and a resumed run finishes. The target is the test's own server.
+func TestTargetRestartMidCopy(t *testing.T) {
+	dst := rsOwnServer(t)
+	t.Run("retried", func(t *testing.T) {
+		rsRunRestart(t, source, dst, rsRestartCase{down: 500 * time.Millisecond})
+	})
+	t.Run("stops-and-resumes", func(t *testing.T) {
+		rsRunRestart(t, source, dst, rsRestartCase{maxRetries: 3, down: 1500 * time.Millisecond, wantStop: true})
+	})
+}
+
+// TestSourceRestartMidCopy kills and restarts the source mid-copy: the copy retries and the
+// streamer reconnects from its last transaction boundary.
+func TestSourceRestartMidCopy(t *testing.T) {
+	rsRunRestart(t, rsOwnServer(t), target, rsRestartCase{restartSource: true, down: 500 * time.Millisecond})
+}
+
+// TestAlterOnSourceStopsRun: an ALTER of a copied table mid-run stops the run with a clear error
+// and a checkpoint, and resuming from that checkpoint is refused because the table changed.
+func TestAlterOnSourceStopsRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	db := "fault_alter"
+	createSchema(t, source, db, 40_000)
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+	leaks := rsLeakOptions()
+	load := rsStartLoad(t, source, db, 31, 2, 40_000)
+	stateFile := filepath.Join(t.TempDir(), "state.json")
+	cfg := rsFaultConfig(t, source, target, db)
+	f, runErr := rsStartFerry(t, ctx, cfg, stateFile)
+	rsWaitRows(t, f, runErr, 3000)
+	must(t, source.Exec(ctx, "ALTER TABLE "+db+".big ADD COLUMN extra INT NULL"))
+	var err error
+	select {
+	case err = <-runErr:
+	case <-time.After(time.Minute):
+		t.Fatal("the run did not stop after an ALTER of a copied table")
+	}
+	load.close()
+	f.Close()
+	goleak.VerifyNone(t, leaks...)
+	if err == nil || !strings.Contains(err.Error(), "DDL on copied table "+db+".big") || !strings.Contains(err.Error(), "ALTER TABLE") {
+		t.Fatalf("want a clear DDL error naming the table and the statement, got %v", err)
+	}
+	t.Logf("run stopped: %v", err)
+	st, lerr := ferry.LoadCheckpointFile(stateFile)
+	must(t, lerr)
+	t.Logf("checkpoint: %s", rsDescribeState(st))
+	if n := count(t, target, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '"+db+"' AND TABLE_NAME = 'big' AND COLUMN_NAME = 'extra'"); n != 0 {
+		t.Errorf("the target table got the new column")
+	}
+
+	cfg.Resume = st
+	f2, err := ferry.New(cfg)
+	must(t, err)
+	defer f2.Close()
+	err = f2.Initialize(ctx)
+	if err == nil || !strings.Contains(err.Error(), "resume: table "+db+".big changed since the checkpoint") {
+		t.Fatalf("want resume refused because the table changed, got %v", err)
+	}
+	t.Logf("resume refused: %.200s", err)
+}
+
+// TestResumeRefusedAfterBinlogPurge: a checkpoint whose binlog file the source purged cannot be
+// resumed (the changes since it are gone), and the refusal says so.
+func TestResumeRefusedAfterBinlogPurge(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	src := rsOwnServer(t)
+	db := "fault_purge"
+	must(t, src.Exec(ctx, "CREATE DATABASE "+db,
+		"CREATE TABLE "+db+".t (id INT PRIMARY KEY, v VARCHAR(20))",
+		"INSERT INTO "+db+".t SELECT seq, CONCAT('v', seq) FROM "+db+".seq_1_to_5000"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+	leaks := rsLeakOptions()
+	stateFile := filepath.Join(t.TempDir(), "state.json")
+	cfg := rsFaultConfig(t, src, target, db)
+	runCtx, stop := context.WithCancel(ctx)
+	f, runErr := rsStartFerry(t, runCtx, cfg, stateFile)
+	must(t, f.WaitUntilRowCopyIsComplete(ctx))
+	must(t, src.Exec(ctx, "UPDATE "+db+".t SET v = 'changed' WHERE id <= 10"))
+	_, err := f.FlushBinlog(ctx)
+	must(t, err)
+	stop()
+	if err := <-runErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("run: want context.Canceled, got %v", err)
+	}
+	f.Close()
+	goleak.VerifyNone(t, leaks...)
+	st, err := ferry.LoadCheckpointFile(stateFile)
+	must(t, err)
+	t.Logf("checkpoint: %s", rsDescribeState(st))
+
+	// Resuming works while the binlog is there...
+	cfg.Resume = st
+	f2, err := ferry.New(cfg)
+	must(t, err)
+	must(t, f2.Initialize(ctx))
+	f2.Close()
+
+	// ...and is refused once it is purged.
+	db2, err := src.DB("")
+	must(t, err)
+	defer db2.Close()
+	_, err = db2.ExecContext(ctx, "FLUSH BINARY LOGS")
+	must(t, err)
+	rows, err := db2.QueryContext(ctx, "SHOW MASTER STATUS")
+	must(t, err)
+	cols, _ := rows.Columns()
+	vals := make([]any, len(cols))
+	var file string
+	vals[0] = &file
+	for i := 1; i < len(vals); i++ {
+		vals[i] = new(any)
+	}
+	if !rows.Next() {
+		t.Fatal("SHOW MASTER STATUS: no row")
+	}
+	must(t, rows.Scan(vals...))
+	rows.Close()
+	// The server keeps a file a dump thread still reads (the closed streamer's thread may linger
+	// a moment): kill such threads and purge until the file is gone.
+	for i := 0; ; i++ {
+		_, err = db2.ExecContext(ctx, fmt.Sprintf("PURGE BINARY LOGS TO '%s'", file))
+		must(t, err)
+		if _, err := os.Stat(filepath.Join(src.Dir, "data", st.Applied.File)); os.IsNotExist(err) {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("binlog %s still on disk after PURGE", st.Applied.File)
+		}
+		var ids []int64
+		rows, err := db2.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")
+		must(t, err)
+		for rows.Next() {
+			var id int64
+			must(t, rows.Scan(&id))
+			ids = append(ids, id)
+		}
+		rows.Close()
+		for _, id := range ids {
+			db2.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	f3, err := ferry.New(cfg)
+	must(t, err)
+	defer f3.Close()
+	err = f3.Initialize(ctx)
+	if err == nil || !strings.Contains(err.Error(), "no longer has binlog file "+st.Applied.File+" (purged)") {
+		t.Fatalf("want resume refused because the binlog was purged, got %v", err)
+	}
+	t.Logf("resume refused: %v", err)
+}
+
+// TestStateFormat: a checkpoint written by an earlier build of the same format version loads; a
+// different version, or one without a position, is refused.
+func TestStateFormat(t *testing.T) {
+	old := `{
+  "version": 1,
+  "tables": {
+    "shop.orders": {
+      "fingerprint": "id bigint(20) false  false;key PRIMARY [0]",
+      "ranges": [{"end": ["MTAw"], "last": ["NTA="]}, {"start": ["MTAw"], "done": true}],
+      "rows_copied": 150
+    }
+  },
+  "applied": {"file": "binlog.000007", "pos": 1234},
+  "written": "2026-01-02T03:04:05Z"
+}`
+	st, err := ferry.UnmarshalState([]byte(old))
+	must(t, err)
+	ts := st.Tables["shop.orders"]
+	if ts == nil || len(ts.Ranges) != 2 || string(ts.Ranges[0].Last[0]) != "50" || string(ts.Ranges[0].End[0]) != "100" || !ts.Ranges[1].Done || ts.RowsCopied != 150 {
+		t.Fatalf("decoded %+v", ts)
+	}
+	if st.Applied.File != "binlog.000007" || st.Applied.Pos != 1234 {
+		t.Fatalf("applied %+v", st.Applied)
+	}
+	b, err := ferry.MarshalState(st)
+	must(t, err)
+	again, err := ferry.UnmarshalState(b)
+	must(t, err)
+	if string(again.Tables["shop.orders"].Ranges[0].Last[0]) != "50" {
+		t.Fatalf("round trip lost the key: %s", b)
+	}
+	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `"version": 1`, `"version": 2`, 1))); err == nil || !strings.Contains(err.Error(), "format version 2") {
+		t.Errorf("version 2: got %v", err)
+	}
+	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `"file": "binlog.000007", "pos": 1234`, ``, 1))); err == nil {
+		t.Errorf("a state without a position was accepted")
+	}
+}
