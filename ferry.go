@@ -59,7 +59,8 @@ type Ferry struct {
 	// Verifier, when set, is used by Cutover; if it implements verifier.CopyObserver or
 	// verifier.BinlogObserver it is also shown copied rows and changed keys.
 	Verifier verifier.Verifier
-	// Checkpoints, when set, receives the resumable state periodically, on error and at the end.
+	// Checkpoints, when set, receives the resumable state when Run starts, periodically, on error
+	// and at the end.
 	Checkpoints CheckpointSink
 	// CheckpointInterval is how often state is saved while running; default 5s.
 	CheckpointInterval time.Duration
@@ -336,7 +337,7 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 			continue // a table added since the checkpoint is copied from the start
 		}
 		if ts.Fingerprint != t.Source.Fingerprint() {
-			return fmt.Errorf("resume: table %s changed since the checkpoint (its definition differs: was [%s], now [%s]); the copy of this table must start over", t.Source, ts.Fingerprint, t.Source.Fingerprint())
+			return fmt.Errorf("resume: table %s changed since the checkpoint (%s); the copy of this table must start over", t.Source, fingerprintDiff(ts.Fingerprint, t.Source.Fingerprint()))
 		}
 		f.log.WithFields(logrus.Fields{"table": t.Source.String(), "rows_copied": ts.RowsCopied, "completed": ts.Completed}).Info("ferry: resume: table restored from the checkpoint")
 		c := *ts
@@ -359,6 +360,41 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 		}
 	}
 	return fmt.Errorf("resume: the source no longer has binlog file %s (purged); the changes since the checkpoint are lost to ferry, so the copy must start over", st.Applied.File)
+}
+
+// fingerprintDiff says which parts of a table definition's fingerprint (columns, key) changed.
+func fingerprintDiff(was, now string) string {
+	a, b := strings.Split(was, ";"), strings.Split(now, ";")
+	in := func(x string, set []string) bool {
+		for _, y := range set {
+			if x == y {
+				return true
+			}
+		}
+		return false
+	}
+	var gone, added []string
+	for _, x := range a {
+		if !in(x, b) {
+			gone = append(gone, strings.Join(strings.Fields(x), " "))
+		}
+	}
+	for _, x := range b {
+		if !in(x, a) {
+			added = append(added, strings.Join(strings.Fields(x), " "))
+		}
+	}
+	var parts []string
+	if len(gone) > 0 {
+		parts = append(parts, "was: "+strings.Join(gone, "; "))
+	}
+	if len(added) > 0 {
+		parts = append(parts, "now: "+strings.Join(added, "; "))
+	}
+	if len(parts) == 0 {
+		return "its definition differs"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Start records the binlog position from which changes will be applied — before any row is read,
@@ -453,6 +489,13 @@ func (f *Ferry) onThrottle(st throttler.Status) {
 
 // Run copies the rows and applies binlog changes until FlushBinlogAndStopStreaming, then returns nil;
 // or returns the first error. It never panics, and no goroutine it started outlives it.
+//
+// With Checkpoints set, Run saves the state before it starts (failing if that save fails), every
+// CheckpointInterval, and once more when it returns — on success, on error and on cancellation —
+// so a run stopped by a fault, a signal or a crash continues from there with Config.Resume.
+// Transient faults (lost connections, a server restart, deadlocks, lock-wait timeouts, read-only
+// errors during a failover) are retried with backoff up to Config.MaxRetries times per operation
+// before Run gives up.
 func (f *Ferry) Run(ctx context.Context) (err error) {
 	if !f.started {
 		return errors.New("ferry: Run called before Start")
@@ -463,6 +506,13 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 		f.mu.Unlock()
 		close(f.runDone)
 	}()
+	if f.Checkpoints != nil {
+		// A first checkpoint before anything is copied: a crash from here on can be resumed, and a
+		// sink that cannot store the state fails the run before doing work that could not be resumed.
+		if err := f.Checkpoints.Save(ctx, f.State()); err != nil {
+			return fmt.Errorf("ferry: save the first checkpoint: %w", err)
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(f.streamDone)

@@ -344,6 +344,19 @@ func TestResumeRefusedAfterBinlogPurge(t *testing.T) {
 	must(t, f2.Initialize(ctx))
 	f2.Close()
 
+	// A resumed table missing on the target is refused, even with CreateTargetTables: creating it
+	// empty would lose the rows the checkpoint says are there.
+	must(t, target.Exec(ctx, "RENAME TABLE "+db+".t TO "+db+".t_away"))
+	fm, err := ferry.New(cfg)
+	must(t, err)
+	err = fm.Initialize(ctx)
+	fm.Close()
+	if err == nil || !strings.Contains(err.Error(), "does not exist, but the checkpoint says 5000 rows") {
+		t.Fatalf("want resume refused because the target table is missing, got %v", err)
+	}
+	t.Logf("resume refused: %v", err)
+	must(t, target.Exec(ctx, "RENAME TABLE "+db+".t_away TO "+db+".t"))
+
 	// ...and is refused once it is purged.
 	db2, err := src.DB("")
 	must(t, err)
@@ -391,12 +404,14 @@ func TestResumeRefusedAfterBinlogPurge(t *testing.T) {
 	}
 	f3, err := ferry.New(cfg)
 	must(t, err)
-	defer f3.Close()
 	err = f3.Initialize(ctx)
+	f3.Close()
 	if err == nil || !strings.Contains(err.Error(), "no longer has binlog file "+st.Applied.File+" (purged)") {
 		t.Fatalf("want resume refused because the binlog was purged, got %v", err)
 	}
 	t.Logf("resume refused: %v", err)
+	db2.Close()
+	goleak.VerifyNone(t, leaks...)
 }
 
 // TestStateFormat: a checkpoint written by an earlier build of the same format version loads; a

@@ -233,19 +233,25 @@ func TestCopydbResumesAfterSIGKILL(t *testing.T) {
 	var recopied int64
 	kills := 0
 	var prev *ferry.State
-	for i := 0; i < copyKills+streamKills; i++ {
+	const sigterm = 2 // this run is stopped with SIGTERM instead: copydb must save a final checkpoint
+	for i := 0; i < copyKills+streamKills+1; i++ {
 		runArgs := append([]string{}, args...)
 		runArgs = append(runArgs, "-cutover", "wait", "-verify", "none")
 		if i > 0 {
 			runArgs = append(runArgs, "-resume")
 		}
 		r := rsStartCopydb(t, bin, runArgs...)
-		// Wait for a checkpoint written by this run.
+		// Wait for a checkpoint of this run that shows progress (rows copied or changes applied).
+		prevRows, _ := rsStateRows(prev)
 		rsWaitFor(t, r, time.Minute, "a checkpoint of run "+strconv.Itoa(i+1), func() bool {
 			st := rsReadState(t, stateFile)
-			return st != nil && (prev == nil || st.Written.After(prev.Written))
+			if st == nil || (prev != nil && !st.Written.After(prev.Written)) {
+				return false
+			}
+			rows, _ := rsStateRows(st)
+			return rows > prevRows || (prev != nil && st.Applied != prev.Applied)
 		})
-		streaming := i >= copyKills
+		streaming := i > copyKills
 		if streaming {
 			// Let the copy finish, then kill during the binlog catch-up/streaming.
 			rsWaitFor(t, r, 3*time.Minute, "the row copy to complete", func() bool { return rsAllCompleted(rsReadState(t, stateFile), 4) })
@@ -253,6 +259,26 @@ func TestCopydbResumesAfterSIGKILL(t *testing.T) {
 		time.Sleep(time.Duration(100+rng.Intn(1500)) * time.Millisecond)
 		if !r.running() {
 			t.Fatalf("run %d exited early (%v):\n%s", i+1, r.err, rsTailString(r.output(), 4000))
+		}
+		if i == sigterm {
+			sent := time.Now()
+			must(t, r.cmd.Process.Signal(syscall.SIGTERM))
+			select {
+			case <-r.exited:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("copydb did not exit within 30s of SIGTERM:\n%s", rsTailString(r.output(), 4000))
+			}
+			st := rsReadState(t, stateFile)
+			t.Logf("SIGTERM: copydb exited after %s (%v); checkpoint: %s", time.Since(sent).Round(time.Millisecond), r.err, rsDescribeState(st))
+			if !st.Written.After(sent) {
+				t.Errorf("no checkpoint was saved after SIGTERM (last written %s, signal sent %s)", st.Written, sent)
+			}
+			if r.err == nil || !strings.Contains(r.output(), "run the same command with -resume") {
+				t.Errorf("after SIGTERM want a failed exit with a hint to resume, got %v:\n%s", r.err, rsTailString(r.output(), 2000))
+			}
+			checkCompleted(st, "after SIGTERM")
+			prev = st
+			continue
 		}
 		must(t, r.cmd.Process.Signal(syscall.SIGKILL))
 		<-r.exited
