@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -38,11 +39,18 @@ func run(m *testing.M) int {
 	go func() { defer wg.Done(); tgtSrv, errT = sandbox.Start(ctx, sandbox.Options{}) }()
 	wg.Wait()
 	defer func() {
-		if srcSrv != nil {
-			srcSrv.Stop()
-		}
-		if tgtSrv != nil {
-			tgtSrv.Stop()
+		for _, s := range []*sandbox.Server{srcSrv, tgtSrv} {
+			if s == nil {
+				continue
+			}
+			if !s.Running() { // keep the evidence: Stop removes the server's directory
+				log, _ := os.ReadFile(filepath.Join(s.Dir, "error.log"))
+				if len(log) > 6000 {
+					log = log[len(log)-6000:]
+				}
+				fmt.Fprintf(os.Stderr, "verifier tests: server on port %d died:\n%s\n", s.Port, log)
+			}
+			s.Stop()
 		}
 	}()
 	if errS != nil || errT != nil {
