@@ -166,6 +166,7 @@ type rsRestartCase struct {
 	maxRetries    int
 	down          time.Duration // how long the server stays down
 	wantStop      bool          // the run must give up (and is resumed from its checkpoint)
+	readOnly      bool          // instead of a restart, make the target read-only for a while (a failover)
 }
 
 // rsRunRestart copies under a write load, kills the source or target server mid-copy, and brings it
@@ -191,16 +192,27 @@ func rsRunRestart(t *testing.T, src, dst *sandbox.Server, c rsRestartCase) {
 	stateFile := filepath.Join(t.TempDir(), "state.json")
 	cfg := rsFaultConfig(t, src, dst, db)
 	cfg.MaxRetries = c.maxRetries
+	if c.readOnly {
+		// read_only does not stop users with SUPER / READ ONLY ADMIN, such as root.
+		must(t, dst.Exec(ctx, "CREATE USER IF NOT EXISTS 'ferry'@'%' IDENTIFIED BY 'ferrypw'",
+			"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON *.* TO 'ferry'@'%'"))
+		cfg.Target.User, cfg.Target.Password = "ferry", "ferrypw"
+	}
 	f, runErr := rsStartFerry(t, ctx, cfg, stateFile)
 	rsWaitRows(t, f, runErr, 5000)
 	before := f.Progress().RowsCopied
-	victim.Kill()
-	t.Logf("killed the %s at %d rows copied", map[bool]string{true: "source", false: "target"}[c.restartSource], before)
-	// The load's writes fail while the source is down; that is expected.
-	time.Sleep(c.down)
-	restarted := time.Now()
-	must(t, victim.Restart(ctx))
-	t.Logf("server back after %s down + %s restart", c.down, time.Since(restarted).Round(time.Millisecond))
+	if c.readOnly {
+		must(t, dst.Exec(ctx, "SET GLOBAL read_only = 1"))
+		t.Logf("target read-only at %d rows copied", before)
+		time.Sleep(c.down)
+		must(t, dst.Exec(ctx, "SET GLOBAL read_only = 0"))
+		t.Logf("target writable again at %d rows copied", f.Progress().RowsCopied)
+		if f.Progress().RowsCopied > before+1000 {
+			t.Errorf("the copy went on while the target was read-only (%d rows before, %d after)", before, f.Progress().RowsCopied)
+		}
+	} else {
+		rsKillAndRestart(t, ctx, victim, c, before)
+	}
 
 	if c.wantStop {
 		var err error
@@ -242,6 +254,16 @@ func rsRunRestart(t *testing.T, src, dst *sandbox.Server, c rsRestartCase) {
 	t.Logf("%s: compared", time.Since(t0).Round(time.Millisecond))
 }
 
+func rsKillAndRestart(t *testing.T, ctx context.Context, victim *sandbox.Server, c rsRestartCase, before int64) {
+	victim.Kill()
+	t.Logf("killed the %s at %d rows copied", map[bool]string{true: "source", false: "target"}[c.restartSource], before)
+	// The load's writes fail while the source is down; that is expected.
+	time.Sleep(c.down)
+	restarted := time.Now()
+	must(t, victim.Restart(ctx))
+	t.Logf("server back after %s down + %s restart", c.down, time.Since(restarted).Round(time.Millisecond))
+}
+
 // TestTargetRestartMidCopy kills the target server (SIGKILL, as a crash) mid-copy and restarts it:
 // with the default retries the run rides it out; with few retries it stops with a clear error and
 // a checkpoint, and a resumed run finishes. The target is the test's own server.
@@ -252,6 +274,11 @@ func TestTargetRestartMidCopy(t *testing.T) {
 	})
 	t.Run("stops-and-resumes", func(t *testing.T) {
 		rsRunRestart(t, source, dst, rsRestartCase{maxRetries: 3, down: 1500 * time.Millisecond, wantStop: true})
+	})
+	// A failover makes the old target read-only (error 1290) for a moment: retried like a lost
+	// connection.
+	t.Run("read-only", func(t *testing.T) {
+		rsRunRestart(t, source, dst, rsRestartCase{readOnly: true, down: time.Second})
 	})
 }
 
