@@ -479,3 +479,69 @@ func TestStateFormat(t *testing.T) {
 		t.Errorf("a state without a position was accepted")
 	}
 }
+
+// TestTableCheckpoint keeps the state in a table on the target, stops a run mid-copy, changes the
+// source, and resumes from the state read back from that table.
+func TestTableCheckpoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := "ckpt_table"
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS "+db, "CREATE DATABASE "+db,
+		"CREATE TABLE "+db+".t (id INT PRIMARY KEY, v VARCHAR(40))",
+		"INSERT INTO "+db+".t SELECT seq, CONCAT('v', seq) FROM "+db+".seq_1_to_30000"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db, "CREATE DATABASE IF NOT EXISTS ferry_meta",
+		"DROP TABLE IF EXISTS ferry_meta._ferry_state"))
+	tdb, err := target.DB("")
+	must(t, err)
+	defer tdb.Close()
+	leaks := rsLeakOptions()
+
+	run := func(resume *ferry.State, stopAt int64) *ferry.State {
+		cfg := rsFaultConfig(t, source, target, db)
+		cfg.BatchSize = 100
+		cfg.Resume = resume
+		f, err := ferry.New(cfg)
+		must(t, err)
+		defer f.Close()
+		f.Checkpoints = &ferry.TableCheckpoint{DB: tdb, Database: "ferry_meta", Name: db}
+		f.CheckpointInterval = 100 * time.Millisecond
+		must(t, f.Initialize(ctx))
+		must(t, f.Start(ctx))
+		runCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		runErr := make(chan error, 1)
+		go func() { runErr <- f.Run(runCtx) }()
+		if stopAt > 0 {
+			rsWaitRows(t, f, runErr, stopAt)
+			stop()
+			if err := <-runErr; !errors.Is(err, context.Canceled) {
+				t.Fatalf("run: want context.Canceled, got %v", err)
+			}
+		} else {
+			if _, err := (&ferry.Cutover{Ferry: f, Hooks: ferry.HookFuncs{}}).Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			must(t, <-runErr)
+		}
+		st, err := ferry.LoadCheckpointTable(ctx, tdb, "ferry_meta", "", db)
+		must(t, err)
+		return st
+	}
+	st := run(nil, 5000)
+	t.Logf("stopped: %s", rsDescribeState(st))
+	if st.Tables[db+".t"].Completed {
+		t.Fatalf("the copy completed before it was stopped; the test needs it stopped mid-copy")
+	}
+	must(t, source.Exec(ctx, "UPDATE "+db+".t SET v = 'changed' WHERE id % 7 = 0",
+		"DELETE FROM "+db+".t WHERE id % 11 = 0", "INSERT INTO "+db+".t VALUES (40000, 'new')"))
+	st = run(st, 0)
+	t.Logf("resumed and finished: %s", rsDescribeState(st))
+	if !st.Tables[db+".t"].Completed {
+		t.Errorf("final state: table not completed")
+	}
+	if n := assertSameRows(t, db+".t", "", db+".t"); n == 0 {
+		t.Error("no rows compared")
+	}
+	tdb.Close()
+	goleak.VerifyNone(t, leaks...)
+}
