@@ -221,7 +221,7 @@ func (l *loadGen) one(ctx context.Context, rng *rand.Rand) error {
 			rng.Intn(100), sentence(rng, 6), rng.Intn(1000), id)
 	case r == 2:
 		id := l.nextID.Add(1)
-		_, err = l.db.ExecContext(ctx, "INSERT INTO "+l.table+" VALUES "+placeholders(ordersCols, 1), orderRow(rng, id)...)
+		_, err = l.db.ExecContext(ctx, "INSERT INTO "+l.table+" (id, customer_id, status, quantity, title, note, amount, created_at, updated_at, attrs, payload) VALUES "+placeholders(ordersCols, 1), orderRow(rng, id)...)
 	default:
 		id := 1 + rng.Int63n(l.maxID)
 		_, err = l.db.ExecContext(ctx, "DELETE FROM "+l.table+" WHERE id = ?", id)
