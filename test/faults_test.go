@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
 	"github.com/ferrykit/ferry"
@@ -544,4 +546,91 @@ func TestTableCheckpoint(t *testing.T) {
 	}
 	tdb.Close()
 	goleak.VerifyNone(t, leaks...)
+}
+
+// rsLogCounter counts log entries whose message or error contains a string.
+type rsLogCounter struct {
+	substr string
+	n      atomic.Int64
+}
+
+func (h *rsLogCounter) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h *rsLogCounter) Fire(e *logrus.Entry) error {
+	s := e.Message
+	if err, ok := e.Data[logrus.ErrorKey].(error); ok {
+		s += " " + err.Error()
+	}
+	if strings.Contains(s, h.substr) {
+		h.n.Add(1)
+	}
+	return nil
+}
+
+// TestLockWaitTimeoutsAreRetried: an application transaction holds row locks longer than the
+// copy's lock wait timeout; the copy's locking read fails with error 1205, is retried with backoff,
+// and goes on once the locks are released.
+func TestLockWaitTimeoutsAreRetried(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := "fault_lockwait"
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS "+db, "CREATE DATABASE "+db,
+		"CREATE TABLE "+db+".t (id INT PRIMARY KEY, v VARCHAR(40))",
+		"INSERT INTO "+db+".t SELECT seq, CONCAT('v', seq) FROM "+db+".seq_1_to_20000"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+	leaks := rsLeakOptions()
+
+	// The holder locks (and changes) rows in the middle of the table until the copy has timed out
+	// on them twice.
+	hook := &rsLogCounter{substr: "Lock wait timeout"}
+	sdb, err := source.DB(db)
+	must(t, err)
+	defer sdb.Close()
+	tx, err := sdb.BeginTx(ctx, nil)
+	must(t, err)
+	_, err = tx.ExecContext(ctx, "UPDATE t SET v = 'held' WHERE id BETWEEN 10000 AND 10100")
+	must(t, err)
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		for deadline := time.Now().Add(time.Minute); hook.n.Load() < 2 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Errorf("holder commit: %v", err)
+		}
+	}()
+
+	cfg := rsFaultConfig(t, source, target, db)
+	cfg.Source.Params = map[string]string{"innodb_lock_wait_timeout": "1"}
+	cfg.CopyWorkers = 1
+	log := logrus.New()
+	log.SetLevel(logrus.WarnLevel)
+	log.AddHook(hook)
+	cfg.Logger = log
+	f, err := ferry.New(cfg)
+	must(t, err)
+	defer f.Close()
+	must(t, f.Initialize(ctx))
+	must(t, f.Start(ctx))
+	runErr := make(chan error, 1)
+	go func() { runErr <- f.Run(ctx) }()
+	<-released
+	if _, err := (&ferry.Cutover{Ferry: f, Hooks: ferry.HookFuncs{}}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	must(t, <-runErr)
+	f.Close()
+	sdb.Close()
+	goleak.VerifyNone(t, leaks...)
+	t.Logf("%d lock wait timeouts retried", hook.n.Load())
+	if hook.n.Load() < 2 {
+		t.Errorf("the copy never hit the held locks; the test did not exercise a lock wait timeout")
+	}
+	if n := assertSameRows(t, db+".t", "", db+".t"); n != 20000 {
+		t.Errorf("compared %d rows, want 20000", n)
+	}
+	if n := count(t, target, "SELECT COUNT(*) FROM "+db+".t WHERE v = 'held'"); n != 101 {
+		t.Errorf("target has %d held rows, want 101", n)
+	}
 }
