@@ -248,6 +248,13 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	if err := f.Initialize(ctx); err != nil {
 		return nil, err
 	}
+	if o.resume {
+		// A read-only cut-over killed in its critical section leaves the source read-only.
+		var ro int
+		if err := f.Source.QueryRowContext(ctx, "SELECT @@GLOBAL.read_only").Scan(&ro); err == nil && ro != 0 {
+			log.Warn("copydb: the source is read-only — an interrupted read-only cut-over leaves it so; application writes are blocked until the cut-over completes or you run SET GLOBAL read_only = 0")
+		}
+	}
 	switch o.verify {
 	case "checksum":
 		f.Verifier = &verifier.Checksum{Source: f.Source, Target: f.Target}
@@ -269,7 +276,9 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	runErr := make(chan error, 1)
 	go func() { runErr <- f.Run(runCtx) }()
 
-	// SIGINT/SIGTERM outside the cut-over: stop the run; Run saves a final checkpoint.
+	// SIGINT/SIGTERM: stop the run; Run saves a final checkpoint. During the cut-over the signal
+	// aborts it first (the Cutover unlocks the source on any failure), so the checkpoint is never
+	// taken inside its critical section.
 	stopRun := context.AfterFunc(ctx, cancelRun)
 	defer stopRun()
 
