@@ -305,6 +305,7 @@ func (b *bench) copyUnderLoad() error {
 	db.SetMaxOpenConns(16)
 	load := startLoad(db, "orders", *loadFlag, b.rows, 8)
 	time.Sleep(time.Second) // the load is steady before the copy starts
+	stopProf := startProfile(b.profilePath("copy-load.pprof"))
 	cpu := startCPU(b.src, b.dst)
 	r, err := startFerry(ctx, ferryOpts{SrcPort: b.src.Port, DstPort: b.dst.Port, Table: srcDB + ".orders", DstDB: "ferry_load", Workers: *workersFlag})
 	if err != nil {
@@ -318,6 +319,7 @@ func (b *bench) copyUnderLoad() error {
 	}
 	d := time.Since(r.t0)
 	c := cpu.stop(0)
+	stopProf()
 	n := r.rowsCopied()
 	c.Rows = n
 	maxLag, p99 := lag.Stop()
