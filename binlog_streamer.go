@@ -101,6 +101,7 @@ type SourceBinlogStreamer struct {
 	stopAt    *Position
 	lastEvent time.Time
 	connID    uint32
+	wake      context.CancelFunc
 }
 
 // AddListener implements BinlogStreamer.
@@ -111,6 +112,9 @@ func (s *SourceBinlogStreamer) StopAt(pos Position) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopAt = &pos
+	if s.wake != nil {
+		s.wake() // an idle stream notices at once instead of at its next poll
+	}
 }
 
 // Position implements BinlogStreamer.
@@ -222,13 +226,16 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 			return progressed, nil
 		}
 		wait, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		s.mu.Lock()
+		s.wake = cancel
+		s.mu.Unlock()
 		ev, err := st.GetEvent(wait)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return progressed, ctx.Err()
 			}
-			if errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 				continue
 			}
 			return progressed, classifyStreamError(err, *resume)
