@@ -535,13 +535,16 @@ func (b *bench) apply() error {
 	b.add(&Figure{Name: "binlog apply, burst (orders-like rows, 100-row UPDATE transactions)", Value: burstRate, Unit: "events/s", Target: tgtApply, CPU: &c,
 		Note: fmt.Sprintf("%d row events applied in %.1fs (burst generated on the source at %.0f events/s)", applied, d.Seconds(), genRate)})
 
-	// Sustained: a paced stream at 80% of the burst rate for 10s (15% lower each time lag passes 1s).
+	// Sustained: a paced stream at 80% of the burst rate for 8s, 20% lower each time lag passes 1s.
+	// The generator needs CPU too (the source executes the UPDATEs): on a 2-core machine the
+	// sustained rate is bounded by source + target + Go CPU together, not by the apply alone.
 	target := burstRate * 0.8
-	for attempt := 0; attempt < 4; attempt++ {
+	const attempts = 6
+	for attempt := 0; attempt < attempts; attempt++ {
 		lag := sampleLag(r.F)
 		base := w.EventsApplied()
 		cpu := startCPU(b.src, b.dst)
-		got, err := pacedUpdates(ctx, db, "apply_t", int64(n), target, 10*time.Second)
+		got, err := pacedUpdates(ctx, db, "apply_t", int64(n), target, 8*time.Second)
 		if err != nil {
 			lag.Stop()
 			return err
@@ -561,17 +564,17 @@ func (b *bench) apply() error {
 		c.Rows = w.EventsApplied() - base
 		maxLag, p99 := lag.Stop()
 		_ = w.EventsApplied() - base
-		if maxLag < time.Second || attempt == 3 {
+		if maxLag < time.Second || attempt == attempts-1 {
 			name := "binlog apply, sustained with lag < 1 s"
 			if maxLag >= time.Second {
 				name = "binlog apply, sustained (lag NOT under 1 s)"
 			}
 			b.add(&Figure{Name: name, Value: got, Unit: "events/s", Target: tgtApply, CPU: &c,
-				Note: fmt.Sprintf("paced for 10s at %.0f events/s in 10-row transactions; lag max %.0f ms, p99 %.0f ms; at the end of the stream: %d batches queued in the writer, streamer %d bytes behind the source's binlog", target, ms(maxLag), ms(p99), backlog, behind)})
+				Note: fmt.Sprintf("paced for 8s at %.0f events/s in 50-row UPDATE transactions; lag max %.0f ms, p99 %.0f ms; at the end of the stream: %d batches queued in the writer, streamer %d bytes behind the source's binlog", target, ms(maxLag), ms(p99), backlog, behind)})
 			break
 		}
 		logf("apply: lag %s at %.0f events/s (writer backlog %d batches, streamer %d bytes behind), trying lower", maxLag, target, backlog, behind)
-		target *= 0.85
+		target *= 0.8
 	}
 	err = r.finish(ctx)
 	r = nil
@@ -628,10 +631,10 @@ func updateSweep(ctx context.Context, db *sql.DB, table string, rows, events int
 	return err
 }
 
-// pacedUpdates writes about `rate` row updates per second for d, in 10-row UPDATEs, and returns the
+// pacedUpdates writes about `rate` row updates per second for d, in 50-row UPDATEs, and returns the
 // achieved rate.
 func pacedUpdates(ctx context.Context, db *sql.DB, table string, rows int64, rate float64, d time.Duration) (float64, error) {
-	per := int64(10)
+	per := int64(50)
 	interval := time.Duration(float64(time.Second) * float64(per) / rate)
 	start := time.Now()
 	next := start
@@ -721,14 +724,5 @@ func (b *bench) cutovers() error {
 	}
 	b.add(&Figure{Name: "Ferry cut-over write-blocked window, p50", Value: ms(percentile(blocked, 0.5)), Unit: "ms", Target: tgtCutover})
 	b.add(&Figure{Name: "Ferry cut-over write-blocked window, p99", Value: ms(percentile(blocked, 0.99)), Unit: "ms", Target: tgtCutover, Note: note})
-	return nil
-}
-
-// osc reports the online-schema-change figures. The osc package is not in this tree yet; these rows
-// say so rather than carry a number.
-func (b *bench) osc() error {
-	b.add(&Figure{Name: "OSC copy, idle", NotMeasured: true, Note: "osc not available", Unit: "rows/s", Target: ">= 0.9x INSERT…SELECT"})
-	b.add(&Figure{Name: fmt.Sprintf("OSC copy under %.0f writes/s", *loadFlag), NotMeasured: true, Note: "osc not available", Unit: "rows/s", Target: ">= 50k rows/s"})
-	b.add(&Figure{Name: "OSC atomic cut-over write-blocked window, p99", NotMeasured: true, Note: "osc not available", Unit: "ms", Target: tgtCutover})
 	return nil
 }
