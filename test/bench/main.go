@@ -70,6 +70,10 @@ type bench struct {
 func (b *bench) want(section string) bool { return len(b.only) == 0 || b.only[section] }
 
 func (b *bench) add(f *Figure) *Figure {
+	if f.CPU != nil { // callers reuse one CPU variable: keep this figure's own copy
+		c := *f.CPU
+		f.CPU = &c
+	}
 	if f.Ceiling > 0 && f.Value > 0 && f.Ratio == 0 {
 		f.Ratio = f.Value / f.Ceiling
 	}
