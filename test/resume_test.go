@@ -205,8 +205,8 @@ func TestCopydbResumesAfterSIGKILL(t *testing.T) {
 	args := []string{
 		"-source-host", source.Host, "-source-port", strconv.Itoa(source.Port), "-source-user", source.User,
 		"-target-host", target.Host, "-target-port", strconv.Itoa(target.Port), "-target-user", target.User,
-		"-databases", db, "-create-tables", "-state-file", stateFile, "-batch-size", "250", "-workers", "4",
-		"-progress", "200ms", "-log-level", "warn",
+		"-databases", db, "-create-tables", "-state-file", stateFile, "-checkpoint-interval", "200ms",
+		"-batch-size", "200", "-workers", "4", "-progress", "100ms", "-log-level", "warn",
 	}
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewSource(seed))
@@ -231,6 +231,7 @@ func TestCopydbResumesAfterSIGKILL(t *testing.T) {
 	}
 
 	var recopied int64
+	var lost []int64
 	kills := 0
 	var prev *ferry.State
 	const sigterm = 2 // this run is stopped with SIGTERM instead: copydb must save a final checkpoint
@@ -241,22 +242,22 @@ func TestCopydbResumesAfterSIGKILL(t *testing.T) {
 			runArgs = append(runArgs, "-resume")
 		}
 		r := rsStartCopydb(t, bin, runArgs...)
-		// Wait for a checkpoint of this run that shows progress (rows copied or changes applied).
-		prevRows, _ := rsStateRows(prev)
-		rsWaitFor(t, r, time.Minute, "a checkpoint of run "+strconv.Itoa(i+1), func() bool {
-			st := rsReadState(t, stateFile)
-			if st == nil || (prev != nil && !st.Written.After(prev.Written)) {
-				return false
-			}
-			rows, _ := rsStateRows(st)
-			return rows > prevRows || (prev != nil && st.Applied != prev.Applied)
-		})
 		streaming := i > copyKills
-		if streaming {
-			// Let the copy finish, then kill during the binlog catch-up/streaming.
-			rsWaitFor(t, r, 3*time.Minute, "the row copy to complete", func() bool { return rsAllCompleted(rsReadState(t, stateFile), 4) })
+		if !streaming {
+			// Kill when the copy reaches a random row count, a different stretch of the copy each
+			// time (the counts include rows restored from the checkpoint), well before its end.
+			target := int64(i*50_000 + 10_000 + rng.Intn(35_000))
+			rsWaitFor(t, r, 2*time.Minute, fmt.Sprintf("run %d to copy %d rows", i+1, target), func() bool { return r.lastProgressRows() >= target })
+			time.Sleep(time.Duration(rng.Intn(200)) * time.Millisecond)
+		} else {
+			// Let the copy finish and this run checkpoint once, then kill at a random moment of the
+			// binlog catch-up/streaming.
+			rsWaitFor(t, r, 3*time.Minute, "the row copy to complete", func() bool {
+				st := rsReadState(t, stateFile)
+				return rsAllCompleted(st, 4) && st.Written.After(prev.Written)
+			})
+			time.Sleep(time.Duration(100+rng.Intn(1500)) * time.Millisecond)
 		}
-		time.Sleep(time.Duration(100+rng.Intn(1500)) * time.Millisecond)
 		if !r.running() {
 			t.Fatalf("run %d exited early (%v):\n%s", i+1, r.err, rsTailString(r.output(), 4000))
 		}
@@ -289,13 +290,18 @@ func TestCopydbResumesAfterSIGKILL(t *testing.T) {
 		if rsAllCompleted(st, 4) {
 			phase = "streaming"
 		}
+		// Work lost to the kill (copied after the last checkpoint, so copied again on resume), as far
+		// as the last progress line (every 100ms) shows it.
 		if last := r.lastProgressRows(); last > total {
 			recopied += last - total
+			lost = append(lost, last-total)
+		} else {
+			lost = append(lost, 0)
 		}
 		t.Logf("kill %d (%s): last progress line %d rows, checkpoint: %s", kills, phase, r.lastProgressRows(), rsDescribeState(st))
 		checkCompleted(st, fmt.Sprintf("after kill %d", kills))
-		if streaming && !rsAllCompleted(st, 4) {
-			t.Errorf("kill %d was meant to hit the streaming phase, but the checkpoint shows the copy incomplete", kills)
+		if streaming != (phase == "streaming") {
+			t.Errorf("kill %d was meant to hit the %s phase, but the checkpoint shows %s", kills, map[bool]string{true: "streaming", false: "copy"}[streaming], rsDescribeState(st))
 		}
 		prev = st
 	}
@@ -321,7 +327,7 @@ func TestCopydbResumesAfterSIGKILL(t *testing.T) {
 	checkCompleted(st, "after the final run")
 	total, _ := rsStateRows(st)
 	t.Logf("final checkpoint: %s", rsDescribeState(st))
-	t.Logf("%d SIGKILLs; %d rows in the final state; at least %d rows re-copied after kills (rows shown by the last progress line but not in the checkpoint)", kills, total, recopied)
+	t.Logf("%d SIGKILLs; %d rows copied in the final state (%d on the source now); rows copied after the last checkpoint before each kill, so copied again (as far as the last progress line shows): %v, %d in all", kills, total, count(t, source, "SELECT (SELECT COUNT(*) FROM "+db+".big) + (SELECT COUNT(*) FROM "+db+".composite) + (SELECT COUNT(*) FROM "+db+".strkey) + (SELECT COUNT(*) FROM "+db+".types)"), lost, recopied)
 	if !strings.Contains(r.output(), "copydb: ok") {
 		t.Errorf("final run did not report ok:\n%s", rsTailString(r.output(), 2000))
 	}

@@ -48,6 +48,7 @@ type options struct {
 	cutover               string
 	verify                string
 	stateFile             string
+	checkpointEvery       time.Duration
 	resume                bool
 	progress              time.Duration
 	maxLag                time.Duration
@@ -84,7 +85,8 @@ func run() int {
 	fs.BoolVar(&o.allowNonEmpty, "allow-nonempty-target", false, "copy into target tables that already hold rows")
 	fs.StringVar(&o.cutover, "cutover", "none", "how to cut over once caught up: none (stop after verifying, source untouched), read-only (set the source read_only, flush, swap), or wait (keep streaming until SIGUSR1, then read-only cut-over)")
 	fs.StringVar(&o.verify, "verify", "checksum", "verifier during cut-over: checksum, inline, none")
-	fs.StringVar(&o.stateFile, "state-file", "", "checkpoint file, written atomically every few seconds")
+	fs.StringVar(&o.stateFile, "state-file", "", "checkpoint file, written atomically every -checkpoint-interval, on error and on SIGINT/SIGTERM")
+	fs.DurationVar(&o.checkpointEvery, "checkpoint-interval", time.Second, "how often -state-file is written")
 	fs.BoolVar(&o.resume, "resume", false, "resume from -state-file")
 	fs.DurationVar(&o.progress, "progress", 2*time.Second, "progress interval")
 	fs.DurationVar(&o.maxLag, "max-lag", 500*time.Millisecond, "binlog lag under which the cut-over starts")
@@ -243,7 +245,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	defer f.Close()
 	if o.stateFile != "" {
 		f.Checkpoints = ferry.FileCheckpoint{Path: o.stateFile}
-		f.CheckpointInterval = time.Second
+		f.CheckpointInterval = o.checkpointEvery
 	}
 	if err := f.Initialize(ctx); err != nil {
 		return nil, err
