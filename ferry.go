@@ -707,6 +707,7 @@ func (f *Ferry) State() *State {
 	}
 	for _, t := range f.Tables {
 		s := t.State()
+		s.Schema = t.Source.CreateTable
 		st.Tables[t.Source.String()] = &s
 	}
 	return st

@@ -86,7 +86,11 @@ type TableState struct {
 	Fingerprint string      `json:"fingerprint"`
 	Ranges      []*KeyRange `json:"ranges"`
 	Completed   bool        `json:"completed,omitempty"`
-	RowsCopied  int64       `json:"rows_copied"`
+	// RowsCopied counts the rows the copy wrote (rows copied again after a crash count again).
+	RowsCopied int64 `json:"rows_copied"`
+	// Schema is the source's CREATE TABLE as this run loaded it, for people reading the state;
+	// resume compares Fingerprint, not this.
+	Schema string `json:"schema,omitempty"`
 }
 
 // State is what a run needs to resume: the copy progress of every table and the last binlog position
