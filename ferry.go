@@ -307,6 +307,11 @@ func (f *Ferry) checkTarget(ctx context.Context, t *TableCopy) error {
 	if !sameKey {
 		return fmt.Errorf("target: table %s has no unique key on (%s), the key of %s; ferry applies changes by that key", t.TargetName(), strings.Join(keyNames, ", "), t.Source)
 	}
+	if resumed != nil && resumed.RowsCopied > 0 {
+		if err := f.checkResumedTarget(ctx, t, resumed); err != nil {
+			return err
+		}
+	}
 	// A resumed table holds the rows copied before the checkpoint; a table new since the checkpoint
 	// is checked like on a first run.
 	if !f.Config.AllowNonEmptyTarget && resumed == nil {
@@ -317,6 +322,53 @@ func (f *Ferry) checkTarget(ctx context.Context, t *TableCopy) error {
 		}
 		if err != sql.ErrNoRows {
 			return fmt.Errorf("target: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkResumedTarget refuses a resume into a target table that is empty although the source still
+// has rows the checkpoint says were copied (a wrong or emptied target): resuming would skip them.
+func (f *Ferry) checkResumedTarget(ctx context.Context, t *TableCopy, ts *TableState) error {
+	var one int
+	err := f.Target.QueryRowContext(ctx, "SELECT 1 FROM "+t.TargetName()+" LIMIT 1").Scan(&one)
+	if err == nil {
+		return nil
+	}
+	if err != sql.ErrNoRows {
+		return fmt.Errorf("target: %w", err)
+	}
+	keyCols := t.Source.KeyColumns()
+	for _, r := range ts.Ranges {
+		if r.Last == nil {
+			continue
+		}
+		var conds []string
+		var args []any
+		for _, b := range []struct {
+			k         Key
+			op        string
+			inclusive bool
+		}{{r.Start, ">", false}, {r.Last, "<", true}} {
+			if b.k == nil {
+				continue
+			}
+			vals, err := keyArgs(keyCols, b.k)
+			if err != nil {
+				return fmt.Errorf("resume: table %s: checkpoint key: %w", t.Source, err)
+			}
+			c, a := keyCompare(keyCols, vals, b.op, b.inclusive)
+			conds, args = append(conds, c), append(args, a...)
+		}
+		if t.Condition != "" {
+			conds = append(conds, "("+t.Condition+")")
+		}
+		err := f.Source.QueryRowContext(ctx, "SELECT 1 FROM "+t.Source.QualifiedName()+" WHERE "+strings.Join(conds, " AND ")+" LIMIT 1", args...).Scan(&one)
+		if err == nil {
+			return fmt.Errorf("resume: target table %s is empty, but the checkpoint says %d rows of %s were copied into it and the source still has rows in the copied key range; is this the same target? The copy of this table must start over (run without resume)", t.TargetName(), ts.RowsCopied, t.Source)
+		}
+		if err != sql.ErrNoRows {
+			return fmt.Errorf("source: %w", err)
 		}
 	}
 	return nil

@@ -384,7 +384,17 @@ func TestResumeRefusedAfterBinlogPurge(t *testing.T) {
 		t.Fatalf("want resume refused because the target table is missing, got %v", err)
 	}
 	t.Logf("resume refused: %v", err)
-	must(t, target.Exec(ctx, "RENAME TABLE "+db+".t_away TO "+db+".t"))
+	// So is an empty one (a wrong or emptied target): the rows the checkpoint counts are not there.
+	must(t, target.Exec(ctx, "CREATE TABLE "+db+".t LIKE "+db+".t_away"))
+	fm, err = ferry.New(cfg)
+	must(t, err)
+	err = fm.Initialize(ctx)
+	fm.Close()
+	if err == nil || !strings.Contains(err.Error(), "is empty, but the checkpoint says 5000 rows") {
+		t.Fatalf("want resume refused because the target table is empty, got %v", err)
+	}
+	t.Logf("resume refused: %v", err)
+	must(t, target.Exec(ctx, "DROP TABLE "+db+".t", "RENAME TABLE "+db+".t_away TO "+db+".t"))
 
 	// ...and is refused once it is purged.
 	db2, err := src.DB("")
