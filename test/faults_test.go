@@ -519,6 +519,13 @@ func TestTableCheckpoint(t *testing.T) {
 		f.CheckpointInterval = 100 * time.Millisecond
 		must(t, f.Initialize(ctx))
 		must(t, f.Start(ctx))
+		if resume != nil {
+			// The stream and the applied position start at the checkpoint's, not at the source's
+			// current position.
+			if got := f.State().Applied; got != resume.Applied || f.StartPosition() != resume.Applied {
+				t.Errorf("resumed run starts at %s (applied %s), want %s", f.StartPosition(), got, resume.Applied)
+			}
+		}
 		runCtx, stop := context.WithCancel(ctx)
 		defer stop()
 		runErr := make(chan error, 1)
