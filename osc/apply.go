@@ -100,6 +100,11 @@ func isBinaryType(c *schema.Column) bool {
 
 // listen is the streamer's listener: it queues batches (blocking while the queue is full).
 func (a *applier) listen(ctx context.Context, b *ferry.BinlogBatch) error {
+	if testTrace != nil {
+		for i := range b.Events {
+			testTrace("received", &b.Events[i])
+		}
+	}
 
 	a.queued.Add(int64(len(b.Events)))
 	select {
@@ -194,6 +199,9 @@ func (a *applier) run(ctx context.Context) error {
 					}
 					a.changelogEvent(e)
 					continue
+				}
+				if testTrace != nil {
+					testTrace("applying", e)
 				}
 				if e.Before != nil && (e.After == nil || !a.sameKey(e.Before, e.After)) {
 					ops = append(ops, op{delete: true, values: pickValues(e.Before, a.keyIdx)})
@@ -318,14 +326,14 @@ func (a *applier) apply(ctx context.Context, ops []op) error {
 // the cut-over's rename, which the streamer would otherwise refuse as DDL on a watched table) and
 // started again from the last applied position.
 type stream struct {
-	m         *Migration
-	ctx       context.Context
-	tables    map[string]*ferry.TableCopy
-	fail      func(error)
-	mu        sync.Mutex
-	cancel    context.CancelFunc
-	done      chan struct{}
-	runningSt *ferry.SourceBinlogStreamer
+	m        *Migration
+	ctx      context.Context
+	tables   map[string]*ferry.TableCopy
+	fail     func(error)
+	mu       sync.Mutex
+	cancel   context.CancelFunc
+	done     chan struct{}
+	detached *atomic.Bool
 }
 
 func (m *Migration) newStream(ctx context.Context, orig, changelog *schema.Table, fail func(error)) *stream {
@@ -342,17 +350,36 @@ func (s *stream) start(from ferry.Position) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.cancel = cancel
 	s.done = make(chan struct{})
+	detached := &atomic.Bool{}
+	s.detached = detached
 	st := &ferry.SourceBinlogStreamer{Conn: s.m.Conn, Flavor: s.m.flavor, ServerID: s.m.ServerID, Tables: s.tables,
 		MaxRetries: 10, Logger: s.m.log}
-	st.AddListener(s.m.applier.listen)
-	s.runningSt = st
+	st.AddListener(func(ctx context.Context, b *ferry.BinlogBatch) error {
+		if detached.Load() {
+			return nil // events after a detach are streamed again by the next start
+		}
+		return s.m.applier.listen(ctx, b)
+	})
 	done := s.done
 	go func() {
 		defer close(done)
-		if err := st.Run(ctx, from); err != nil && ctx.Err() == nil {
+		if err := st.Run(ctx, from); err != nil && ctx.Err() == nil && !detached.Load() {
 			s.fail(fmt.Errorf("binlog stream: %w", err))
 		}
 	}()
+}
+
+// detach stops handing events to the applier at once and lets the streamer end in the background
+// (the cut-over must not wait for it while it holds the table lock).
+func (s *stream) detach() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.detached != nil {
+		s.detached.Store(true)
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
 }
 
 // stop ends the streamer and waits until it has returned.
@@ -363,6 +390,11 @@ func (s *stream) stop() {
 	s.mu.Unlock()
 	if cancel != nil {
 		cancel()
+	}
+	if done != nil {
 		<-done
 	}
 }
+
+// testTrace, set by tests, sees every row change as it is received and as it is applied.
+var testTrace func(stage string, e *ferry.DMLEvent)

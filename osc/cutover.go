@@ -96,12 +96,12 @@ func randomToken() string {
 
 // cutOverAttempt is gh-ost's atomic cut-over:
 //
-//  1. session A takes GET_LOCK, creates the sentry table _t_del, and runs
-//     LOCK TABLES t WRITE, _t_del WRITE: writes to t stop;
+//  1. session A takes GET_LOCK, creates the sentry table t_del, and runs
+//     LOCK TABLES t WRITE, t_del WRITE: writes to t stop;
 //  2. a marker written to the changelog after the lock comes back through the binlog: every change
 //     of t committed before the lock is now in the ghost table; the streamer is stopped (it would
 //     refuse the RENAME as DDL on its table);
-//  3. session B runs RENAME TABLE t TO _t_del, _t_gho TO t, which queues behind A's lock (and could
+//  3. session B runs RENAME TABLE t TO t_del, _t_gho TO t, which queues behind A's lock on t (and could
 //     not succeed while the sentry exists);
 //  4. once B is seen waiting on the metadata lock, A drops the sentry and unlocks: the queued rename
 //     runs before any queued write.
@@ -163,6 +163,8 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 			m.log.WithError(err).Warn("osc: could not drop the sentry table")
 		}
 		if streamStopped && ctx.Err() == nil {
+			s.stop() // the detached streamer must be gone before a new one starts
+			m.waitApplierIdle(ctx)
 			s.start(m.applier.appliedPosition())
 		}
 	}()
@@ -199,7 +201,7 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 		unlock()
 		return time.Since(lockStart), ctx.Err()
 	}
-	s.stop()
+	s.detach()
 	streamStopped = true
 
 	if len(m.plan.NewUniqueKeys) > 0 {
@@ -256,9 +258,7 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 			return finish(rerr)
 		default:
 		}
-		var n int
-		err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ? AND STATE LIKE '%metadata lock%' AND INFO LIKE 'RENAME%'`, idB).Scan(&n)
-		if err == nil && n > 0 {
+		if waiting, err := renameWaiting(ctx, db, idB); err == nil && waiting {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -282,7 +282,7 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 	return finish(waitRename())
 }
 
-// dropStaleSentry drops _t_del if it is a sentry left by a failed attempt (never an actual table).
+// dropStaleSentry drops t_del if it is a sentry left by a failed attempt (never an actual table).
 func (m *Migration) dropStaleSentry(ctx context.Context) error {
 	exists, comment, err := tableExists(ctx, m.db, m.Database, m.oldName())
 	if err != nil || !exists {
@@ -302,4 +302,55 @@ func (m *Migration) renameHappened(ctx context.Context) bool {
 	old, comment, err2 := tableExists(ctx, m.db, m.Database, m.oldName())
 	t, _, err3 := tableExists(ctx, m.db, m.Database, m.Table)
 	return err1 == nil && err2 == nil && err3 == nil && !ghost && old && comment != sentryComment && t
+}
+
+// waitApplierIdle waits (briefly) until the applier has applied what it queued.
+func (m *Migration) waitApplierIdle(ctx context.Context) {
+	deadline := time.Now().Add(10 * time.Second)
+	for m.applier.backlog() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// renameWaiting reports whether session id is running a RENAME that waits on a metadata lock. It
+// reads SHOW PROCESSLIST rather than information_schema.PROCESSLIST: polling the latter (which
+// materialises an internal temporary table per query) crashed MariaDB 10.11 under this load.
+func renameWaiting(ctx context.Context, db *sql.DB, id int64) (bool, error) {
+	rows, err := db.QueryContext(ctx, "SHOW FULL PROCESSLIST")
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	idCol, stateCol, infoCol := -1, -1, -1
+	for i, c := range cols {
+		switch strings.ToLower(c) {
+		case "id":
+			idCol = i
+		case "state":
+			stateCol = i
+		case "info":
+			infoCol = i
+		}
+	}
+	if idCol < 0 || stateCol < 0 || infoCol < 0 {
+		return false, fmt.Errorf("SHOW PROCESSLIST has no Id/State/Info columns")
+	}
+	vals := make([]sql.RawBytes, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	want := []byte(fmt.Sprint(id))
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return false, err
+		}
+		if string(vals[idCol]) != string(want) {
+			continue
+		}
+		return strings.Contains(strings.ToLower(string(vals[stateCol])), "metadata lock") &&
+			strings.HasPrefix(strings.ToUpper(strings.TrimSpace(string(vals[infoCol]))), "RENAME"), nil
+	}
+	return false, rows.Err()
 }

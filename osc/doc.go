@@ -5,8 +5,12 @@
 // copies the original's rows into it in key-range chunks with same-server
 // INSERT IGNORE ... SELECT ... LOCK IN SHARE MODE statements, applies every row change of the
 // original that the binlog carries to the ghost (columns mapped old → new), and finally swaps the
-// tables with gh-ost's atomic cut-over: RENAME TABLE t TO _<t>_del, _<t>_gho TO t, queued behind a
-// lock so that no write lands in between. A changelog table _<t>_ghc carries heartbeats (the apply
+// tables with gh-ost's atomic cut-over: RENAME TABLE t TO <t>_del, _<t>_gho TO t, queued behind a
+// lock so that no write lands in between. (Unlike gh-ost, the sentry and old table is <t>_del, not
+// _<t>_del: RENAME takes its metadata locks in name order, and with a sentry that sorts before the
+// table, writes queued during the lock can slip into the old table between the unlock and the
+// rename — seen in 2 of 30 cut-overs on MariaDB 10.11. A name that starts with the table's own sorts
+// after it, so the RENAME is queued on the table itself and runs before any queued write.) A changelog table _<t>_ghc carries heartbeats (the apply
 // lag is measured as they come back through the binlog) and the cut-over marker.
 //
 // # Validation (before any write)
@@ -16,7 +20,7 @@
 // (CHANGE old new, RENAME COLUMN) are refused unless approved (ApproveRenamedColumns or
 // ApprovedRenames), because a CHANGE that renames by accident would silently drop the column's
 // values; dropped columns are reported in the Plan. Foreign keys and triggers are refused unless
-// AllowForeignKeys / AllowTriggers. Leftover _gho/_ghc/_del tables are an error unless DropLeftovers.
+// AllowForeignKeys / AllowTriggers. Leftover _<t>_gho, _<t>_ghc and <t>_del tables are an error unless DropLeftovers.
 // Then the empty ghost table is created and altered (the first write; the original is never
 // written): an added NOT NULL column without a default, or a new unique key (rows colliding on it
 // would be dropped silently by INSERT IGNORE and REPLACE) is refused unless AllowNewUniqueKey, in
@@ -40,8 +44,8 @@
 //   - before the cut-over: the original is unchanged and in use; _gho and _ghc are left over (drop
 //     them, or run again with DropLeftovers);
 //   - while the locking session holds the lock: the lock ends with the session; the sentry table
-//     _<t>_del stays, so the queued rename (if any) fails: the original is unchanged;
-//   - after the rename: the migration is complete; _<t>_del is the old table and _ghc is left over.
+//     <t>_del stays, so the queued rename (if any) fails: the original is unchanged;
+//   - after the rename: the migration is complete; <t>_del is the old table and _<t>_ghc is left over.
 //
 // A failed cut-over attempt leaves the original table in place and usable and is retried up to
 // CutOverAttempts times. Writes blocked by each attempt are measured (Result.WriteBlocked).

@@ -33,8 +33,8 @@ func runUnderLoad(t *testing.T, f *fixture, m *Migration, expectAlter string) *R
 	tt := f.tables()
 	sort.Strings(tt)
 	tables := strings.Join(tt, ",")
-	if tables != "_t_del,t,twin" {
-		t.Errorf("tables after the migration: %s, want _t_del,t,twin", tables)
+	if tables != "t,t_del,twin" {
+		t.Errorf("tables after the migration: %s, want t,t_del,twin", tables)
 	}
 	return res
 }

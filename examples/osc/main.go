@@ -1,0 +1,172 @@
+// Command osc changes the schema of a live MySQL/MariaDB table online, the way gh-ost does, with
+// ferry's osc package: a ghost table, an in-server chunked copy, the table's binlog changes applied to
+// the ghost, and an atomic cut-over that blocks writes for a moment.
+//
+//	osc --host 127.0.0.1 --port 3306 --user root --database shop --table orders \
+//	    --alter "ADD COLUMN note VARCHAR(100) NULL" --execute
+//
+// Without --execute it is a dry run: it validates, creates and drops the empty ghost table, prints
+// the plan (copied, renamed, dropped, added columns; whether ALGORITHM=INSTANT would do) and
+// changes nothing. With --execute it prints a status line every --status-interval and, at the end,
+// how long writes were blocked by each cut-over attempt.
+//
+// While it runs: touch the --postpone-cut-over-flag-file to hold the cut-over; send commands to
+// --socket (`echo status | nc -U /tmp/osc.sock`): status, throttle, no-throttle, chunk-size=N,
+// cut-over, panic. Hooks: --hook-<point>=/path/to/executable for startup, validated,
+// row-copy-complete, before-cut-over, success, failure and status, with FERRY_OSC_* environment
+// variables describing the migration.
+//
+// Exit status: 0 done (or dry run passed), 1 refused or failed (the original table unchanged; the
+// message says what to clean up), 2 bad flags.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/osc"
+	"github.com/ferrykit/ferry/throttler"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("osc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		host            = fs.String("host", "127.0.0.1", "server host")
+		port            = fs.Int("port", 3306, "server port")
+		user            = fs.String("user", "root", "user")
+		password        = fs.String("password", "", "password (default: $MYSQL_PWD)")
+		database        = fs.String("database", "", "database of the table")
+		table           = fs.String("table", "", "table to alter")
+		alter           = fs.String("alter", "", `ALTER clause, without "ALTER TABLE t", e.g. "ADD COLUMN c INT, DROP COLUMN d"`)
+		execute         = fs.Bool("execute", false, "run the migration (default: dry run)")
+		chunkSize       = fs.Int("chunk-size", 1000, "rows per copy chunk (10..100000)")
+		approveRenames  = fs.Bool("approve-renamed-columns", false, "approve the column renames the ALTER makes (CHANGE old new, RENAME COLUMN)")
+		allowFK         = fs.Bool("allow-foreign-keys", false, "migrate a table with foreign keys (they do not follow the cut-over; fix them after)")
+		allowTriggers   = fs.Bool("allow-triggers", false, "migrate a table with triggers (they stay on the old table; recreate them after)")
+		allowUnique     = fs.Bool("allow-new-unique-key", false, "allow adding a unique key (duplicates checked before the copy, row counts at cut-over)")
+		dropLeftovers   = fs.Bool("drop-leftovers", false, "drop _<t>_gho, _<t>_ghc, <t>_del left by an earlier run")
+		dropOld         = fs.Bool("drop-old-table", false, "drop <t>_del (the original table) after the cut-over")
+		lockTimeout     = fs.Duration("cut-over-lock-timeout", 3*time.Second, "bound of each wait of a cut-over attempt (1s..10s)")
+		attempts        = fs.Int("cut-over-attempts", 60, "cut-over attempts before giving up")
+		postponeFile    = fs.String("postpone-cut-over-flag-file", "", "hold the cut-over while this file exists")
+		maxLag          = fs.Duration("max-lag", 1500*time.Millisecond, "throttle the copy while the binlog apply lags more than this")
+		throttleFile    = fs.String("throttle-flag-file", "", "throttle the copy while this file exists")
+		maxLoad         = fs.String("max-load", "", "throttle while a status variable exceeds a threshold, e.g. Threads_running=25")
+		criticalLoad    = fs.String("critical-load", "", "abort when a status variable exceeds a threshold, e.g. Threads_running=200")
+		socket          = fs.String("socket", "", "unix socket for interactive commands")
+		statusInterval  = fs.Duration("status-interval", 5*time.Second, "how often to print the status line")
+		hookTimeout     = fs.Duration("hook-timeout", 30*time.Second, "kill hook executables after this long")
+		verbose         = fs.Bool("verbose", false, "log every step")
+		hookFlags       = map[osc.HookPoint]*string{}
+		hookPointsOrder = []osc.HookPoint{osc.HookStartup, osc.HookValidated, osc.HookRowCopyComplete, osc.HookBeforeCutOver, osc.HookSuccess, osc.HookFailure, osc.HookStatus}
+	)
+	for _, p := range hookPointsOrder {
+		hookFlags[p] = fs.String("hook-"+string(p), "", "executable to run at "+string(p))
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *database == "" || *table == "" || *alter == "" {
+		fmt.Fprintln(stderr, "osc: --database, --table and --alter are required")
+		fs.Usage()
+		return 2
+	}
+	if *password == "" {
+		*password = os.Getenv("MYSQL_PWD")
+	}
+	log := logrus.New()
+	log.SetOutput(stderr)
+	log.SetLevel(logrus.WarnLevel)
+	if *verbose {
+		log.SetLevel(logrus.InfoLevel)
+	}
+	conn := ferry.ConnConfig{Host: *host, Port: *port, User: *user, Password: *password}
+
+	var throttlers []throttler.Throttler
+	if *throttleFile != "" {
+		throttlers = append(throttlers, throttler.FlagFile{Path: *throttleFile})
+	}
+	if *maxLoad != "" || *criticalLoad != "" {
+		db, err := conn.Open(ctx)
+		if err != nil {
+			fmt.Fprintln(stderr, "osc:", err)
+			return 1
+		}
+		defer db.Close()
+		maxT, err := throttler.ParseThresholds(*maxLoad)
+		if err != nil {
+			fmt.Fprintln(stderr, "osc: --max-load:", err)
+			return 2
+		}
+		critT, err := throttler.ParseThresholds(*criticalLoad)
+		if err != nil {
+			fmt.Fprintln(stderr, "osc: --critical-load:", err)
+			return 2
+		}
+		load, err := throttler.NewLoad(throttler.LoadConfig{DB: db, Max: maxT, Critical: critT})
+		if err != nil {
+			fmt.Fprintln(stderr, "osc:", err)
+			return 2
+		}
+		throttlers = append(throttlers, load)
+	}
+	var th throttler.Throttler
+	if len(throttlers) > 0 {
+		th = throttler.Composite(throttlers)
+	}
+
+	m := &osc.Migration{
+		Conn: conn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
+		ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
+		AllowTriggers: *allowTriggers, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers,
+		DropOldTable: *dropOld, CutOverLockTimeout: *lockTimeout, CutOverAttempts: *attempts,
+		PostponeFlagFile: *postponeFile, MaxLag: *maxLag, Throttler: th, SocketPath: *socket,
+		StatusInterval: *statusInterval, Logger: log,
+		OnStatus: func(s osc.Status) { fmt.Fprintln(stdout, time.Now().UTC().Format("15:04:05"), s) },
+		Hooks:    osc.Hooks{Commands: map[osc.HookPoint]string{}, Timeout: *hookTimeout},
+	}
+	for p, v := range hookFlags {
+		if *v != "" {
+			m.Hooks.Commands[p] = *v
+		}
+	}
+	res, err := m.Run(ctx)
+	if res != nil && res.Plan != nil {
+		fmt.Fprintln(stdout, "plan:", res.Plan)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if !*execute {
+		fmt.Fprintln(stdout, "dry run: validation passed, nothing changed; run again with --execute")
+		return 0
+	}
+	var blocked []string
+	for _, d := range res.WriteBlocked {
+		blocked = append(blocked, fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000))
+	}
+	fmt.Fprintf(stdout, "done in %s: %d rows copied, %d binlog events applied, %d cut-over attempt(s), writes blocked: %s\n",
+		res.Elapsed.Round(time.Millisecond), res.RowsCopied, res.EventsApplied, res.CutOverAttempts, strings.Join(blocked, ", "))
+	if res.OldTable != "" {
+		fmt.Fprintf(stdout, "the original table is kept as %s.%s; drop it when you no longer need it\n", *database, res.OldTable)
+	}
+	return 0
+}
