@@ -651,3 +651,31 @@ func TestLockWaitTimeoutsAreRetried(t *testing.T) {
 		t.Errorf("target has %d held rows, want 101", n)
 	}
 }
+
+// TestUnusableCheckpointSinkFailsRun: a run asked to checkpoint into a sink that cannot store the
+// state fails before copying anything, rather than doing work it could never resume.
+func TestUnusableCheckpointSinkFailsRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db := "ckpt_fail"
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS "+db, "CREATE DATABASE "+db,
+		"CREATE TABLE "+db+".t (id INT PRIMARY KEY, v VARCHAR(40))",
+		"INSERT INTO "+db+".t SELECT seq, CONCAT('v', seq) FROM "+db+".seq_1_to_1000"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+	leaks := rsLeakOptions()
+	f, err := ferry.New(rsFaultConfig(t, source, target, db))
+	must(t, err)
+	f.Checkpoints = ferry.FileCheckpoint{Path: filepath.Join(t.TempDir(), "missing-dir", "state.json")}
+	must(t, f.Initialize(ctx))
+	must(t, f.Start(ctx))
+	err = f.Run(ctx)
+	f.Close()
+	if err == nil || !strings.Contains(err.Error(), "save the first checkpoint") {
+		t.Fatalf("want the run to fail on its first checkpoint, got %v", err)
+	}
+	t.Logf("run failed: %v", err)
+	if n := count(t, target, "SELECT COUNT(*) FROM "+db+".t"); n != 0 {
+		t.Errorf("%d rows were copied by a run that could not checkpoint", n)
+	}
+	goleak.VerifyNone(t, leaks...)
+}
