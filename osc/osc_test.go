@@ -1,9 +1,15 @@
 package osc
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -249,4 +255,133 @@ func TestNewUniqueKeyCollision(t *testing.T) {
 	if cols != 7 {
 		t.Errorf("original table has %d columns, want 7", cols)
 	}
+}
+
+// Hooks (funcs and executables), the postpone flag file and the unix-socket commands.
+func TestOperability(t *testing.T) {
+	f := newFixture(t, 5000)
+	dir := t.TempDir()
+	flag := filepath.Join(dir, "postpone")
+	must(t, os.WriteFile(flag, nil, 0o644))
+	envFile := filepath.Join(dir, "env")
+	hook := filepath.Join(dir, "hook.sh")
+	must(t, os.WriteFile(hook, []byte("#!/bin/sh\nenv | grep FERRY_OSC_ | sort > "+envFile+"\n"), 0o755))
+	sock := filepath.Join(dir, "osc.sock")
+
+	m := f.migration("ADD COLUMN z INT NULL")
+	m.PostponeFlagFile = flag
+	m.SocketPath = sock
+	var mu sync.Mutex
+	var points []HookPoint
+	m.Hooks = Hooks{
+		Func: func(ctx context.Context, p HookPoint, st Status, err error) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if p != HookStatus {
+				points = append(points, p)
+			}
+			return nil
+		},
+		Commands: map[HookPoint]string{HookSuccess: hook},
+		Timeout:  5 * time.Second,
+	}
+	done := make(chan error, 1)
+	var res *Result
+	go func() {
+		var err error
+		res, err = m.Run(context.Background())
+		done <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for m.Status().State != StatePostponed {
+		if time.Now().After(deadline) {
+			t.Fatal("never postponed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if m.Status().State != StatePostponed {
+		t.Fatalf("state %s while the flag file exists", m.Status().State)
+	}
+	c, err := net.Dial("unix", sock)
+	must(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	ask := func(cmd string) string {
+		fmt.Fprintln(c, cmd)
+		line, err := r.ReadString('\n')
+		must(t, err)
+		return strings.TrimSpace(line)
+	}
+	if s := ask("status"); !strings.HasPrefix(s, "postponed: copied 5000/") {
+		t.Errorf("status: %q", s)
+	}
+	if s := ask("chunk-size=500"); s != "chunk size 500" || m.Status().ChunkSize != 500 {
+		t.Errorf("chunk-size: %q", s)
+	}
+	if s := ask("chunk-size=5"); !strings.HasPrefix(s, "error:") {
+		t.Errorf("chunk-size=5: %q", s)
+	}
+	ask("throttle")
+	if m.Status().Throttled == "" {
+		t.Error("not throttled after the throttle command")
+	}
+	ask("no-throttle")
+	if s := ask("bogus"); !strings.HasPrefix(s, "error: unknown command") {
+		t.Errorf("bogus: %q", s)
+	}
+	if s := ask("cut-over"); s != "cut-over allowed" {
+		t.Errorf("cut-over: %q", s)
+	}
+	select {
+	case err := <-done:
+		must(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no cut-over after the cut-over command")
+	}
+	if _, err := os.Stat(flag); !os.IsNotExist(err) {
+		t.Errorf("flag file still there: %v", err)
+	}
+	want := []HookPoint{HookStartup, HookValidated, HookRowCopyComplete, HookBeforeCutOver, HookSuccess}
+	if fmt.Sprint(points) != fmt.Sprint(want) {
+		t.Errorf("hooks ran at %v, want %v", points, want)
+	}
+	env, err := os.ReadFile(envFile)
+	must(t, err)
+	for _, w := range []string{"FERRY_OSC_HOOK=success", "FERRY_OSC_TABLE=t", "FERRY_OSC_DATABASE=" + f.name, "FERRY_OSC_OLD_TABLE=t_del", "FERRY_OSC_ROWS_COPIED=5000"} {
+		if !strings.Contains(string(env), w+"\n") {
+			t.Errorf("hook environment lacks %s:\n%s", w, env)
+		}
+	}
+	t.Logf("blocked %v", res.WriteBlocked)
+}
+
+// A failing or hanging hook at a step that may abort stops the migration before the cut-over.
+func TestHookAborts(t *testing.T) {
+	f := newFixture(t, 100)
+	dir := t.TempDir()
+	slow := filepath.Join(dir, "slow.sh")
+	must(t, os.WriteFile(slow, []byte("#!/bin/sh\nsleep 10\n"), 0o755))
+	m := f.migration("ADD COLUMN z INT NULL")
+	m.Hooks = Hooks{Commands: map[HookPoint]string{HookBeforeCutOver: slow}, Timeout: 300 * time.Millisecond}
+	var failed error
+	m.Hooks.Func = func(ctx context.Context, p HookPoint, st Status, err error) error {
+		if p == HookFailure {
+			failed = err
+		}
+		return nil
+	}
+	_, err := m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "before-cut-over hook") || !strings.Contains(err.Error(), "killed after") {
+		t.Fatalf("error %v", err)
+	}
+	if failed == nil {
+		t.Error("failure hook not run")
+	}
+	var cols int
+	f.db.QueryRow("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 't'", f.name).Scan(&cols)
+	if cols != 7 {
+		t.Errorf("original table has %d columns, want 7", cols)
+	}
+	t.Log(err)
 }
