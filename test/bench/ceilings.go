@@ -60,35 +60,37 @@ func insertSelect(ctx context.Context, src *sandbox.Server, db, table, ddl strin
 	return d, err
 }
 
-// dumpPipe is `mariadb-dump | mariadb` from the source to a fresh database on the target.
-func dumpPipe(ctx context.Context, src, dst *sandbox.Server, db, table, dstDB string) (time.Duration, error) {
+// dumpPipe is `mariadb-dump | mariadb` from the source to a fresh database on the target. It also
+// returns the CPU time of the two client processes.
+func dumpPipe(ctx context.Context, src, dst *sandbox.Server, db, table, dstDB string) (time.Duration, time.Duration, error) {
 	if err := dst.Exec(ctx, "DROP DATABASE IF EXISTS "+dstDB, "CREATE DATABASE "+dstDB); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	dump := exec.CommandContext(ctx, "mariadb-dump", "--no-defaults", "-h127.0.0.1", "-P"+strconv.Itoa(src.Port), "-uroot",
 		"--single-transaction", "--skip-add-locks", "--no-tablespaces", db, table)
 	load := exec.CommandContext(ctx, "mariadb", "--no-defaults", "-h127.0.0.1", "-P"+strconv.Itoa(dst.Port), "-uroot", dstDB)
 	pipe, err := dump.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	load.Stdin = pipe
 	var dumpErr, loadErr bytes.Buffer
 	dump.Stderr, load.Stderr = &dumpErr, &loadErr
 	start := time.Now()
 	if err := load.Start(); err != nil {
-		return 0, fmt.Errorf("mariadb: %w", err)
+		return 0, 0, fmt.Errorf("mariadb: %w", err)
 	}
 	if err := dump.Start(); err != nil {
-		return 0, fmt.Errorf("mariadb-dump: %w", err)
+		return 0, 0, fmt.Errorf("mariadb-dump: %w", err)
 	}
 	if err := dump.Wait(); err != nil {
-		return 0, fmt.Errorf("mariadb-dump: %w: %s", err, dumpErr.String())
+		return 0, 0, fmt.Errorf("mariadb-dump: %w: %s", err, dumpErr.String())
 	}
 	if err := load.Wait(); err != nil {
-		return 0, fmt.Errorf("mariadb: %w: %s", err, loadErr.String())
+		return 0, 0, fmt.Errorf("mariadb: %w: %s", err, loadErr.String())
 	}
-	return time.Since(start), nil
+	d := time.Since(start)
+	return d, dump.ProcessState.UserTime() + dump.ProcessState.SystemTime() + load.ProcessState.UserTime() + load.ProcessState.SystemTime(), nil
 }
 
 // copyMode is how the plain copier writes a chunk.

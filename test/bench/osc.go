@@ -47,7 +47,7 @@ func (b *bench) osc() error {
 	}
 	c := cpu.stop(0)
 	c.Rows = res.RowsCopied
-	b.add(&Figure{Name: "OSC copy, idle (orders, ADD COLUMN)", Value: r, Unit: "rows/s", Ceiling: is, CeilingName: "INSERT…SELECT", Target: ">= 0.9x INSERT…SELECT", CPU: &c,
+	b.add(&Figure{Name: "OSC copy, idle (orders, ADD COLUMN)", Value: r, Unit: "rows/s", Ceiling: is, CeilingName: "INSERT…SELECT", Target: ">= 0.9x INSERT…SELECT", CPU: &c, Ref: "ceiling: same-server INSERT…SELECT (orders)",
 		Note: fmt.Sprintf("%d rows in %.1fs total; cut-over blocked %v", res.RowsCopied, res.Elapsed.Seconds(), res.WriteBlocked)})
 	b.src.Exec(ctx, "RESET MASTER")
 

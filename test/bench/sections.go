@@ -75,11 +75,11 @@ func (b *bench) ceilings() error {
 		return err
 	}
 	cpu = startCPU(b.src, b.dst)
-	d, err = dumpPipe(ctx, b.src, b.dst, srcDB, "orders", "dump")
+	d, clients, err := dumpPipe(ctx, b.src, b.dst, srcDB, "orders", "dump")
 	if err != nil {
 		return err
 	}
-	c = cpu.stop(0)
+	c = cpu.stop(clients) // the mariadb-dump and mariadb clients count as the "Go" (client) side
 	c.Rows = b.rows
 	note := ""
 	if s, _ := checksumTable(ctx, b.dst, "dump.orders"); s != sum0 {
@@ -113,6 +113,7 @@ func (b *bench) ceilings() error {
 		b.add(&Figure{Name: name, Value: r, Unit: "rows/s", CPU: &c, Note: note})
 		if note == "" && r > best {
 			best, bestName = r, fmt.Sprintf("plain %s x%d", v.mode, v.workers)
+			b.bestPlain = name
 		}
 		b.purge()
 	}
@@ -139,9 +140,9 @@ func (b *bench) copyIdle() error {
 	c.Rows = res.Rows
 	r := float64(res.Rows) / res.Seconds
 	best := b.value("ceiling: best plain copier (orders)")
-	b.add(&Figure{Name: "ferry copy, idle (orders)", Value: r, Unit: "rows/s", Ceiling: best, CeilingName: "best plain copier", Target: tgtCopy, CPU: &c})
+	b.add(&Figure{Name: "ferry copy, idle (orders)", Value: r, Unit: "rows/s", Ceiling: best, CeilingName: "best plain copier", Target: tgtCopy, CPU: &c, Ref: b.bestPlain})
 	if dp := b.value("ceiling: mariadb-dump | mariadb (orders)"); dp > 0 {
-		b.add(&Figure{Name: "ferry copy, idle, vs dump-pipe", Value: r, Unit: "rows/s", Ceiling: dp, CeilingName: "dump-pipe", Target: ">= 2x"})
+		b.add(&Figure{Name: "ferry copy, idle, vs dump-pipe", Value: r, Unit: "rows/s", Ceiling: dp, CeilingName: "dump-pipe", Target: ">= 2x", CPU: &c, Ref: "ceiling: mariadb-dump | mariadb (orders)"})
 	}
 	mb := r * float64(b.dataLen) / float64(b.rows) / (1 << 20)
 	b.add(&Figure{Name: "ferry copy, idle (orders), MiB/s of DATA_LENGTH", Value: mb, Unit: "MiB/s"})
@@ -158,7 +159,7 @@ func (b *bench) copyIdle() error {
 	c.Rows = res.Rows
 	note := b.checksumNote("orders", "ferry_ld")
 	b.dst.Exec(b.ctx, "DROP DATABASE ferry_ld")
-	b.add(&Figure{Name: "ferry copy, idle, prototype LOAD DATA batch writer (orders)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: "best plain copier", Target: tgtCopy, CPU: &c, Note: note})
+	b.add(&Figure{Name: "ferry copy, idle, prototype LOAD DATA batch writer (orders)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: "best plain copier", Target: tgtCopy, CPU: &c, Note: note, Ref: b.bestPlain})
 	return nil
 }
 
@@ -243,7 +244,7 @@ func (b *bench) verifiers() error {
 		if v.name == "Checksum" {
 			tgt = tgtChecksum
 		}
-		b.add(&Figure{Name: "verifier " + v.name + " (orders, equal tables)", Value: rate(b.rows, d), Unit: "rows/s", Ceiling: copyRate, CeilingName: "ferry copy rate", Target: tgt, CPU: &c, Note: note})
+		b.add(&Figure{Name: "verifier " + v.name + " (orders, equal tables)", Value: rate(b.rows, d), Unit: "rows/s", Ceiling: copyRate, CeilingName: "ferry copy rate", Target: tgt, CPU: &c, Note: note, Ref: "ferry copy, idle (orders)"})
 	}
 	return nil
 }
@@ -266,19 +267,23 @@ func (b *bench) narrowCopy() error {
 	}
 	b.add(&Figure{Name: "ceiling: same-server INSERT…SELECT (narrow)", Value: rate(b.narrow, d), Unit: "rows/s"})
 	b.src.Exec(ctx, "RESET MASTER")
-	best, bestName := 0.0, ""
+	best, bestName, bestFig := 0.0, "", ""
 	for _, mode := range []copyMode{modeText, modeLoadData} {
 		if err := b.dst.Exec(ctx, "CREATE DATABASE plain", fmt.Sprintf(narrowDDL, "plain.narrow")); err != nil {
 			return err
 		}
+		cpu := startCPU(b.src, b.dst)
 		n, d, err := plainCopy(ctx, b.src, b.dst, srcDB, "narrow", "plain", b.narrow, 3, *workersFlag, 1000, mode)
 		if err != nil {
 			return err
 		}
+		c := cpu.stop(0)
+		c.Rows = n
 		r := rate(n, d)
-		b.add(&Figure{Name: fmt.Sprintf("ceiling: plain copier, %s, %d workers (narrow)", mode, *workersFlag), Value: r, Unit: "rows/s"})
+		name := fmt.Sprintf("ceiling: plain copier, %s, %d workers (narrow)", mode, *workersFlag)
+		b.add(&Figure{Name: name, Value: r, Unit: "rows/s", CPU: &c})
 		if r > best {
-			best, bestName = r, fmt.Sprintf("plain %s x%d", mode, *workersFlag)
+			best, bestName, bestFig = r, fmt.Sprintf("plain %s x%d", mode, *workersFlag), name
 		}
 		b.purge()
 	}
@@ -289,7 +294,7 @@ func (b *bench) narrowCopy() error {
 	}
 	c := cpu.stop(childCPU)
 	c.Rows = res.Rows
-	b.add(&Figure{Name: "ferry copy, idle (narrow)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: bestName, Target: ">= 1.0x best plain copier", CPU: &c})
+	b.add(&Figure{Name: "ferry copy, idle (narrow)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: bestName, Target: ">= 1.0x best plain copier", CPU: &c, Ref: bestFig})
 	return nil
 }
 
