@@ -39,6 +39,13 @@ type applier struct {
 	keyIdx     []int // ordinals in the original of the key columns
 	valueIdx   []int // ordinals in the original of the copied columns
 
+	// watching is set when the cut-over marker is applied: from there on (binlog order) the
+	// original table is locked, so a row change of it means a write reached the old table after the
+	// last change was applied; such changes are counted in sneaked, not applied, and the applied
+	// position no longer moves (a failed cut-over streams them again from there).
+	watching atomic.Bool
+	sneaked  atomic.Int64
+
 	mu          sync.Mutex
 	applied     ferry.Position
 	heartbeatAt time.Time // write time of the last heartbeat that came back
@@ -200,6 +207,10 @@ func (a *applier) run(ctx context.Context) error {
 					a.changelogEvent(e)
 					continue
 				}
+				if a.watching.Load() {
+					a.sneaked.Add(1)
+					continue
+				}
 				if testTrace != nil {
 					testTrace("applying", e)
 				}
@@ -210,7 +221,7 @@ func (a *applier) run(ctx context.Context) error {
 					ops = append(ops, op{values: pickValues(e.After, a.valueIdx)})
 				}
 			}
-			if b.Commit != nil {
+			if b.Commit != nil && !a.watching.Load() {
 				commit = b.Commit
 			}
 		}
@@ -243,6 +254,7 @@ func (a *applier) changelogEvent(e *ferry.DMLEvent) {
 	case "cut-over":
 		a.mu.Lock()
 		if ch, ok := a.markers[string(value)]; ok {
+			a.watching.Store(true)
 			close(ch)
 			delete(a.markers, string(value))
 		}
@@ -354,12 +366,7 @@ func (s *stream) start(from ferry.Position) {
 	s.detached = detached
 	st := &ferry.SourceBinlogStreamer{Conn: s.m.Conn, Flavor: s.m.flavor, ServerID: s.m.ServerID, Tables: s.tables,
 		MaxRetries: 10, Logger: s.m.log}
-	st.AddListener(func(ctx context.Context, b *ferry.BinlogBatch) error {
-		if detached.Load() {
-			return nil // events after a detach are streamed again by the next start
-		}
-		return s.m.applier.listen(ctx, b)
-	})
+	st.AddListener(s.m.applier.listen)
 	done := s.done
 	go func() {
 		defer close(done)
@@ -369,17 +376,21 @@ func (s *stream) start(from ferry.Position) {
 	}()
 }
 
-// detach stops handing events to the applier at once and lets the streamer end in the background
-// (the cut-over must not wait for it while it holds the table lock).
-func (s *stream) detach() {
+// expectEnd makes the streamer's end not an error: during a cut-over it stops at the RENAME, which
+// it refuses as DDL on its table, after handing over every change before it.
+func (s *stream) expectEnd() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.detached != nil {
 		s.detached.Store(true)
 	}
-	if s.cancel != nil {
-		s.cancel()
-	}
+}
+
+// ended returns a channel closed when the current streamer has returned.
+func (s *stream) ended() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
 }
 
 // stop ends the streamer and waits until it has returned.

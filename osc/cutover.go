@@ -46,6 +46,9 @@ func (m *Migration) cutOver(ctx context.Context, s *stream) error {
 		if ctx.Err() != nil {
 			return err
 		}
+		if m.renamed.Load() {
+			return err
+		}
 		var nr errNoRetry
 		if errors.As(err, &nr) || attempt >= m.CutOverAttempts {
 			return fmt.Errorf("cut-over failed after %d attempt(s): %w", attempt, err)
@@ -163,8 +166,10 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 			m.log.WithError(err).Warn("osc: could not drop the sentry table")
 		}
 		if streamStopped && ctx.Err() == nil {
-			s.stop() // the detached streamer must be gone before a new one starts
+			s.stop() // the watching streamer must be gone before a new one starts
 			m.waitApplierIdle(ctx)
+			m.applier.watching.Store(false)
+			m.applier.sneaked.Store(0)
 			s.start(m.applier.appliedPosition())
 		}
 	}()
@@ -201,8 +206,12 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 		unlock()
 		return time.Since(lockStart), ctx.Err()
 	}
-	s.detach()
+	// The applier now only watches: the table is locked, so no change of it may follow the marker.
+	s.expectEnd()
 	streamStopped = true
+	if m.testAfterMarker != nil {
+		m.testAfterMarker(connA)
+	}
 
 	if len(m.plan.NewUniqueKeys) > 0 {
 		var nOrig, nGhost int64
@@ -243,7 +252,8 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 		d := time.Since(lockStart)
 		if rerr == nil || m.renameHappened(context.WithoutCancel(ctx)) {
 			renamed = true
-			return d, nil
+			m.renamed.Store(true)
+			return d, m.checkNothingSlipped(ctx, s)
 		}
 		return d, fmt.Errorf("rename: %w", rerr)
 	}
@@ -353,4 +363,23 @@ func renameWaiting(ctx context.Context, db *sql.DB, id int64) (bool, error) {
 			strings.HasPrefix(strings.ToUpper(strings.TrimSpace(string(vals[infoCol]))), "RENAME"), nil
 	}
 	return false, rows.Err()
+}
+
+// checkNothingSlipped waits until the streamer has reached the RENAME and checks that no change of
+// the original table came between the cut-over marker and the rename (it would be in the old table
+// only). The cut-over is built so that this cannot happen; this check makes sure.
+func (m *Migration) checkNothingSlipped(ctx context.Context, s *stream) error {
+	select {
+	case <-s.ended():
+	case <-time.After(10 * time.Second):
+		m.log.Warn("osc: the binlog stream did not reach the rename within 10s; could not check that no write reached the old table after the lock")
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+	m.waitApplierIdle(ctx)
+	if n := m.applier.sneaked.Load(); n > 0 {
+		return errNoRetry{fmt.Errorf("the table was renamed, but %d row change(s) reached the old table %s after its last change was applied: compare %s with %s for the rows they touched", n, m.qualified(m.oldName()), m.qualified(m.oldName()), m.qualified(m.Table))}
+	}
+	return nil
 }

@@ -70,7 +70,7 @@ func (m *Migration) runHook(ctx context.Context, point HookPoint, runErr error) 
 	}
 	switch point {
 	case HookStartup, HookValidated, HookRowCopyComplete, HookBeforeCutOver:
-		return fmt.Errorf("osc: %s hook: %w", point, err)
+		return fmt.Errorf("%s hook: %w", point, err)
 	}
 	m.log.WithError(err).Warnf("osc: %s hook failed", point)
 	return nil

@@ -92,6 +92,9 @@ type Migration struct {
 	// testCutOverLocked is called while the cut-over holds the table lock, with the id of the
 	// locking session (tests kill it).
 	testCutOverLocked func(lockConnID int64)
+	// testAfterMarker is called with the locking session once every change before the lock is
+	// applied (a test writes through it to simulate a write that slipped past the lock).
+	testAfterMarker func(lock *sql.Conn)
 
 	ctx    context.Context
 	db     *sql.DB
@@ -118,6 +121,7 @@ type Migration struct {
 	applierP       atomic.Pointer[applier] // for Status from other goroutines
 	startedNano    atomic.Int64
 	runOnce        atomic.Bool
+	renamed        atomic.Bool
 	initOnce       sync.Once
 }
 
@@ -348,6 +352,9 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 
 	res, err := m.execute(ctx, orig)
 	if err != nil {
+		if m.renamed.Load() {
+			return res, fmt.Errorf("osc: %w", err)
+		}
 		return res, fmt.Errorf("osc: %w; %s", err, m.cleanupHint())
 	}
 	return res, nil

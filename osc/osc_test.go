@@ -3,6 +3,7 @@ package osc
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"os"
@@ -382,6 +383,23 @@ func TestHookAborts(t *testing.T) {
 	f.db.QueryRow("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 't'", f.name).Scan(&cols)
 	if cols != 7 {
 		t.Errorf("original table has %d columns, want 7", cols)
+	}
+	t.Log(err)
+}
+
+// A write that reaches the original table after the last change was applied (simulated through the
+// locking session itself) is reported, not silently lost.
+func TestSlippedWriteDetected(t *testing.T) {
+	f := newFixture(t, 1000)
+	m := f.migration("ADD COLUMN z INT NULL")
+	m.testAfterMarker = func(lock *sql.Conn) {
+		if _, err := lock.ExecContext(context.Background(), "UPDATE "+q(f.name)+".t SET a = a + 1 WHERE id = 1"); err != nil {
+			t.Error(err)
+		}
+	}
+	_, err := m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "1 row change(s) reached the old table") {
+		t.Fatalf("error %v", err)
 	}
 	t.Log(err)
 }
