@@ -195,17 +195,22 @@ func rsRunRestart(t *testing.T, src, dst *sandbox.Server, c rsRestartCase) {
 	cfg := rsFaultConfig(t, src, dst, db)
 	cfg.MaxRetries = c.maxRetries
 	if c.readOnly {
-		// read_only does not stop users with SUPER / READ ONLY ADMIN, such as root.
+		// read_only does not stop users with SUPER / READ ONLY ADMIN, such as root. Setting it waits
+		// for running transactions; one stuck in a row-lock wait behind a transaction that the
+		// global read lock holds at commit waits innodb_lock_wait_timeout (50s by default), so
+		// shorten that on this test's own server.
 		must(t, dst.Exec(ctx, "CREATE USER IF NOT EXISTS 'ferry'@'%' IDENTIFIED BY 'ferrypw'",
-			"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON *.* TO 'ferry'@'%'"))
+			"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON *.* TO 'ferry'@'%'",
+			"SET GLOBAL innodb_lock_wait_timeout = 2"))
 		cfg.Target.User, cfg.Target.Password = "ferry", "ferrypw"
 	}
 	f, runErr := rsStartFerry(t, ctx, cfg, stateFile)
 	rsWaitRows(t, f, runErr, 5000)
 	before := f.Progress().RowsCopied
 	if c.readOnly {
+		setAt := time.Now()
 		must(t, dst.Exec(ctx, "SET GLOBAL read_only = 1"))
-		t.Logf("target read-only at %d rows copied", before)
+		t.Logf("target read-only at %d rows copied (setting it took %s)", before, time.Since(setAt).Round(time.Millisecond))
 		time.Sleep(c.down)
 		must(t, dst.Exec(ctx, "SET GLOBAL read_only = 0"))
 		t.Logf("target writable again at %d rows copied", f.Progress().RowsCopied)
