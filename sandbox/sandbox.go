@@ -140,8 +140,17 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 		logf:     opts.Logf,
 	}
 	data := filepath.Join(dir, "data")
+	// Each server (and its bootstrap) gets its own tmpdir: at start-up mariadbd deletes every
+	// "#sql*" file in its tmpdir, which in a shared /tmp are other running servers' on-disk
+	// temporary tables (their queries then fail with "Error on delete of '/tmp/#sql-temptable-...'").
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("sandbox: make tmpdir: %w", err)
+	}
 	install := exec.CommandContext(ctx, installDB, "--no-defaults", "--datadir="+data,
 		"--auth-root-authentication-method=normal", "--skip-test-db", "--user="+currentUser())
+	install.Env = append(os.Environ(), "TMPDIR="+tmp)
 	if out, err := install.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("sandbox: %s: %w\n%s", installDB, err, tail(out, 2000))
@@ -153,6 +162,7 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 	args := []string{
 		"--no-defaults",
 		"--datadir=" + data,
+		"--tmpdir=" + tmp,
 		"--socket=" + s.Socket,
 		"--pid-file=" + filepath.Join(dir, "mysqld.pid"),
 		"--log-error=" + filepath.Join(dir, "error.log"),
