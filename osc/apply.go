@@ -86,6 +86,16 @@ func newApplier(m *Migration, db *sql.DB, orig, changelog *schema.Table) *applie
 // valueExpr is the SQL expression a binlog value of the original column takes when written to the
 // ghost column.
 func valueExpr(cm ColumnMap) string {
+	// ENUM and SET values come from the binlog as the member index / bit set of the old
+	// definition: when the type changes, name the member(s) by the old list.
+	if (cm.From.DataType == "enum" || cm.From.DataType == "set") && cm.From.ColumnType != cm.To.ColumnType {
+		if members, ok := memberList(cm.From.ColumnType); ok {
+			if cm.From.DataType == "enum" {
+				return "ELT(?, " + members + ")"
+			}
+			return "MAKE_SET(?, " + members + ")"
+		}
+	}
 	if isChar(cm.From) && isChar(cm.To) && !strings.EqualFold(cm.From.Charset, cm.To.Charset) {
 		return "CONVERT(CAST(? AS BINARY) USING " + cm.From.Charset + ")"
 	}
@@ -409,3 +419,13 @@ func (s *stream) stop() {
 
 // testTrace, set by tests, sees every row change as it is received and as it is applied.
 var testTrace func(stage string, e *ferry.DMLEvent)
+
+// memberList returns the quoted member list of an enum('a','b') / set('a','b') column type, as SQL.
+func memberList(columnType string) (string, bool) {
+	i := strings.IndexByte(columnType, '(')
+	j := strings.LastIndexByte(columnType, ')')
+	if i < 0 || j <= i+1 {
+		return "", false
+	}
+	return columnType[i+1 : j], true
+}

@@ -64,7 +64,10 @@
 // chunk-size=N, cut-over, panic); Status / OnStatus report copied and estimated rows, percent,
 // events applied, backlog, lag, state and ETA.
 //
+// ENUM and SET values arrive from the binlog as member numbers of the old definition; when the
+// column's type changes they are written as ELT(n, old members...) / MAKE_SET(bits, old members...),
+// so reordered members and ENUM → VARCHAR keep their labels, as the copy's INSERT ... SELECT does.
+//
 // Limits: one table per Migration; the paging key's columns and types must stay the same; triggers
-// and foreign keys are not carried over; an ENUM/SET column whose member list is reordered is
-// written by index from the binlog (append members only).
+// and foreign keys are not carried over.
 package osc

@@ -31,6 +31,12 @@ type Migration struct {
 	// Execute runs the migration; without it Run stops after validation (a dry run: it creates and
 	// drops the empty ghost table to learn the new schema, and never touches the original).
 	Execute bool
+	// UseInstant runs the ALTER in place with ALGORITHM=INSTANT when the server can (checked on an
+	// empty copy of the table, see Plan.InstantPossible): a metadata change only, no copy, no ghost
+	// table. It waits at most CutOverLockTimeout for the table's metadata lock (writes queue behind
+	// it meanwhile) and is retried like a cut-over. Without it, a possible instant ALTER is only
+	// reported.
+	UseInstant bool
 	// ChunkSize is the rows copied per INSERT ... SELECT; default 1000 (10..100000).
 	ChunkSize int
 	// AllowForeignKeys lets a table that has or is referenced by foreign keys be migrated. The
@@ -137,6 +143,8 @@ type Result struct {
 	// WriteBlocked is, per cut-over attempt, how long writes to the table were blocked: from the
 	// LOCK TABLES request until the rename (or the unlock of a failed attempt) finished.
 	WriteBlocked []time.Duration
+	// Instant is set when the ALTER ran in place with ALGORITHM=INSTANT (UseInstant).
+	Instant bool
 	// OldTable is the name the original table has now (<t>_del), or "" if it was dropped.
 	OldTable string
 	Elapsed  time.Duration
@@ -349,6 +357,10 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 		return &m.result, nil
 	}
 	ghostCreated = false
+	if m.UseInstant && plan.InstantPossible {
+		m.dropGhost(ctx)
+		return m.instant(ctx)
+	}
 
 	res, err := m.execute(ctx, orig)
 	if err != nil {
@@ -631,4 +643,40 @@ func (m *Migration) postponedNow() (bool, string) {
 		}
 	}
 	return false, ""
+}
+
+// instant runs the ALTER in place with ALGORITHM=INSTANT, bounded by CutOverLockTimeout per attempt.
+func (m *Migration) instant(ctx context.Context) (*Result, error) {
+	m.setState(StateCutOver)
+	secs := int((m.CutOverLockTimeout + time.Second - 1) / time.Second)
+	for attempt := 1; ; attempt++ {
+		conn, err := m.db.Conn(ctx)
+		if err != nil {
+			return &m.result, err
+		}
+		start := time.Now()
+		_, err = conn.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs))
+		if err == nil {
+			_, err = conn.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.Table)+" "+m.Alter+", ALGORITHM=INSTANT")
+		}
+		conn.Close()
+		m.result.CutOverAttempts = attempt
+		m.result.WriteBlocked = append(m.result.WriteBlocked, time.Since(start))
+		if err == nil {
+			m.result.Instant = true
+			m.result.Elapsed = time.Since(m.started)
+			m.setState(StateDone)
+			m.runHook(context.WithoutCancel(ctx), HookSuccess, nil)
+			return &m.result, nil
+		}
+		if mysqlErrno(err) != 1205 || attempt >= m.CutOverAttempts || ctx.Err() != nil {
+			return &m.result, fmt.Errorf("osc: ALTER ... ALGORITHM=INSTANT: %w; the table is unchanged", err)
+		}
+		m.log.WithError(err).WithField("attempt", attempt).Warn("osc: instant ALTER could not get the table's metadata lock; retrying")
+		select {
+		case <-ctx.Done():
+			return &m.result, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

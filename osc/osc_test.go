@@ -5,12 +5,14 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand"
 	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -402,4 +404,114 @@ func TestSlippedWriteDetected(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 	t.Log(err)
+}
+
+func TestInstant(t *testing.T) {
+	f := newFixture(t, 20_000)
+	alter := "ADD COLUMN z INT NULL DEFAULT 3"
+	m := f.migration(alter)
+	m.UseInstant = true
+	l := f.startLoad(2)
+	time.Sleep(200 * time.Millisecond)
+	res, err := m.Run(context.Background())
+	must(t, err)
+	time.Sleep(200 * time.Millisecond)
+	l.stop()
+	l.check(t)
+	if !res.Instant || res.RowsCopied != 0 {
+		t.Errorf("instant %v, rows copied %d", res.Instant, res.RowsCopied)
+	}
+	t.Logf("instant ALTER blocked writes %v", res.WriteBlocked)
+	f.expect(alter)
+	if got := strings.Join(f.tables(), ","); got != "t,twin" {
+		t.Errorf("tables: %s", got)
+	}
+}
+
+// Types that move as bytes or numbers in the binlog: ENUM/SET reordered (written by label), JSON,
+// BINARY(N), BIT, FLOAT, TIMESTAMP, a latin1 TEXT turned utf8mb4, generated columns old and new.
+func TestTypes(t *testing.T) {
+	f := newFixture(t, 0)
+	f.exec("DROP TABLE t")
+	f.exec("DROP TABLE twin")
+	f.exec(`CREATE TABLE t (
+		id BIGINT NOT NULL PRIMARY KEY,
+		e ENUM('x','y','z') NOT NULL DEFAULT 'x',
+		st SET('a','b','c') NULL,
+		j JSON NULL,
+		bn BINARY(4) NULL,
+		bt BIT(10) NULL,
+		fl FLOAT NULL,
+		ts TIMESTAMP(6) NULL DEFAULT NULL,
+		g INT AS (id * 2) VIRTUAL,
+		txt TEXT CHARACTER SET latin1 NULL
+	) ENGINE=InnoDB`)
+	f.exec(`INSERT INTO t (id, e, st, j, bn, bt, fl, ts, txt) SELECT seq, ELT(1 + seq % 3, 'x','y','z'), IF(seq % 4 = 0, NULL, 'a,c'),
+		JSON_OBJECT('n', seq, 'f', 1.0), UNHEX(IF(seq % 2 = 0, 'AB000000', 'ABCD')), seq % 1024, seq / 7, '2021-03-04 05:06:07.123456' + INTERVAL seq SECOND,
+		CONCAT('é', seq) FROM seq_1_to_5000`)
+	f.exec("CREATE TABLE twin LIKE t")
+	f.exec("INSERT INTO twin (id, e, st, j, bn, bt, fl, ts, txt) SELECT id, e, st, j, bn, bt, fl, ts, txt FROM t")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var ops, fails atomic.Int64
+	var firstErr atomic.Value
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func(seed int64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(seed))
+			for ctx.Err() == nil {
+				id := 1 + rng.Intn(5500)
+				var q string
+				var args []any
+				switch rng.Intn(4) {
+				case 0, 1:
+					q = "UPDATE %s SET e = ELT(?, 'x','y','z'), st = ?, j = JSON_OBJECT('k', ?, 'f', 2.50), bn = UNHEX(?), bt = ?, fl = ?, ts = ?, txt = ? WHERE id = ?"
+					args = []any{1 + rng.Intn(3), []string{"", "a", "b,c", "a,b,c"}[rng.Intn(4)], rng.Intn(100), []string{"00", "FF00", "01020300"}[rng.Intn(3)],
+						rng.Intn(1024), float32(rng.Intn(1000)) / 8, time.Date(2022, 1, 1, 0, 0, rng.Intn(1e6), rng.Intn(1e9)/1000*1000, time.UTC).Format("2006-01-02 15:04:05.000000"),
+						[]string{"ñ", "Ça va", "plain", "ü-ÿ"}[rng.Intn(4)], id}
+				case 2:
+					q = "DELETE FROM %s WHERE id = ?"
+					args = []any{id}
+				default:
+					q = "INSERT IGNORE INTO %s (id, e, j, bn, txt) VALUES (?, 'z', '[1.0, \"x\"]', UNHEX('0A'), 'ß')"
+					args = []any{id}
+				}
+				err := func() error {
+					tx, err := f.db.Begin()
+					if err != nil {
+						return err
+					}
+					for _, table := range []string{"t", "twin"} {
+						if _, err := tx.Exec(strings.ReplaceAll(q, "%s", table), args...); err != nil {
+							tx.Rollback()
+							return err
+						}
+					}
+					return tx.Commit()
+				}()
+				if err != nil && !(retryable(err) || mysqlErrno(err) == 1412) {
+					fails.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+				ops.Add(1)
+				time.Sleep(time.Millisecond)
+			}
+		}(int64(w))
+	}
+	alter := "MODIFY e ENUM('z','y','x','w') NOT NULL DEFAULT 'x', MODIFY st SET('c','b','a','d') NULL, MODIFY txt MEDIUMTEXT CHARACTER SET utf8mb4 NULL, ADD COLUMN g2 BIGINT AS (id + 1) STORED"
+	m := f.migration(alter)
+	m.ChunkSize = 500
+	time.Sleep(200 * time.Millisecond)
+	res, err := m.Run(context.Background())
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	must(t, err)
+	if n := fails.Load(); n > 0 {
+		t.Fatalf("%d load transactions failed: %v", n, firstErr.Load())
+	}
+	t.Logf("load %d transactions; plan %s; blocked %v", ops.Load(), res.Plan, res.WriteBlocked)
+	f.expect(alter)
 }

@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		table           = fs.String("table", "", "table to alter")
 		alter           = fs.String("alter", "", `ALTER clause, without "ALTER TABLE t", e.g. "ADD COLUMN c INT, DROP COLUMN d"`)
 		execute         = fs.Bool("execute", false, "run the migration (default: dry run)")
+		instant         = fs.Bool("instant", false, "run the ALTER in place with ALGORITHM=INSTANT when the server can (no copy)")
 		chunkSize       = fs.Int("chunk-size", 1000, "rows per copy chunk (10..100000)")
 		approveRenames  = fs.Bool("approve-renamed-columns", false, "approve the column renames the ALTER makes (CHANGE old new, RENAME COLUMN)")
 		allowFK         = fs.Bool("allow-foreign-keys", false, "migrate a table with foreign keys (they do not follow the cut-over; fix them after)")
@@ -134,7 +135,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	m := &osc.Migration{
 		Conn: conn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
-		ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
+		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
 		AllowTriggers: *allowTriggers, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers,
 		DropOldTable: *dropOld, CutOverLockTimeout: *lockTimeout, CutOverAttempts: *attempts,
 		PostponeFlagFile: *postponeFile, MaxLag: *maxLag, Throttler: th, SocketPath: *socket,
@@ -162,6 +163,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var blocked []string
 	for _, d := range res.WriteBlocked {
 		blocked = append(blocked, fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000))
+	}
+	if res.Instant {
+		fmt.Fprintf(stdout, "done in place with ALGORITHM=INSTANT in %s, writes blocked: %s\n", res.Elapsed.Round(time.Millisecond), strings.Join(blocked, ", "))
+		return 0
 	}
 	fmt.Fprintf(stdout, "done in %s: %d rows copied, %d binlog events applied, %d cut-over attempt(s), writes blocked: %s\n",
 		res.Elapsed.Round(time.Millisecond), res.RowsCopied, res.EventsApplied, res.CutOverAttempts, strings.Join(blocked, ", "))
