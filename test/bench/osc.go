@@ -40,8 +40,10 @@ func (b *bench) osc() error {
 		return res, float64(res.RowsCopied) / end.Sub(start).Seconds(), nil
 	}
 	is := b.value("ceiling: same-server INSERT…SELECT (orders)")
+	stopProf := startProfile(b.profilePath("osc.pprof"))
 	cpu := startCPU(b.src, b.dst)
 	res, r, err := run("orders", "ADD COLUMN osc_c INT NULL")
+	stopProf()
 	if err != nil {
 		return fmt.Errorf("osc idle: %w", err)
 	}
