@@ -48,7 +48,13 @@
 //   - after the rename: the migration is complete; <t>_del is the old table and _<t>_ghc is left over.
 //
 // A failed cut-over attempt leaves the original table in place and usable and is retried up to
-// CutOverAttempts times. Writes blocked by each attempt are measured (Result.WriteBlocked).
+// CutOverAttempts times. Writes blocked by each attempt are measured (Result.WriteBlocked). After
+// the rename, ferry reads the binlog up to the RENAME and checks that no change of the original
+// came after the cut-over marker: if one ever did (it would be in <t>_del only), Run fails loudly
+// instead of losing it silently.
+//
+// With UseInstant, an ALTER the server can do with ALGORITHM=INSTANT runs in place instead: no
+// ghost table and no copy, the same bounded wait for the metadata lock.
 //
 // The ghost table converges to the original because the copy holds shared locks on the rows of a
 // chunk until the chunk is in the ghost (a racing change is applied after the copy), the apply

@@ -515,3 +515,89 @@ func TestTypes(t *testing.T) {
 	t.Logf("load %d transactions; plan %s; blocked %v", ops.Load(), res.Plan, res.WriteBlocked)
 	f.expect(alter)
 }
+
+// A composite key with a case-insensitive string column, paged and applied in the server's order;
+// key updates to collation-equal values with other bytes; leftovers dropped on request.
+func TestStringKeyAndDropLeftovers(t *testing.T) {
+	f := newFixture(t, 0)
+	f.exec("DROP TABLE t")
+	f.exec("DROP TABLE twin")
+	f.exec(`CREATE TABLE t (
+		k VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL,
+		n INT NOT NULL,
+		v INT NOT NULL DEFAULT 0,
+		PRIMARY KEY (k, n)
+	) ENGINE=InnoDB`)
+	f.exec(`INSERT INTO t SELECT ELT(1 + seq % 6, 'apple', 'Äpfel', 'zebra', 'Zürich', 'ñandú', 'éclair'), seq, 0 FROM seq_1_to_6000`)
+	f.exec("CREATE TABLE twin LIKE t")
+	f.exec("INSERT INTO twin SELECT * FROM t")
+	f.exec("CREATE TABLE _t_gho (x INT PRIMARY KEY)")
+	f.exec("CREATE TABLE t_del (x INT PRIMARY KEY)")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var fails atomic.Int64
+	var firstErr atomic.Value
+	words := []string{"apple", "APPLE", "Äpfel", "äpfel", "zebra", "Zürich", "ñandú", "éclair", "new"}
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func(seed int64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(seed))
+			for ctx.Err() == nil {
+				var q string
+				var args []any
+				switch rng.Intn(4) {
+				case 0:
+					q, args = "UPDATE %s SET v = v + 1 WHERE k = ? AND n = ?", []any{words[rng.Intn(len(words))], rng.Intn(6500)}
+				case 1: // key change to a collation-equal value with other bytes, or another word
+					q, args = "UPDATE IGNORE %s SET k = ? WHERE n = ?", []any{words[rng.Intn(len(words))], rng.Intn(6500)}
+				case 2:
+					q, args = "DELETE FROM %s WHERE k = ? AND n = ?", []any{words[rng.Intn(len(words))], rng.Intn(6500)}
+				default:
+					q, args = "INSERT IGNORE INTO %s (k, n, v) VALUES (?, ?, 7)", []any{words[rng.Intn(len(words))], rng.Intn(6500)}
+				}
+				err := func() error {
+					tx, err := f.db.Begin()
+					if err != nil {
+						return err
+					}
+					for _, table := range []string{"t", "twin"} {
+						if _, err := tx.Exec(strings.ReplaceAll(q, "%s", table), args...); err != nil {
+							tx.Rollback()
+							return err
+						}
+					}
+					return tx.Commit()
+				}()
+				if err != nil && !(retryable(err) || mysqlErrno(err) == 1412) {
+					fails.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}(int64(w))
+	}
+	alter := "ADD COLUMN w VARCHAR(10) NOT NULL DEFAULT 'w', ADD INDEX (v)"
+	m := f.migration(alter)
+	m.ChunkSize = 400
+	m.DropLeftovers = true
+	time.Sleep(200 * time.Millisecond)
+	res, err := m.Run(context.Background())
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	must(t, err)
+	if n := fails.Load(); n > 0 {
+		t.Fatalf("%d load transactions failed: %v", n, firstErr.Load())
+	}
+	t.Logf("plan %s; rows copied %d; blocked %v", res.Plan, res.RowsCopied, res.WriteBlocked)
+	f.exec("ALTER TABLE twin " + alter)
+	var nt, ntwin, nmatch int
+	must(t, f.db.QueryRow(`SELECT (SELECT COUNT(*) FROM t), (SELECT COUNT(*) FROM twin),
+		(SELECT COUNT(*) FROM t JOIN twin ON BINARY t.k = BINARY twin.k AND t.n = twin.n AND t.v = twin.v AND t.w = twin.w)`).Scan(&nt, &ntwin, &nmatch))
+	if nt != ntwin || nt != nmatch {
+		t.Fatalf("t has %d rows, expected %d; %d equal", nt, ntwin, nmatch)
+	}
+	t.Logf("%d rows as expected", nt)
+}
