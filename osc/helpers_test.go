@@ -127,11 +127,12 @@ func (f *fixture) migration(alter string) *Migration {
 
 // load writes to t and twin in the same transactions until stopped.
 type load struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	ops    atomic.Int64
-	errs   atomic.Int64
-	first  atomic.Value
+	maxNanos atomic.Int64 // slowest transaction
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	ops      atomic.Int64
+	errs     atomic.Int64
+	first    atomic.Value
 }
 
 func (f *fixture) startLoad(workers int) *load {
@@ -146,7 +147,12 @@ func (f *fixture) startLoad(workers int) *load {
 		go func() {
 			defer l.wg.Done()
 			for ctx.Err() == nil {
-				if err := l.one(pool, rng, f.rows); err != nil {
+				start := time.Now()
+				err := l.one(pool, rng, f.rows)
+				if d := time.Since(start).Nanoseconds(); d > l.maxNanos.Load() {
+					l.maxNanos.Store(d)
+				}
+				if err != nil {
 					l.errs.Add(1)
 					l.first.CompareAndSwap(nil, err.Error())
 				}
@@ -158,6 +164,8 @@ func (f *fixture) startLoad(workers int) *load {
 	f.t.Cleanup(func() { l.stop(); pool.Close() })
 	return l
 }
+
+func (l *load) maxLatency() time.Duration { return time.Duration(l.maxNanos.Load()) }
 
 func (l *load) stop() {
 	l.cancel()
