@@ -32,7 +32,11 @@ func (m *Migration) cutOver(ctx context.Context, s *stream) error {
 			}
 		}
 		m.setState(StateCutOver)
-		blocked, err := m.cutOverAttempt(ctx, s)
+		attemptFn := m.cutOverAttempt
+		if m.CutOverTwoStep {
+			attemptFn = m.cutOverTwoStep
+		}
+		blocked, err := attemptFn(ctx, s)
 		m.resultMu.Lock()
 		m.result.CutOverAttempts = attempt
 		if blocked > 0 {
@@ -382,4 +386,82 @@ func (m *Migration) checkNothingSlipped(ctx context.Context, s *stream) error {
 		return errNoRetry{fmt.Errorf("the table was renamed, but %d row change(s) reached the old table %s after its last change was applied: compare %s with %s for the rows they touched", n, m.qualified(m.oldName()), m.qualified(m.oldName()), m.qualified(m.Table))}
 	}
 	return nil
+}
+
+// cutOverTwoStep is gh-ost's two-step cut-over: under LOCK TABLES t WRITE, once every change up to
+// the lock is applied, the table is renamed away; after the unlock the ghost takes its name.
+func (m *Migration) cutOverTwoStep(ctx context.Context, s *stream) (time.Duration, error) {
+	timeout := m.CutOverLockTimeout
+	secs := int((timeout + time.Second - 1) / time.Second)
+	connA, err := m.db.Conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer connA.Close()
+	if _, err := connA.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs)); err != nil {
+		return 0, err
+	}
+	if exists, _, err := tableExists(ctx, m.db, m.Database, m.oldName()); err != nil {
+		return 0, err
+	} else if exists {
+		return 0, errNoRetry{fmt.Errorf("table %s exists; rename or drop it", m.qualified(m.oldName()))}
+	}
+	lockStart := time.Now()
+	if _, err := connA.ExecContext(ctx, "LOCK TABLES "+m.qualified(m.Table)+" WRITE"); err != nil {
+		return time.Since(lockStart), fmt.Errorf("lock %s (lock_wait_timeout %ds): %w", m.Table, secs, err)
+	}
+	unlock := func() { connA.ExecContext(context.WithoutCancel(ctx), "UNLOCK TABLES") }
+	token := randomToken()
+	applied := m.applier.marker(token)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	err = m.writeHint(wctx, 3, "cut-over", token)
+	cancel()
+	if err != nil {
+		unlock()
+		return time.Since(lockStart), fmt.Errorf("write the cut-over marker: %w", err)
+	}
+	select {
+	case <-applied:
+	case <-time.After(timeout):
+		unlock()
+		m.restartStream(ctx, s)
+		return time.Since(lockStart), fmt.Errorf("the binlog apply did not reach the cut-over marker within %s", timeout)
+	case <-ctx.Done():
+		unlock()
+		return time.Since(lockStart), ctx.Err()
+	}
+	s.expectEnd()
+	if _, err := connA.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.Table)+" RENAME TO "+m.qualified(m.oldName())); err != nil {
+		unlock()
+		m.restartStream(ctx, s)
+		return time.Since(lockStart), fmt.Errorf("rename %s away: %w", m.Table, err)
+	}
+	m.renamed.Store(true) // from here the original is <t>_del
+	unlock()
+	var rerr error
+	for i := 0; i < 10; i++ {
+		if _, rerr = m.db.ExecContext(context.WithoutCancel(ctx), "RENAME TABLE "+m.qualified(m.ghostName())+" TO "+m.qualified(m.Table)); rerr == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d := time.Since(lockStart)
+	if rerr != nil {
+		return d, errNoRetry{fmt.Errorf("the original table is now %s and the ghost could not take its name: %w; run RENAME TABLE %s TO %s (every change is in it)",
+			m.qualified(m.oldName()), rerr, m.qualified(m.ghostName()), m.qualified(m.Table))}
+	}
+	return d, m.checkNothingSlipped(ctx, s)
+}
+
+// restartStream replaces a streamer that was told to expect its end by a new one from the last
+// applied position.
+func (m *Migration) restartStream(ctx context.Context, s *stream) {
+	if ctx.Err() != nil {
+		return
+	}
+	s.stop()
+	m.waitApplierIdle(ctx)
+	m.applier.watching.Store(false)
+	m.applier.sneaked.Store(0)
+	s.start(m.applier.appliedPosition())
 }

@@ -128,16 +128,18 @@ func (f *fixture) migration(alter string) *Migration {
 // load writes to t and twin in the same transactions until stopped.
 type load struct {
 	maxNanos atomic.Int64 // slowest transaction
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	ops      atomic.Int64
-	errs     atomic.Int64
-	first    atomic.Value
+	// tolerateMissing retries transactions that find no table t (two-step cut-over).
+	tolerateMissing bool
+	cancel          context.CancelFunc
+	wg              sync.WaitGroup
+	ops             atomic.Int64
+	errs            atomic.Int64
+	first           atomic.Value
 }
 
-func (f *fixture) startLoad(workers int) *load {
+func (f *fixture) startLoad(workers int, tolerateMissing ...bool) *load {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{cancel: cancel}
+	l := &load{cancel: cancel, tolerateMissing: len(tolerateMissing) > 0 && tolerateMissing[0]}
 	pool, err := srv.DB(f.name)
 	must(f.t, err)
 	pool.SetMaxOpenConns(workers + 1)
@@ -148,7 +150,7 @@ func (f *fixture) startLoad(workers int) *load {
 			defer l.wg.Done()
 			for ctx.Err() == nil {
 				start := time.Now()
-				err := l.one(pool, rng, f.rows)
+				err := l.one(pool, rng, f.rows, l.tolerateMissing)
 				if d := time.Since(start).Nanoseconds(); d > l.maxNanos.Load() {
 					l.maxNanos.Store(d)
 				}
@@ -185,7 +187,7 @@ func (l *load) check(t testing.TB) {
 
 var words = []string{"é", "ñ", "ü", "abc", "x", "Ça", "ß", "zz"}
 
-func (l *load) one(db *sql.DB, rng *rand.Rand, rows int) error {
+func (l *load) one(db *sql.DB, rng *rand.Rand, rows int, tolerateMissing bool) error {
 	id := func() int { return 1 + rng.Intn(rows+rows/5+10) }
 	var stmts []struct {
 		q    string
@@ -251,6 +253,10 @@ func (l *load) one(db *sql.DB, rng *rand.Rand, rows int) error {
 			}
 			return tx.Commit()
 		}()
+		if tolerateMissing && mysqlErrno(err) == 1146 && attempt < 200 {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
 		if err == nil || attempt > 20 || !(retryable(err) || mysqlErrno(err) == 1412) {
 			return err // 1412: the table was swapped under a transaction's snapshot; retry
 		}

@@ -67,6 +67,13 @@ type Migration struct {
 	// of the rename, the wait for the binlog to catch up); writes to the table are blocked at most
 	// about this long per attempt. Default 3s (1s..10s).
 	CutOverLockTimeout time.Duration
+	// CutOverTwoStep uses gh-ost's two-step cut-over instead of the atomic one: lock the table,
+	// apply every change up to the lock, ALTER TABLE t RENAME TO <t>_del under the lock, unlock,
+	// RENAME TABLE _<t>_gho TO t. Simpler (no second session, no processlist check), but for a
+	// moment the table does not exist: writes queued on the lock, and any statement in that moment,
+	// fail with "table doesn't exist" instead of waiting. If the process dies between the two
+	// renames, finish by hand with RENAME TABLE _<t>_gho TO t (every change is in the ghost table).
+	CutOverTwoStep bool
 	// CutOverAttempts is how often the cut-over is tried before Run fails; default 60.
 	CutOverAttempts int
 	// PostponeFlagFile: while this file exists the cut-over waits (the copy and apply go on).

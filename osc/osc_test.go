@@ -601,3 +601,25 @@ func TestStringKeyAndDropLeftovers(t *testing.T) {
 	}
 	t.Logf("%d rows as expected", nt)
 }
+
+// The two-step cut-over: the table is missing for a moment (the load retries), nothing is lost.
+func TestTwoStepCutOver(t *testing.T) {
+	f := newFixture(t, 20_000)
+	alter := "ADD COLUMN z INT NULL, MODIFY a BIGINT NOT NULL DEFAULT 0"
+	m := f.migration(alter)
+	m.CutOverTwoStep = true
+	l := f.startLoad(3, true)
+	time.Sleep(200 * time.Millisecond)
+	res, err := m.Run(context.Background())
+	must(t, err)
+	time.Sleep(200 * time.Millisecond)
+	l.stop()
+	l.check(t)
+	t.Logf("two-step cut-over: writes blocked %v", res.WriteBlocked)
+	f.expect(alter)
+	tt := f.tables()
+	sort.Strings(tt)
+	if got := strings.Join(tt, ","); got != "t,t_del,twin" {
+		t.Errorf("tables: %s", got)
+	}
+}

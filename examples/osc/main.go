@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		dropLeftovers   = fs.Bool("drop-leftovers", false, "drop _<t>_gho, _<t>_ghc, <t>_del left by an earlier run")
 		dropOld         = fs.Bool("drop-old-table", false, "drop <t>_del (the original table) after the cut-over")
 		lockTimeout     = fs.Duration("cut-over-lock-timeout", 3*time.Second, "bound of each wait of a cut-over attempt (1s..10s)")
+		cutOverKind     = fs.String("cut-over", "atomic", "atomic (writes wait, the table never goes missing) or two-step (the table is missing for a moment)")
 		attempts        = fs.Int("cut-over-attempts", 60, "cut-over attempts before giving up")
 		postponeFile    = fs.String("postpone-cut-over-flag-file", "", "hold the cut-over while this file exists")
 		maxLag          = fs.Duration("max-lag", 1500*time.Millisecond, "throttle the copy while the binlog apply lags more than this")
@@ -87,6 +88,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *database == "" || *table == "" || *alter == "" {
 		fmt.Fprintln(stderr, "osc: --database, --table and --alter are required")
 		fs.Usage()
+		return 2
+	}
+	if *cutOverKind != "atomic" && *cutOverKind != "two-step" {
+		fmt.Fprintln(stderr, "osc: --cut-over must be atomic or two-step")
 		return 2
 	}
 	if *password == "" {
@@ -137,7 +142,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Conn: conn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
 		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
 		AllowTriggers: *allowTriggers, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers,
-		DropOldTable: *dropOld, CutOverLockTimeout: *lockTimeout, CutOverAttempts: *attempts,
+		DropOldTable: *dropOld, CutOverTwoStep: *cutOverKind == "two-step", CutOverLockTimeout: *lockTimeout, CutOverAttempts: *attempts,
 		PostponeFlagFile: *postponeFile, MaxLag: *maxLag, Throttler: th, SocketPath: *socket,
 		StatusInterval: *statusInterval, Logger: log,
 		OnStatus: func(s osc.Status) { fmt.Fprintln(stdout, time.Now().UTC().Format("15:04:05"), s) },
