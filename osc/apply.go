@@ -142,6 +142,14 @@ func (a *applier) marker(value string) chan struct{} {
 	return ch
 }
 
+// forget unregisters a marker, so that if it comes back late it does not switch the applier to
+// watching.
+func (a *applier) forget(value string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.markers, value)
+}
+
 func (a *applier) appliedPosition() ferry.Position {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -262,6 +270,9 @@ func (a *applier) changelogEvent(e *ferry.DMLEvent) {
 		}
 		a.mu.Unlock()
 	case "cut-over":
+		if a.m.testMarkerDelay != nil {
+			time.Sleep(a.m.testMarkerDelay())
+		}
 		a.mu.Lock()
 		if ch, ok := a.markers[string(value)]; ok {
 			a.watching.Store(true)

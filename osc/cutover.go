@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -124,12 +125,12 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 	if err != nil {
 		return 0, err
 	}
-	defer connA.Close()
+	defer discard(connA)
 	connB, err := db.Conn(ctx)
 	if err != nil {
 		return 0, err
 	}
-	defer connB.Close()
+	defer discard(connB)
 	var idA, idB int64
 	if err := connA.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&idA); err != nil {
 		return 0, err
@@ -159,7 +160,10 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 	}
 	// From here, any failure leaves at most the sentry (dropped below) and a stopped streamer
 	// (restarted below).
-	streamStopped := false
+	// Once the marker is written, a failed attempt restarts the stream from the last applied
+	// position: the marker may switch the applier to watching at any time after that.
+	markerWritten := false
+	token := randomToken()
 	renamed := false
 	defer func() {
 		if renamed {
@@ -169,12 +173,9 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 		if err := m.dropStaleSentry(cctx); err != nil {
 			m.log.WithError(err).Warn("osc: could not drop the sentry table")
 		}
-		if streamStopped && ctx.Err() == nil {
-			s.stop() // the watching streamer must be gone before a new one starts
-			m.waitApplierIdle(ctx)
-			m.applier.watching.Store(false)
-			m.applier.sneaked.Store(0)
-			s.start(m.applier.appliedPosition())
+		if markerWritten {
+			m.applier.forget(token)
+			m.restartStream(ctx, s)
 		}
 	}()
 
@@ -191,8 +192,8 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 	}
 
 	// Every change of t committed before the lock precedes the marker in the binlog.
-	token := randomToken()
 	applied := m.applier.marker(token)
+	markerWritten = true
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	err = m.writeHint(wctx, 3, "cut-over", token)
 	cancel()
@@ -212,7 +213,6 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 	}
 	// The applier now only watches: the table is locked, so no change of it may follow the marker.
 	s.expectEnd()
-	streamStopped = true
 	if m.testAfterMarker != nil {
 		m.testAfterMarker(connA)
 	}
@@ -280,8 +280,8 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 			unlock()
 			rerr := waitRename()
 			d, ferr := finish(rerr)
-			if ferr == nil {
-				return d, nil
+			if ferr == nil || renamed {
+				return d, ferr
 			}
 			return d, fmt.Errorf("the rename was not seen waiting on the lock within %s", timeout)
 		}
@@ -397,7 +397,7 @@ func (m *Migration) cutOverTwoStep(ctx context.Context, s *stream) (time.Duratio
 	if err != nil {
 		return 0, err
 	}
-	defer connA.Close()
+	defer discard(connA)
 	if _, err := connA.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs)); err != nil {
 		return 0, err
 	}
@@ -418,12 +418,15 @@ func (m *Migration) cutOverTwoStep(ctx context.Context, s *stream) (time.Duratio
 	cancel()
 	if err != nil {
 		unlock()
+		m.applier.forget(token)
+		m.restartStream(ctx, s)
 		return time.Since(lockStart), fmt.Errorf("write the cut-over marker: %w", err)
 	}
 	select {
 	case <-applied:
 	case <-time.After(timeout):
 		unlock()
+		m.applier.forget(token)
 		m.restartStream(ctx, s)
 		return time.Since(lockStart), fmt.Errorf("the binlog apply did not reach the cut-over marker within %s", timeout)
 	case <-ctx.Done():
@@ -433,6 +436,7 @@ func (m *Migration) cutOverTwoStep(ctx context.Context, s *stream) (time.Duratio
 	s.expectEnd()
 	if _, err := connA.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.Table)+" RENAME TO "+m.qualified(m.oldName())); err != nil {
 		unlock()
+		m.applier.forget(token)
 		m.restartStream(ctx, s)
 		return time.Since(lockStart), fmt.Errorf("rename %s away: %w", m.Table, err)
 	}
@@ -464,4 +468,11 @@ func (m *Migration) restartStream(ctx context.Context, s *stream) {
 	m.applier.watching.Store(false)
 	m.applier.sneaked.Store(0)
 	s.start(m.applier.appliedPosition())
+}
+
+// discard closes a session instead of returning it to the pool: the cut-over's sessions carry a
+// user lock, LOCK TABLES state and a short lock_wait_timeout that must not outlive them.
+func discard(c *sql.Conn) {
+	c.Raw(func(any) error { return driver.ErrBadConn })
+	c.Close()
 }

@@ -108,6 +108,8 @@ type Migration struct {
 	// testAfterMarker is called with the locking session once every change before the lock is
 	// applied (a test writes through it to simulate a write that slipped past the lock).
 	testAfterMarker func(lock *sql.Conn)
+	// testMarkerDelay delays the applier when a cut-over marker comes back (a slow apply).
+	testMarkerDelay func() time.Duration
 
 	ctx    context.Context
 	db     *sql.DB
@@ -666,7 +668,7 @@ func (m *Migration) instant(ctx context.Context) (*Result, error) {
 		if err == nil {
 			_, err = conn.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.Table)+" "+m.Alter+", ALGORITHM=INSTANT")
 		}
-		conn.Close()
+		discard(conn)
 		m.result.CutOverAttempts = attempt
 		m.result.WriteBlocked = append(m.result.WriteBlocked, time.Since(start))
 		if err == nil {

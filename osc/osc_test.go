@@ -58,7 +58,7 @@ func TestAddColumn200k(t *testing.T) {
 	if res.RowsCopied < 190_000 {
 		t.Errorf("copied %d rows", res.RowsCopied)
 	}
-	if res.CutOverAttempts != 1 || len(res.WriteBlocked) != 1 {
+	if res.CutOverAttempts < 1 || len(res.WriteBlocked) != res.CutOverAttempts {
 		t.Errorf("cut-over attempts %d, blocked %v", res.CutOverAttempts, res.WriteBlocked)
 	}
 }
@@ -148,8 +148,9 @@ func TestKilledLockSession(t *testing.T) {
 		}
 	}
 	res := runUnderLoad(t, f, m, alter)
-	if killed != 1 || res.CutOverAttempts != 2 || len(res.WriteBlocked) != 2 {
-		t.Errorf("killed %d, attempts %d, blocked %v; want one kill and two attempts", killed, res.CutOverAttempts, res.WriteBlocked)
+	// (a busy machine may need more than one more attempt)
+	if killed != 1 || res.CutOverAttempts < 2 || len(res.WriteBlocked) != res.CutOverAttempts {
+		t.Errorf("killed %d, attempts %d, blocked %v; want one kill and at least two attempts", killed, res.CutOverAttempts, res.WriteBlocked)
 	}
 }
 
@@ -621,5 +622,25 @@ func TestTwoStepCutOver(t *testing.T) {
 	sort.Strings(tt)
 	if got := strings.Join(tt, ","); got != "t,t_del,twin" {
 		t.Errorf("tables: %s", got)
+	}
+}
+
+// A cut-over marker that comes back after the attempt gave up must not stop the apply: the
+// attempt fails, the stream restarts, the next attempt succeeds and nothing is lost.
+func TestLateMarker(t *testing.T) {
+	f := newFixture(t, 20_000)
+	alter := "ADD COLUMN z INT NULL"
+	m := f.migration(alter)
+	m.CutOverLockTimeout = time.Second
+	var markers atomic.Int64
+	m.testMarkerDelay = func() time.Duration {
+		if markers.Add(1) == 1 {
+			return 1500 * time.Millisecond
+		}
+		return 0
+	}
+	res := runUnderLoad(t, f, m, alter)
+	if res.CutOverAttempts < 2 {
+		t.Errorf("cut-over attempts %d, want at least 2", res.CutOverAttempts)
 	}
 }
