@@ -228,7 +228,7 @@ func (m *Migration) Run(ctx context.Context) (*Result, error) {
 	go func() {
 		select {
 		case <-m.panicked:
-			cancel(errors.New("osc: stopped by the panic command"))
+			cancel(errors.New("stopped by the panic command"))
 		case <-ctx.Done():
 		}
 	}()

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ferrykit/ferry/throttler"
 )
 
 // run migrates f's table under a write load and checks the result against the twin.
@@ -642,5 +644,64 @@ func TestLateMarker(t *testing.T) {
 	res := runUnderLoad(t, f, m, alter)
 	if res.CutOverAttempts < 2 {
 		t.Errorf("cut-over attempts %d, want at least 2", res.CutOverAttempts)
+	}
+}
+
+// The Throttler pauses the copy (and its reason shows in the status); the panic command stops the
+// migration with the original table unchanged.
+func TestThrottlerAndPanic(t *testing.T) {
+	f := newFixture(t, 3000)
+	m := f.migration("ADD COLUMN z INT NULL")
+	m.ChunkSize = 100
+	m.Postpone = true
+	var checks atomic.Int64
+	release := make(chan struct{})
+	m.Throttler = throttler.Func(func(ctx context.Context) (throttler.Status, error) {
+		checks.Add(1)
+		select {
+		case <-release:
+			return throttler.Status{}, nil
+		default:
+			return throttler.Status{Throttled: true, Reason: "test says wait"}, nil
+		}
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Run(context.Background())
+		done <- err
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for m.Status().Throttled != "test says wait" {
+		if time.Now().After(deadline) {
+			t.Fatalf("never throttled: %s", m.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := m.Status().RowsCopied; n != 0 {
+		t.Errorf("copied %d rows while throttled", n)
+	}
+	close(release)
+	for m.Status().State != StatePostponed {
+		if time.Now().After(deadline) {
+			t.Fatalf("never postponed: %s", m.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ans, err := m.Command("panic"); err != nil || ans != "stopping" {
+		t.Fatalf("panic: %q %v", ans, err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "panic command") {
+			t.Fatalf("error %v", err)
+		}
+		t.Log(err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("panic did not stop the migration")
+	}
+	var cols int
+	f.db.QueryRow("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 't'", f.name).Scan(&cols)
+	if cols != 7 {
+		t.Errorf("original table has %d columns, want 7", cols)
 	}
 }
