@@ -263,7 +263,7 @@ func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, 
 		return err
 	}
 	stmts := applyStatements(ops)
-	err = retry(ctx, max(w.MaxRetries, 1), log, "apply binlog events", func() error {
+	err = retry(ctx, max(w.MaxRetries, 1), log, "target transaction", func() error {
 		tx, err := w.DB.BeginTx(ctx, nil)
 		if err != nil {
 			return err
