@@ -70,15 +70,17 @@ func (c *CPU) perRow() float64 {
 }
 
 type bench struct {
-	ctx       context.Context
-	src, dst  *sandbox.Server
-	rows      int64
-	narrow    int64
-	figures   []*Figure
-	named     map[string]*Figure
-	only      map[string]bool
-	dataLen   int64  // DATA_LENGTH of the orders table, bytes
-	bestPlain string // name of the fastest plain copier figure on orders
+	ctx         context.Context
+	src, dst    *sandbox.Server
+	rows        int64
+	narrow      int64
+	figures     []*Figure
+	named       map[string]*Figure
+	only        map[string]bool
+	dataLen     int64  // DATA_LENGTH of the orders table, bytes
+	bestPlain   string // name of the fastest plain copier figure on orders
+	bestMode    copyMode
+	bestWorkers int
 }
 
 func (b *bench) want(section string) bool { return len(b.only) == 0 || b.only[section] }

@@ -113,7 +113,7 @@ func (b *bench) ceilings() error {
 		b.add(&Figure{Name: name, Value: r, Unit: "rows/s", CPU: &c, Note: note})
 		if note == "" && r > best {
 			best, bestName = r, fmt.Sprintf("plain %s x%d", v.mode, v.workers)
-			b.bestPlain = name
+			b.bestPlain, b.bestMode, b.bestWorkers = name, v.mode, v.workers
 		}
 		b.purge()
 	}
@@ -128,9 +128,39 @@ func (b *bench) profilePath(name string) string {
 	return filepath.Join(*profileFlag, name)
 }
 
+// adjacent re-runs the best plain copier right next to a ferry copy, so that ferry and its ceiling
+// see the same machine: on a shared machine the load of other processes changes from minute to
+// minute. It returns the rate (0 if the ceilings section did not run).
+func (b *bench) adjacent(label string) (float64, error) {
+	if b.bestMode == "" {
+		return 0, nil
+	}
+	ctx := b.ctx
+	if err := b.dst.Exec(ctx, "DROP DATABASE IF EXISTS plain_adj", "CREATE DATABASE plain_adj", fmt.Sprintf(ordersDDL, "plain_adj.orders")); err != nil {
+		return 0, err
+	}
+	cpu := startCPU(b.src, b.dst)
+	n, d, err := plainCopy(ctx, b.src, b.dst, srcDB, "orders", "plain_adj", b.rows, ordersCols, b.bestWorkers, 1000, b.bestMode)
+	if err != nil {
+		return 0, err
+	}
+	c := cpu.stop(0)
+	c.Rows = n
+	b.dst.Exec(ctx, "DROP DATABASE plain_adj")
+	b.purgeBinlogs()
+	r := rate(n, d)
+	b.add(&Figure{Name: fmt.Sprintf("ceiling, re-run %s: plain copier, %s, %d worker(s)", label, b.bestMode, b.bestWorkers), Value: r, Unit: "rows/s", CPU: &c})
+	return r, nil
+}
+
 // copyIdle is ferry's cross-server copy of orders with no other load, in a child process (peak RSS).
-// The copied table stays for the verify section.
+// The copied table stays for the verify section. The best plain copier is re-run before, between
+// and after the two ferry copies; each ferry copy's ceiling is the mean of its two neighbours.
 func (b *bench) copyIdle() error {
+	before, err := b.adjacent("before ferry")
+	if err != nil {
+		return err
+	}
 	cpu := startCPU(b.src, b.dst)
 	res, rss, childCPU, err := childCopy(b.ctx, ferryOpts{SrcPort: b.src.Port, DstPort: b.dst.Port, Table: srcDB + ".orders", DstDB: "ferry_idle", Workers: *workersFlag}, b.profilePath("copy.pprof"))
 	if err != nil {
@@ -139,8 +169,16 @@ func (b *bench) copyIdle() error {
 	c := cpu.stop(childCPU)
 	c.Rows = res.Rows
 	r := float64(res.Rows) / res.Seconds
-	best := b.value("ceiling: best plain copier (orders)")
-	b.add(&Figure{Name: "ferry copy, idle (orders)", Value: r, Unit: "rows/s", Ceiling: best, CeilingName: "best plain copier", Target: tgtCopy, CPU: &c, Ref: b.bestPlain})
+	b.purgeBinlogs()
+	between, err := b.adjacent("between the ferry copies")
+	if err != nil {
+		return err
+	}
+	best, bestName := (before+between)/2, "best plain copier, mean of the re-runs just before and after"
+	if best == 0 {
+		best, bestName = b.value("ceiling: best plain copier (orders)"), "best plain copier"
+	}
+	b.add(&Figure{Name: "ferry copy, idle (orders)", Value: r, Unit: "rows/s", Ceiling: best, CeilingName: bestName, Target: tgtCopy, CPU: &c, Ref: b.bestPlain})
 	if dp := b.value("ceiling: mariadb-dump | mariadb (orders)"); dp > 0 {
 		b.add(&Figure{Name: "ferry copy, idle, vs dump-pipe", Value: r, Unit: "rows/s", Ceiling: dp, CeilingName: "dump-pipe", Target: ">= 2x", CPU: &c, Ref: "ceiling: mariadb-dump | mariadb (orders)"})
 	}
@@ -159,7 +197,15 @@ func (b *bench) copyIdle() error {
 	c.Rows = res.Rows
 	note := b.checksumNote("orders", "ferry_ld")
 	b.dst.Exec(b.ctx, "DROP DATABASE ferry_ld")
-	b.add(&Figure{Name: "ferry copy, idle, prototype LOAD DATA batch writer (orders)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: "best plain copier", Target: tgtCopy, CPU: &c, Note: note, Ref: b.bestPlain})
+	b.purgeBinlogs()
+	after, err := b.adjacent("after ferry")
+	if err != nil {
+		return err
+	}
+	if after > 0 {
+		best = (between + after) / 2
+	}
+	b.add(&Figure{Name: "ferry copy, idle, prototype LOAD DATA batch writer (orders)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: bestName, Target: tgtCopy, CPU: &c, Note: note, Ref: b.bestPlain})
 	return nil
 }
 
