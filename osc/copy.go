@@ -36,7 +36,10 @@ func (m *Migration) copyRows(ctx context.Context) error {
 	index := "FORCE INDEX (" + q(p.KeyName) + ")"
 	table := m.qualified(m.Table)
 
-	maxKey, err := m.readKey(ctx, "SELECT "+keys+" FROM "+table+" "+index+" ORDER BY "+descKeys(keyList)+" LIMIT 1")
+	// A locking read: a transaction whose events are already in the binlog before the stream's
+	// start may not be visible yet to a plain read (binlog before visibility); the lock waits for it,
+	// so its rows are either below the range's end (copied) or after the start (streamed).
+	maxKey, err := m.readKey(ctx, "SELECT "+keys+" FROM "+table+" "+index+" ORDER BY "+descKeys(keyList)+" LIMIT 1 LOCK IN SHARE MODE")
 	if err != nil {
 		return fmt.Errorf("read the largest key: %w", err)
 	}
