@@ -60,7 +60,11 @@ func newApplier(m *Migration, db *sql.DB, orig, changelog *schema.Table) *applie
 	var cols, ph []string
 	for _, cm := range p.Columns {
 		cols = append(cols, q(cm.To.Name))
-		ph = append(ph, valueExpr(cm))
+		e := valueExpr(cm)
+		if cm.To.DataType == "json" && !m.flavor.MariaDB && e == "?" {
+			e = "CAST(CONVERT(? USING utf8mb4) AS JSON)" // MySQL refuses binary strings as JSON
+		}
+		ph = append(ph, e)
 		a.valueIdx = append(a.valueIdx, cm.From.Ordinal)
 	}
 	a.replaceSQL = "REPLACE INTO " + m.qualified(m.ghostName()) + " (" + strings.Join(cols, ", ") + ") VALUES "

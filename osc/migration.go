@@ -40,8 +40,9 @@ type Migration struct {
 	// ChunkSize is the rows copied per INSERT ... SELECT; default 1000 (10..100000).
 	ChunkSize int
 	// AllowForeignKeys lets a table that has or is referenced by foreign keys be migrated. The
-	// ghost table gets the child's constraints under new names; constraints of other tables that
-	// reference the original follow it to <t>_del at cut-over — the caller must fix them.
+	// ghost table is created with CREATE TABLE LIKE, which does not copy the table's own foreign
+	// keys (add them in the ALTER if wanted), and constraints of other tables that reference the
+	// original follow it to <t>_del at cut-over — the caller must fix them.
 	AllowForeignKeys bool
 	// AllowTriggers lets a table with triggers be migrated. The triggers stay on the original table
 	// (they move with it to <t>_del): recreate them on the new table after the cut-over.
