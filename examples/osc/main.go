@@ -79,6 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		hookFlags       = map[osc.HookPoint]*string{}
 		hookPointsOrder = []osc.HookPoint{osc.HookStartup, osc.HookValidated, osc.HookRowCopyComplete, osc.HookBeforeCutOver, osc.HookSuccess, osc.HookFailure, osc.HookStatus}
 	)
+	fs.StringVar(postponeFile, "postpone-cutover-flag-file", "", "same as --postpone-cut-over-flag-file")
 	for _, p := range hookPointsOrder {
 		hookFlags[p] = fs.String("hook-"+string(p), "", "executable to run at "+string(p))
 	}
