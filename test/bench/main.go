@@ -54,8 +54,9 @@ type Figure struct {
 	Note        string  `json:"note,omitempty"`
 	CPU         *CPU    `json:"cpu,omitempty"`
 	NotMeasured bool    `json:"not_measured,omitempty"`
-	// CPURatio compares CPU cost instead of speed: the ceiling's CPU-seconds per row (source +
-	// target mariadbd + Go) divided by this figure's. Unlike Ratio it hardly moves when other
+	// CPURatio compares CPU cost instead of speed: the reference's CPU-seconds per row (source +
+	// target mariadbd + Go) divided by this figure's; for the copy the reference is the plain copier
+	// that needs the fewest CPU-seconds per row. Unlike Ratio it hardly moves when other
 	// processes share the machine, so it is the better comparison on a busy machine.
 	CPURatio float64 `json:"cpu_normalised_ratio,omitempty"`
 	// Ref names the figure whose CPU record is the ceiling's, for CPURatio.
@@ -70,17 +71,20 @@ func (c *CPU) perRow() float64 {
 }
 
 type bench struct {
-	ctx         context.Context
-	src, dst    *sandbox.Server
-	rows        int64
-	narrow      int64
-	figures     []*Figure
-	named       map[string]*Figure
-	only        map[string]bool
-	dataLen     int64  // DATA_LENGTH of the orders table, bytes
-	bestPlain   string // name of the fastest plain copier figure on orders
-	bestMode    copyMode
-	bestWorkers int
+	ctx       context.Context
+	src, dst  *sandbox.Server
+	rows      int64
+	narrow    int64
+	figures   []*Figure
+	named     map[string]*Figure
+	only      map[string]bool
+	dataLen   int64  // DATA_LENGTH of the orders table, bytes
+	bestPlain string // name of the fastest plain copier figure on orders
+	// cheapestPlain names the plain copier figure with the fewest CPU-seconds per row: the reference
+	// of the CPU-normalised ratios of the copy.
+	cheapestPlain string
+	bestMode      copyMode
+	bestWorkers   int
 }
 
 func (b *bench) want(section string) bool { return len(b.only) == 0 || b.only[section] }
