@@ -208,6 +208,9 @@ type Config struct {
 	// never deleted by the copy; existing rows with the same key are kept until a binlog event
 	// replaces them.
 	AllowNonEmptyTarget bool
+	// LoadData writes copied rows with LOAD DATA LOCAL INFILE from memory (LoadDataBatchWriter)
+	// instead of multi-row INSERTs: cheaper for the target server. The target needs local_infile=ON.
+	LoadData bool
 	// CreateTargetTables creates missing target tables (and databases) from the source's definition.
 	CreateTargetTables bool
 

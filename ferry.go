@@ -132,6 +132,15 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 	if err := checkSourceSettings(ctx, f.Source); err != nil {
 		return err
 	}
+	if cfg.LoadData {
+		var on sql.NullString
+		if err := f.Target.QueryRowContext(ctx, "SELECT @@GLOBAL.local_infile").Scan(&on); err != nil {
+			return fmt.Errorf("target: read local_infile: %w", err)
+		}
+		if on.String != "1" && !strings.EqualFold(on.String, "ON") {
+			return errors.New("target: LoadData needs local_infile=ON on the target (SET GLOBAL local_infile = 1), or leave LoadData off to copy with INSERTs")
+		}
+	}
 	tables, err := f.selectTables(ctx)
 	if err != nil {
 		return err
@@ -468,7 +477,11 @@ func (f *Ferry) Start(ctx context.Context) error {
 			RangesPerTable: cfg.RangesPerTable, Throttler: f.Throttler, OnThrottle: f.onThrottle, MaxRetries: cfg.MaxRetries, Logger: f.log}
 	}
 	if f.BatchWriter == nil {
-		f.BatchWriter = &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log}
+		if cfg.LoadData {
+			f.BatchWriter = &LoadDataBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MariaDB: f.TargetFlavor.MariaDB}
+		} else {
+			f.BatchWriter = &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log}
+		}
 	}
 	if f.BinlogWriter == nil {
 		w := &TargetBinlogWriter{DB: f.Target, Filter: cfg.Filter, BatchSize: cfg.ApplyBatchSize, MaxRetries: cfg.MaxRetries,

@@ -2,9 +2,9 @@ package ferry
 
 import (
 	"fmt"
-	"sync"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/ferrykit/ferry/schema"
 )
