@@ -1,6 +1,7 @@
 package ferry
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -247,7 +248,27 @@ func sameKey(t *TableCopy, a, b []any) bool {
 	if a == nil || b == nil {
 		return false
 	}
-	return keyString(keyOf(t, a)) == keyString(keyOf(t, b))
+	for _, ci := range t.Source.Key {
+		if !sameValue(a[ci], b[ci]) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameValue compares two normalized values byte for byte (never through a collation: a key changed
+// from 'a' to 'A' is a key change, applied as delete + insert).
+func sameValue(x, y any) bool {
+	switch xv := x.(type) {
+	case []byte:
+		yv, ok := y.([]byte)
+		return ok && bytes.Equal(xv, yv)
+	case nil:
+		return y == nil
+	case int64, uint64, float32, float64:
+		return x == y
+	}
+	return keyString([]any{x}) == keyString([]any{y})
 }
 
 func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, log logrus.FieldLogger) error {
