@@ -29,7 +29,7 @@ type ferryOpts struct {
 	DstDB            string // target database (created, with the table)
 	Workers          int
 	BatchSize        int
-	Writer           string              // "" for ferry's default BatchWriter, "loaddata" for the harness prototype
+	Writer           string              // "" for ferry's default BatchWriter, "loaddata" for Config.LoadData (LoadDataBatchWriter)
 	Verifier         verifier.Verifier   `json:"-"`
 	Throttler        throttler.Throttler `json:"-"`
 }
@@ -62,6 +62,7 @@ func startFerry(ctx context.Context, o ferryOpts) (*ferryRun, error) {
 		CopyWorkers:        o.Workers,
 		BatchSize:          o.BatchSize,
 		Logger:             quietLogger(),
+		LoadData:           o.Writer == "loaddata",
 	})
 	if err != nil {
 		return nil, err
@@ -70,9 +71,6 @@ func startFerry(ctx context.Context, o ferryOpts) (*ferryRun, error) {
 	f.Throttler = o.Throttler
 	if err := f.Initialize(ctx); err != nil {
 		return nil, err
-	}
-	if o.Writer == "loaddata" {
-		f.BatchWriter = &loadDataWriter{DB: f.Target}
 	}
 	if err := f.Start(ctx); err != nil {
 		f.Close()

@@ -189,7 +189,7 @@ func (b *bench) copyIdle() error {
 	b.add(&Figure{Name: "ferry copy, idle (orders), MiB/s of DATA_LENGTH", Value: mb, Unit: "MiB/s"})
 	b.add(&Figure{Name: fmt.Sprintf("ferry peak RSS, copy of %d rows (child process)", res.Rows), Value: float64(rss) / (1 << 20), Unit: "MiB", Target: tgtRSS})
 
-	// The same copy through a prototype LOAD DATA batch writer plugged into ferry (harness code).
+	// The same copy with Config.LoadData: ferry's LoadDataBatchWriter.
 	b.purgeBinlogs()
 	cpu = startCPU(b.src, b.dst)
 	res, _, childCPU, err = childCopy(b.ctx, ferryOpts{SrcPort: b.src.Port, DstPort: b.dst.Port, Table: srcDB + ".orders", DstDB: "ferry_ld", Workers: *workersFlag, Writer: "loaddata"}, b.profilePath("copy-loaddata.pprof"))
@@ -208,7 +208,7 @@ func (b *bench) copyIdle() error {
 	if after > 0 {
 		best = (between + after) / 2
 	}
-	b.add(&Figure{Name: "ferry copy, idle, prototype LOAD DATA batch writer (orders)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: bestName, Target: tgtCopy, CPU: &c, Note: note, Ref: b.cheapestPlain})
+	b.add(&Figure{Name: "ferry copy, idle, LoadData writer (orders)", Value: float64(res.Rows) / res.Seconds, Unit: "rows/s", Ceiling: best, CeilingName: bestName, Target: tgtCopy, CPU: &c, Note: note, Ref: b.cheapestPlain})
 	return nil
 }
 
