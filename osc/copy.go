@@ -61,6 +61,9 @@ func (m *Migration) copyRows(ctx context.Context) error {
 		strings.Join(fromCols, ", ") + " FROM " + table + " " + index + " WHERE "
 
 	var last [][]byte
+	if k := m.copiedUpTo.Load(); k != nil {
+		last = *k // resumed: the chunks up to here are in the ghost
+	}
 	onThrottle := func(st throttler.Status) {
 		if st.Throttled {
 			m.throttleReason.Store(st.Reason)
@@ -124,6 +127,8 @@ func (m *Migration) copyRows(ctx context.Context) error {
 			return fmt.Errorf("copy chunk: %w", err)
 		}
 		m.rowsCopied.Add(n)
+		copied := end
+		m.copiedUpTo.Store(&copied)
 		if final {
 			return nil
 		}

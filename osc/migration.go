@@ -62,6 +62,15 @@ type Migration struct {
 	// DropLeftovers drops _<t>_gho, _<t>_ghc and <t>_del left by an earlier run, instead of refusing
 	// to start. <t>_del may be the original table of an earlier successful migration.
 	DropLeftovers bool
+	// Resume continues a migration that was interrupted (the process killed, the server restarted)
+	// from the checkpoint in its leftover _<t>_ghc, instead of refusing the leftovers: after checking
+	// the ALTER, the original's and the ghost's definitions and that the checkpoint's binlog file
+	// still exists, the copy goes on after the last copied chunk and the binlog is applied again from
+	// the checkpointed position (see resume.go for why this converges). Without leftovers, or with
+	// leftovers of a run that died before its first checkpoint (they are dropped), it starts afresh.
+	Resume bool
+	// CheckpointInterval is how often the checkpoint for Resume is written; default 500ms.
+	CheckpointInterval time.Duration
 	// DropOldTable drops <t>_del (the original table, renamed) after a successful cut-over.
 	DropOldTable bool
 	// CutOverLockTimeout bounds every wait of one cut-over attempt (lock_wait_timeout of the lock and
@@ -139,6 +148,9 @@ type Migration struct {
 	runOnce        atomic.Bool
 	renamed        atomic.Bool
 	initOnce       sync.Once
+	cp             checkpoint  // the checkpoint's fixed fields
+	resumeFrom     *checkpoint // set when resuming
+	copiedUpTo     atomic.Pointer[[][]byte]
 }
 
 // Result reports a finished migration.
@@ -274,6 +286,9 @@ func (m *Migration) applyDefaults() {
 	if m.HeartbeatInterval <= 0 {
 		m.HeartbeatInterval = 100 * time.Millisecond
 	}
+	if m.CheckpointInterval <= 0 {
+		m.CheckpointInterval = 500 * time.Millisecond
+	}
 	if m.StatusInterval <= 0 {
 		m.StatusInterval = 5 * time.Second
 	}
@@ -320,8 +335,24 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 
+	if m.Resume && m.Execute {
+		if m.resumeFrom, err = m.prepareResume(ctx); err != nil {
+			return nil, err
+		}
+	}
+	m.cp.Alter = m.Alter
+	if m.cp.Original, err = m.fingerprint(ctx, m.Table); err != nil {
+		return nil, err
+	}
+
 	// From here on ferry writes: the ghost and changelog tables (never the original).
-	if err := m.createGhost(ctx, orig); err != nil {
+	if m.resumeFrom == nil {
+		if err := m.createGhost(ctx, orig); err != nil {
+			return nil, err
+		}
+	}
+	if m.cp.Ghost, err = m.fingerprint(ctx, m.ghostName()); err != nil {
+		m.dropGhost(ctx)
 		return nil, err
 	}
 	ghostCreated := true
@@ -342,7 +373,10 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 		m.dropGhost(ctx)
 		return nil, fmt.Errorf("osc: %w", err)
 	}
-	plan.InstantPossible = m.instantPossible(ctx, orig)
+	if m.resumeFrom == nil {
+		// (not when resuming: the probe's DDL names the table and would be in the binlog replayed)
+		plan.InstantPossible = m.instantPossible(ctx, orig)
+	}
 	m.plan = plan
 	m.result.Plan = plan
 	if len(plan.NewUniqueKeys) > 0 {
@@ -383,6 +417,9 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 }
 
 func (m *Migration) dropGhost(ctx context.Context) {
+	if m.resumeFrom != nil {
+		return // the ghost of the resumed run is kept for another resume
+	}
 	m.db.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+m.qualified(m.ghostName()))
 }
 
@@ -436,15 +473,27 @@ func (m *Migration) validateBeforeWrites(ctx context.Context) (*schema.Table, er
 		return nil, fmt.Errorf("osc: %s has %d trigger(s); they would stay on the old table at cut-over; set AllowTriggers (--allow-triggers) and recreate them on the new table afterwards", orig, triggers)
 	}
 	for _, name := range []string{m.ghostName(), m.changelogName(), m.oldName()} {
-		exists, _, err := tableExists(ctx, m.db, m.Database, name)
+		exists, comment, err := tableExists(ctx, m.db, m.Database, name)
 		if err != nil {
 			return nil, err
 		}
 		if !exists {
 			continue
 		}
+		if m.Resume && m.Execute && !m.DropLeftovers {
+			if name != m.oldName() {
+				continue // resumed (prepareResume)
+			}
+			if comment == sentryComment {
+				// the sentry of a cut-over attempt that died: the original was not renamed
+				if err := m.dropStaleSentry(ctx); err != nil {
+					return nil, fmt.Errorf("osc: %w", err)
+				}
+				continue
+			}
+		}
 		if !m.DropLeftovers {
-			return nil, fmt.Errorf("osc: table %s already exists (left by an earlier migration of %s?); drop it, or run with DropLeftovers (--drop-leftovers)", m.qualified(name), orig)
+			return nil, fmt.Errorf("osc: table %s already exists (left by an earlier migration of %s?); resume that migration with Resume (--resume), or drop it, or run with DropLeftovers (--drop-leftovers)", m.qualified(name), orig)
 		}
 		if !m.Execute {
 			m.log.Warnf("osc: leftover %s would be dropped", m.qualified(name))
@@ -527,7 +576,10 @@ func (m *Migration) checkNoDuplicates(ctx context.Context, ghost *schema.Table, 
 // execute runs the migration proper once validation passed and the ghost table exists.
 func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, error) {
 	db := m.db
-	if _, err := db.ExecContext(ctx, "CREATE TABLE "+m.qualified(m.changelogName())+` (
+	rcp := m.resumeFrom
+	if rcp != nil {
+		// resumed: the changelog exists
+	} else if _, err := db.ExecContext(ctx, "CREATE TABLE "+m.qualified(m.changelogName())+` (
 		id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
 		hint VARCHAR(64) CHARACTER SET ascii NOT NULL,
 		value VARCHAR(4096) CHARACTER SET utf8mb4 NOT NULL,
@@ -540,8 +592,16 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 		return nil, err
 	}
 	m.writeHint(ctx, 2, "state", "migrating "+m.Alter)
-	pos, err := currentPosition(ctx, db, m.flavor)
-	if err != nil {
+	var pos ferry.Position
+	if rcp != nil {
+		pos = rcp.Position
+		m.rowsCopied.Store(rcp.RowsCopied)
+		if rcp.CopiedUpTo != nil {
+			k := rcp.CopiedUpTo
+			m.copiedUpTo.Store(&k)
+		}
+		m.copyDone.Store(rcp.CopyDone)
+	} else if pos, err = currentPosition(ctx, db, m.flavor); err != nil {
 		return nil, err
 	}
 	m.log.WithField("position", pos.String()).Info("osc: streaming the binlog from here")
@@ -549,6 +609,9 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 	m.applier = newApplier(m, db, orig, changelog)
 	m.applier.applied = pos
 	m.applierP.Store(m.applier)
+	if err := m.writeCheckpoint(ctx); err != nil {
+		return nil, fmt.Errorf("write the checkpoint: %w", err)
+	}
 	runCtx, stopAll := context.WithCancelCause(ctx)
 	defer stopAll(nil)
 	var wg sync.WaitGroup
@@ -577,10 +640,17 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 		defer wg.Done()
 		m.statusLoop(runCtx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.checkpointLoop(runCtx)
+	}()
 
 	m.setState(StateCopying)
-	if err := m.copyRows(runCtx); err != nil {
-		return &m.result, causeOr(runCtx, err)
+	if !m.copyDone.Load() {
+		if err := m.copyRows(runCtx); err != nil {
+			return &m.result, causeOr(runCtx, err)
+		}
 	}
 	m.copyDone.Store(true)
 	m.result.RowsCopied = m.rowsCopied.Load()

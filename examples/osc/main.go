@@ -16,6 +16,10 @@
 // row-copy-complete, before-cut-over, success, failure and status, with FERRY_OSC_* environment
 // variables describing the migration.
 //
+// If it is interrupted (killed, the server restarted), run it again with the same flags and --resume:
+// it checks the tables did not change and goes on from the checkpoint kept in _<t>_ghc (the last
+// copied chunk and the binlog position applied).
+//
 // Exit status: 0 done (or dry run passed), 1 refused or failed (the original table unchanged; the
 // message says what to clean up), 2 bad flags.
 package main
@@ -63,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		allowTriggers   = fs.Bool("allow-triggers", false, "migrate a table with triggers (they stay on the old table; recreate them after)")
 		allowUnique     = fs.Bool("allow-new-unique-key", false, "allow adding a unique key (duplicates checked before the copy, row counts at cut-over)")
 		dropLeftovers   = fs.Bool("drop-leftovers", false, "drop _<t>_gho, _<t>_ghc, <t>_del left by an earlier run")
+		resume          = fs.Bool("resume", false, "resume a migration interrupted earlier from the checkpoint in its leftover _<t>_ghc (starts afresh if there is none)")
 		dropOld         = fs.Bool("drop-old-table", false, "drop <t>_del (the original table) after the cut-over")
 		lockTimeout     = fs.Duration("cut-over-lock-timeout", 3*time.Second, "bound of each wait of a cut-over attempt (1s..10s)")
 		cutOverKind     = fs.String("cut-over", "atomic", "atomic (writes wait, the table never goes missing) or two-step (the table is missing for a moment)")
@@ -142,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	m := &osc.Migration{
 		Conn: conn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
 		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
-		AllowTriggers: *allowTriggers, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers,
+		AllowTriggers: *allowTriggers, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
 		DropOldTable: *dropOld, CutOverTwoStep: *cutOverKind == "two-step", CutOverLockTimeout: *lockTimeout, CutOverAttempts: *attempts,
 		PostponeFlagFile: *postponeFile, MaxLag: *maxLag, Throttler: th, SocketPath: *socket,
 		StatusInterval: *statusInterval, Logger: log,

@@ -1,0 +1,215 @@
+package osc
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/ferrykit/ferry"
+)
+
+// Resuming an interrupted migration.
+//
+// While a migration copies and catches up, a checkpoint row (id 3, hint "checkpoint") in the
+// changelog table _<t>_ghc holds, as JSON: the last chunk end whose INSERT IGNORE ... SELECT
+// committed, whether the copy finished, and the binlog position up to which every change of the
+// original is applied to the ghost table (a transaction boundary: the applier moves it only after the
+// transaction that applied the events before it committed), plus fingerprints of the original's and
+// the ghost's definitions and the ALTER. A single-row upsert is atomic, and the two progress values
+// are each valid on their own: any committed chunk end and any fully applied position will do.
+//
+// With Resume, Run finds _<t>_gho and _<t>_ghc, checks the checkpoint's ALTER and fingerprints against
+// the tables as they are now and that the binlog file of its position still exists, then copies the
+// chunks after the checkpointed key (up to the table's largest key now) and streams the binlog from
+// the checkpointed position. Why this converges: the apply writes whole row images by key and
+// deletes by key, in binlog order, so replaying changes already applied leaves every row as the last
+// change has it; the copy is INSERT IGNORE under shared locks, so re-copying a chunk changes nothing
+// in rows the ghost has, and a row it adds is read as the original has it now (any later change
+// comes after in the binlog, which is streamed from an older position anyway). Rows inserted above
+// the first run's copy range are copied again or streamed, both harmless.
+
+const checkpointID = 3
+
+type checkpoint struct {
+	Version    int            `json:"version"`
+	Alter      string         `json:"alter"`
+	Original   string         `json:"original"` // sha256 of SHOW CREATE TABLE of the original
+	Ghost      string         `json:"ghost"`    // and of the ghost table
+	Position   ferry.Position `json:"position"` // every change before it is applied
+	CopiedUpTo [][]byte       `json:"copied_up_to,omitempty"`
+	CopyDone   bool           `json:"copy_done,omitempty"`
+	RowsCopied int64          `json:"rows_copied"`
+	Written    time.Time      `json:"written"`
+}
+
+var autoIncrement = regexp.MustCompile(` AUTO_INCREMENT=\d+`)
+
+// fingerprint hashes a table's definition, without its name and AUTO_INCREMENT counter.
+func (m *Migration) fingerprint(ctx context.Context, table string) (string, error) {
+	var create string
+	if err := m.db.QueryRowContext(ctx, "SHOW CREATE TABLE "+m.qualified(table)).Scan(new(string), &create); err != nil {
+		return "", fmt.Errorf("osc: SHOW CREATE TABLE %s: %w", m.qualified(table), err)
+	}
+	create = autoIncrement.ReplaceAllString(create, "")
+	if i := strings.Index(create, "("); i > 0 {
+		create = create[i:]
+	}
+	sum := sha256.Sum256([]byte(create))
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// readCheckpoint returns the checkpoint stored in the changelog, or nil if there is none.
+func (m *Migration) readCheckpoint(ctx context.Context) (*checkpoint, error) {
+	var value string
+	err := m.db.QueryRowContext(ctx, "SELECT value FROM "+m.qualified(m.changelogName())+" WHERE id = ? AND hint = 'checkpoint'", checkpointID).Scan(&value)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("osc: read the checkpoint from %s: %w", m.qualified(m.changelogName()), err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal([]byte(value), &cp); err != nil {
+		return nil, fmt.Errorf("osc: the checkpoint in %s is not valid: %w", m.qualified(m.changelogName()), err)
+	}
+	if cp.Version != 1 {
+		return nil, fmt.Errorf("osc: the checkpoint in %s has format version %d; this ferry reads version 1", m.qualified(m.changelogName()), cp.Version)
+	}
+	return &cp, nil
+}
+
+// writeCheckpoint stores the current progress.
+func (m *Migration) writeCheckpoint(ctx context.Context) error {
+	cp := m.cp
+	cp.Version = 1
+	cp.Position = m.applier.appliedPosition()
+	if k := m.copiedUpTo.Load(); k != nil {
+		cp.CopiedUpTo = *k
+	}
+	cp.CopyDone = m.copyDone.Load()
+	cp.RowsCopied = m.rowsCopied.Load()
+	cp.Written = time.Now().UTC()
+	b, err := json.Marshal(cp)
+	if err != nil {
+		return err
+	}
+	if len(b) > 4096 {
+		return fmt.Errorf("checkpoint too large (%d bytes)", len(b))
+	}
+	return m.writeHint(ctx, checkpointID, "checkpoint", string(b))
+}
+
+// checkpointLoop writes a checkpoint every CheckpointInterval until ctx ends.
+func (m *Migration) checkpointLoop(ctx context.Context) {
+	t := time.NewTicker(m.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if m.renamed.Load() {
+			return
+		}
+		if err := m.writeCheckpoint(ctx); err != nil && ctx.Err() == nil {
+			m.log.WithError(err).Warn("osc: could not write the checkpoint")
+		}
+	}
+}
+
+// prepareResume decides, with Resume, whether leftovers of an earlier run can be resumed. It
+// returns the checkpoint to resume from, or nil to start afresh (after dropping the ghost and
+// changelog tables of a run that died before its first checkpoint).
+func (m *Migration) prepareResume(ctx context.Context) (*checkpoint, error) {
+	ghost, _, err := tableExists(ctx, m.db, m.Database, m.ghostName())
+	if err != nil {
+		return nil, err
+	}
+	changelog, _, err := tableExists(ctx, m.db, m.Database, m.changelogName())
+	if err != nil {
+		return nil, err
+	}
+	var cp *checkpoint
+	if changelog {
+		if cp, err = m.readCheckpoint(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cp == nil || !ghost {
+		if ghost || changelog {
+			if !ghost && cp != nil {
+				return nil, fmt.Errorf("osc: cannot resume: %s has a checkpoint but %s is missing (was the migration completed? check %s); drop %s to start again",
+					m.qualified(m.changelogName()), m.qualified(m.ghostName()), m.qualified(m.oldName()), m.qualified(m.changelogName()))
+			}
+			m.log.Warn("osc: resume: the earlier run stopped before its first checkpoint; starting again")
+			for _, t := range []string{m.ghostName(), m.changelogName()} {
+				if _, err := m.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+m.qualified(t)); err != nil {
+					return nil, fmt.Errorf("osc: drop %s: %w", m.qualified(t), err)
+				}
+			}
+		} else {
+			m.log.Info("osc: resume: nothing to resume; starting")
+		}
+		return nil, nil
+	}
+	if cp.Alter != m.Alter {
+		return nil, fmt.Errorf("osc: cannot resume: the checkpoint is of ALTER %q, not %q", cp.Alter, m.Alter)
+	}
+	fp, err := m.fingerprint(ctx, m.Table)
+	if err != nil {
+		return nil, err
+	}
+	if fp != cp.Original {
+		return nil, fmt.Errorf("osc: cannot resume: the definition of %s changed since the checkpoint; %s", m.qualified(m.Table), m.cleanupHint())
+	}
+	if fp, err = m.fingerprint(ctx, m.ghostName()); err != nil {
+		return nil, err
+	}
+	if fp != cp.Ghost {
+		return nil, fmt.Errorf("osc: cannot resume: the definition of the ghost table %s changed since the checkpoint; %s", m.qualified(m.ghostName()), m.cleanupHint())
+	}
+	if cp.Position.IsZero() {
+		return nil, errors.New("osc: cannot resume: the checkpoint has no binlog position")
+	}
+	have, err := binlogFileExists(ctx, m.db, cp.Position.File)
+	if err != nil {
+		return nil, err
+	}
+	if !have {
+		return nil, fmt.Errorf("osc: cannot resume: binlog file %s (checkpoint position %s) is no longer on the server (purged?), so the changes since the checkpoint cannot be applied; %s",
+			cp.Position.File, cp.Position, m.cleanupHint())
+	}
+	m.log.WithField("position", cp.Position.String()).WithField("copy_done", cp.CopyDone).WithField("rows_copied", cp.RowsCopied).Info("osc: resuming from the checkpoint")
+	return cp, nil
+}
+
+func binlogFileExists(ctx context.Context, db *sql.DB, file string) (bool, error) {
+	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
+	if err != nil {
+		return false, fmt.Errorf("osc: SHOW BINARY LOGS: %w", err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	for rows.Next() {
+		vals := make([]sql.RawBytes, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return false, err
+		}
+		if string(vals[0]) == file {
+			return true, nil
+		}
+	}
+	return false, rows.Err()
+}

@@ -1,0 +1,188 @@
+package osc
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// oscRun is one examples/osc process.
+type oscRun struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	out    bytes.Buffer
+	exited chan struct{}
+	err    error
+}
+
+func (r *oscRun) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.out.Write(p)
+}
+
+func (r *oscRun) output() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.out.String()
+}
+
+func startOSC(t *testing.T, bin string, args ...string) *oscRun {
+	t.Helper()
+	r := &oscRun{cmd: exec.Command(bin, args...), exited: make(chan struct{})}
+	r.cmd.Stdout, r.cmd.Stderr = r, r
+	must(t, r.cmd.Start())
+	go func() { r.err = r.cmd.Wait(); close(r.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-r.exited:
+		default:
+			r.cmd.Process.Kill()
+			<-r.exited
+		}
+	})
+	return r
+}
+
+// TestResumeAfterSIGKILL runs examples/osc as a subprocess on 200k rows under a write load, kills it
+// with SIGKILL at random moments during the row copy and during the binlog catch-up (the cut-over
+// held by the postpone flag file), resumes it with --resume each time, and checks the table ends with
+// the new schema and exactly the rows the twin (same writes, altered offline) has.
+func TestResumeAfterSIGKILL(t *testing.T) {
+	const copyKills, catchUpKills = 3, 2
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "osc")
+	build := exec.Command("go", "build", "-o", bin, "../examples/osc")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ../examples/osc: %v\n%s", err, b)
+	}
+	f := newFixture(t, 200_000)
+	alter := "ADD COLUMN x INT NOT NULL DEFAULT 7, MODIFY b VARCHAR(80) NOT NULL DEFAULT '', DROP COLUMN c"
+	flag := filepath.Join(dir, "postpone")
+	must(t, os.WriteFile(flag, nil, 0o644))
+	args := []string{"--host", srv.Host, "--port", fmt.Sprint(srv.Port), "--user", srv.User, "--database", f.name, "--table", "t",
+		"--alter", alter, "--execute", "--resume", "--chunk-size", "200", "--postpone-cut-over-flag-file", flag,
+		"--status-interval", "1s", "--cut-over-lock-timeout", "2s", "--verbose"}
+
+	l := f.startLoad(3)
+	time.Sleep(300 * time.Millisecond)
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	readCP := func() *checkpoint {
+		var v string
+		err := f.db.QueryRow("SELECT value FROM _t_ghc WHERE id = ? AND hint = 'checkpoint'", checkpointID).Scan(&v)
+		if err != nil {
+			if errors.Is(err, sql.ErrNoRows) || mysqlErrno(err) == 1146 {
+				return nil
+			}
+			t.Fatal(err)
+		}
+		var cp checkpoint
+		must(t, json.Unmarshal([]byte(v), &cp))
+		return &cp
+	}
+	kills := 0
+	var atKill []string
+	deadline := time.Now().Add(4 * time.Minute)
+	for i := 0; i < copyKills+catchUpKills; i++ {
+		r := startOSC(t, bin, args...)
+		start := readCP()
+		startRows := int64(0)
+		if start != nil {
+			startRows = start.RowsCopied
+		}
+		target := startRows + int64(15_000+rng.Intn(35_000))
+		catchUp := i >= copyKills
+		var wait time.Duration
+		if catchUp {
+			wait = time.Duration(300+rng.Intn(1500)) * time.Millisecond
+		}
+		var doneAt time.Time
+	poll:
+		for {
+			select {
+			case <-r.exited:
+				t.Fatalf("run %d exited early: %v\n%s", i+1, r.err, r.output())
+			case <-time.After(time.Duration(5+rng.Intn(30)) * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("run %d: no progress\n%s", i+1, r.output())
+			}
+			cp := readCP()
+			if cp == nil || (start != nil && !cp.Written.After(start.Written)) {
+				continue // not this run's checkpoint yet
+			}
+			if !catchUp {
+				if cp.CopyDone {
+					t.Fatalf("run %d: the copy finished before the kill at %d rows; use more rows", i+1, target)
+				}
+				if cp.RowsCopied >= target {
+					break poll
+				}
+				continue
+			}
+			if cp.CopyDone {
+				if doneAt.IsZero() {
+					doneAt = time.Now()
+				}
+				if time.Since(doneAt) >= wait {
+					break poll
+				}
+			}
+		}
+		must(t, r.cmd.Process.Signal(syscall.SIGKILL))
+		<-r.exited
+		kills++
+		cp := readCP()
+		phase := "copy"
+		if catchUp {
+			phase = "catch-up"
+		}
+		atKill = append(atKill, fmt.Sprintf("%s: %d rows copied, position %s", phase, cp.RowsCopied, cp.Position))
+		t.Logf("SIGKILL %d during the %s: checkpoint %d rows copied (run started at %d), copy done %v, position %s",
+			kills, phase, cp.RowsCopied, startRows, cp.CopyDone, cp.Position)
+		time.Sleep(time.Duration(rng.Intn(300)) * time.Millisecond)
+	}
+	// Last run: let the cut-over happen.
+	r := startOSC(t, bin, args...)
+	time.Sleep(time.Duration(500+rng.Intn(1000)) * time.Millisecond)
+	must(t, os.Remove(flag))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	select {
+	case <-r.exited:
+	case <-ctx.Done():
+		t.Fatalf("the final run did not finish\n%s", r.output())
+	}
+	out := r.output()
+	if r.err != nil || !strings.Contains(out, "done in ") {
+		t.Fatalf("final run: %v\n%s", r.err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "done in ") || strings.Contains(line, "resuming from the checkpoint") {
+			t.Log(line)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // writes go on into the new table
+	l.stop()
+	l.check(t)
+	t.Logf("%d SIGKILLs, %d resumes: %s", kills, kills, strings.Join(atKill, "; "))
+	f.expect(alter)
+	tt := f.tables()
+	sort.Strings(tt)
+	if got := strings.Join(tt, ","); got != "t,t_del,twin" {
+		t.Errorf("tables after the migration: %s, want t,t_del,twin", got)
+	}
+}
