@@ -32,6 +32,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/throttler"
 	"github.com/ferrykit/ferry/verifier"
 )
 
@@ -45,6 +46,8 @@ type options struct {
 	batchSize, workers    int
 	createTables          bool
 	loadData              bool
+	throttleFile          string
+	maxLoad, critLoad     string
 	allowNonEmpty         bool
 	cutover               string
 	verify                string
@@ -82,6 +85,9 @@ func run() int {
 	fs.StringVar(&o.filterValue, "filter-value", "", "value for -filter-column (integer or string)")
 	fs.IntVar(&o.batchSize, "batch-size", 1000, "rows per copy batch")
 	fs.IntVar(&o.workers, "workers", 4, "key ranges copied at once")
+	fs.StringVar(&o.throttleFile, "throttle-flag-file", "", "pause copy and apply while this file exists")
+	fs.StringVar(&o.maxLoad, "max-load", "", "pause while source status variables reach these values, e.g. Threads_running=25")
+	fs.StringVar(&o.critLoad, "critical-load", "", "stop (with a checkpoint) when source status variables reach these values, e.g. Threads_running=100")
 	fs.BoolVar(&o.loadData, "load-data", false, "write copied rows with LOAD DATA LOCAL INFILE (cheaper for the target; needs local_infile=ON there)")
 	fs.BoolVar(&o.createTables, "create-tables", false, "create missing target tables from the source's definitions")
 	fs.BoolVar(&o.allowNonEmpty, "allow-nonempty-target", false, "copy into target tables that already hold rows")
@@ -259,6 +265,31 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		if err := f.Source.QueryRowContext(ctx, "SELECT @@GLOBAL.read_only").Scan(&ro); err == nil && ro != 0 {
 			log.Warn("copydb: the source is read-only — an interrupted read-only cut-over leaves it so; application writes are blocked until the cut-over completes or you run SET GLOBAL read_only = 0")
 		}
+	}
+	var throttlers throttler.Composite
+	if o.throttleFile != "" {
+		throttlers = append(throttlers, throttler.FlagFile{Path: o.throttleFile})
+	}
+	if o.maxLoad != "" || o.critLoad != "" {
+		lc := throttler.LoadConfig{DB: f.Source}
+		if o.maxLoad != "" {
+			if lc.Max, err = throttler.ParseThresholds(o.maxLoad); err != nil {
+				return nil, fmt.Errorf("-max-load: %w", err)
+			}
+		}
+		if o.critLoad != "" {
+			if lc.Critical, err = throttler.ParseThresholds(o.critLoad); err != nil {
+				return nil, fmt.Errorf("-critical-load: %w", err)
+			}
+		}
+		l, err := throttler.NewLoad(lc)
+		if err != nil {
+			return nil, err
+		}
+		throttlers = append(throttlers, l)
+	}
+	if len(throttlers) > 0 {
+		f.Throttler = throttlers
 	}
 	switch o.verify {
 	case "checksum":
