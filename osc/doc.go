@@ -41,11 +41,25 @@
 // (at most about CutOverLockTimeout per attempt) and renamed only by the single atomic RENAME. If the
 // process or its connection dies:
 //
-//   - before the cut-over: the original is unchanged and in use; _gho and _ghc are left over (drop
-//     them, or run again with DropLeftovers);
+//   - before the cut-over: the original is unchanged and in use; _gho and _ghc are left over: resume
+//     with Resume (--resume), or drop them, or run again with DropLeftovers;
 //   - while the locking session holds the lock: the lock ends with the session; the sentry table
 //     <t>_del stays, so the queued rename (if any) fails: the original is unchanged;
 //   - after the rename: the migration is complete; <t>_del is the old table and _<t>_ghc is left over.
+//
+// # Resume
+//
+// While copying and catching up, a checkpoint (JSON, one atomically upserted row of _<t>_ghc, every
+// CheckpointInterval) records the end of the last committed copy chunk, whether the copy finished, and
+// the binlog position before which every change of the original is applied to the ghost (a
+// transaction boundary), with fingerprints of both tables' definitions and the ALTER. With Resume, Run
+// refuses if the ALTER or either definition changed or the checkpoint's binlog file is gone, and
+// otherwise copies on after the checkpointed key and applies the binlog again from the checkpointed
+// position: the apply writes whole rows and deletes by key in binlog order, so changes applied twice
+// converge, and the copy's INSERT IGNORE leaves rows already in the ghost alone. A schema change of
+// the original after the checkpoint is also caught by the replayed binlog. A killed cut-over attempt
+// leaves its sentry, which Resume drops (the original was not renamed). Leftovers of a run that died
+// before its first checkpoint are dropped and the migration starts afresh.
 //
 // A failed cut-over attempt leaves the original table in place and usable and is retried up to
 // CutOverAttempts times. Writes blocked by each attempt are measured (Result.WriteBlocked). After

@@ -186,3 +186,76 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 		t.Errorf("tables after the migration: %s, want t,t_del,twin", got)
 	}
 }
+
+// TestResumeRefusals: leftovers without Resume are refused with a hint to resume; a resume is
+// refused when the ALTER differs, the original table's definition changed since the checkpoint, or
+// the binlog file of the checkpoint is gone; nothing is written by a refused resume.
+func TestResumeRefusals(t *testing.T) {
+	f := newFixture(t, 5000)
+	alter := "ADD COLUMN x INT NULL"
+	m := f.migration(alter)
+	m.Postpone = true
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := m.Run(ctx); done <- err }()
+	for m.stateName() != StatePostponed {
+		select {
+		case err := <-done:
+			t.Fatalf("the migration ended before the cut-over: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	time.Sleep(700 * time.Millisecond) // a checkpoint with the copy done
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("the interrupted migration succeeded")
+	}
+	tt := f.tables()
+	sort.Strings(tt)
+	if got := strings.Join(tt, ","); got != "_t_ghc,_t_gho,t,twin" {
+		t.Fatalf("tables after the interrupted migration: %s", got)
+	}
+	resume := func(alter string) *Migration {
+		m := f.migration(alter)
+		m.Resume = true
+		return m
+	}
+	refused(t, f, f.migration(alter), "with Resume (--resume)")
+	refused(t, f, resume("ADD COLUMN y INT NULL"), "the checkpoint is of ALTER")
+	// The server keeps a binlog file a dump thread reads (the interrupted run's may linger a moment):
+	// kill such threads and purge until the checkpoint's file is gone.
+	f.exec("FLUSH BINARY LOGS")
+	flavor, err := detectFlavor(context.Background(), f.db)
+	must(t, err)
+	pos, err := currentPosition(context.Background(), f.db, flavor)
+	must(t, err)
+	cpFile := ""
+	must(t, f.db.QueryRow("SELECT JSON_VALUE(value, '$.position.file') FROM _t_ghc WHERE id = ?", checkpointID).Scan(&cpFile))
+	for i := 0; ; i++ {
+		f.exec("PURGE BINARY LOGS TO '" + pos.File + "'")
+		if ok, err := binlogFileExists(context.Background(), f.db, cpFile); err != nil {
+			t.Fatal(err)
+		} else if !ok {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("binlog %s still there after PURGE", cpFile)
+		}
+		rows, err := f.db.Query("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+		must(t, err)
+		var dumps []int64
+		for rows.Next() {
+			var id int64
+			must(t, rows.Scan(&id))
+			dumps = append(dumps, id)
+		}
+		rows.Close()
+		for _, id := range dumps {
+			f.db.Exec("KILL CONNECTION ?", id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	refused(t, f, resume(alter), "is no longer on the server (purged?)")
+	f.exec("ALTER TABLE t ADD COLUMN z INT NULL")
+	refused(t, f, resume(alter), "the definition of `"+f.name+"`.`t` changed since the checkpoint")
+}
