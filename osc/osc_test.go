@@ -65,20 +65,23 @@ func TestAddColumn200k(t *testing.T) {
 	}
 }
 
+// issueRows is the table size the issue asks each ALTER to be shown on (>= 200k rows).
+const issueRows = 200_000
+
 func TestModifyType(t *testing.T) {
-	f := newFixture(t, 20_000)
+	f := newFixture(t, issueRows)
 	alter := "MODIFY a BIGINT NOT NULL DEFAULT 0, MODIFY n DECIMAL(12,3) NULL, MODIFY b VARCHAR(80) NOT NULL DEFAULT ''"
 	runUnderLoad(t, f, f.migration(alter), alter)
 }
 
 func TestAddIndex(t *testing.T) {
-	f := newFixture(t, 20_000)
+	f := newFixture(t, issueRows)
 	alter := "ADD INDEX idx_a_b (a, b)"
 	runUnderLoad(t, f, f.migration(alter), alter)
 }
 
 func TestDropColumn(t *testing.T) {
-	f := newFixture(t, 20_000)
+	f := newFixture(t, issueRows)
 	alter := "DROP COLUMN c"
 	res := runUnderLoad(t, f, f.migration(alter), alter)
 	if len(res.Plan.Dropped) != 1 || res.Plan.Dropped[0] != "c" {
@@ -87,7 +90,7 @@ func TestDropColumn(t *testing.T) {
 }
 
 func TestApprovedRename(t *testing.T) {
-	f := newFixture(t, 20_000)
+	f := newFixture(t, issueRows)
 	alter := "CHANGE COLUMN c c2 VARCHAR(100) NULL, RENAME COLUMN d TO d2"
 	m := f.migration(alter)
 	m.ApprovedRenames = map[string]string{"c": "c2"}
@@ -110,7 +113,7 @@ func TestApprovedRename(t *testing.T) {
 }
 
 func TestCharsetToUTF8MB4(t *testing.T) {
-	f := newFixture(t, 20_000)
+	f := newFixture(t, issueRows)
 	alter := "CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
 	res := runUnderLoad(t, f, f.migration(alter), alter)
 	if len(res.Plan.CharsetChanged) != 2 {
