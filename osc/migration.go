@@ -68,6 +68,7 @@ type Migration struct {
 	// still exists, the copy goes on after the last copied chunk and the binlog is applied again from
 	// the checkpointed position (see resume.go for why this converges). Without leftovers, or with
 	// leftovers of a run that died before its first checkpoint (they are dropped), it starts afresh.
+	// A cut-over sentry <t>_del left by a killed attempt is dropped. DropLeftovers overrides Resume.
 	Resume bool
 	// CheckpointInterval is how often the checkpoint for Resume is written; default 500ms.
 	CheckpointInterval time.Duration
