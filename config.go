@@ -179,6 +179,15 @@ func (f ColumnEquals) Matches(t *schema.Table, row []any) (bool, error) {
 	return fmt.Sprint(normalizeValue(c, row[c.Ordinal])) == fmt.Sprint(f.Value), nil
 }
 
+// WriteMethod is how copied rows are written; see Config.CopyWriteMethod.
+type WriteMethod string
+
+const (
+	WriteAuto     WriteMethod = ""
+	WriteInsert   WriteMethod = "insert"
+	WriteLoadData WriteMethod = "load-data"
+)
+
 // Config configures a Ferry. The zero value of every optional field is a sensible default.
 type Config struct {
 	Source ConnConfig
@@ -208,9 +217,13 @@ type Config struct {
 	// never deleted by the copy; existing rows with the same key are kept until a binlog event
 	// replaces them.
 	AllowNonEmptyTarget bool
-	// LoadData writes copied rows with LOAD DATA LOCAL INFILE from memory (LoadDataBatchWriter)
-	// instead of multi-row INSERTs: cheaper for the target server. The target needs local_infile=ON.
-	LoadData bool
+	// CopyWriteMethod chooses how copied rows are written to the target:
+	//   - WriteAuto (the zero value): LOAD DATA LOCAL INFILE from memory (LoadDataBatchWriter) when
+	//     the target allows it (local_infile=ON), multi-row INSERTs otherwise;
+	//   - WriteInsert: always multi-row INSERTs (TargetBatchWriter);
+	//   - WriteLoadData: always LOAD DATA; Initialize fails if the target does not allow it.
+	// LOAD DATA costs the target server about a third less CPU per row, which bounds the copy.
+	CopyWriteMethod WriteMethod
 	// CreateTargetTables creates missing target tables (and databases) from the source's definition.
 	CreateTargetTables bool
 

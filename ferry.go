@@ -84,6 +84,7 @@ type Ferry struct {
 	mu         sync.Mutex
 	throttle   throttler.Status
 	ownsDBs    bool
+	loadData   bool
 }
 
 // New returns a Ferry with default components for cfg.
@@ -132,14 +133,19 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 	if err := checkSourceSettings(ctx, f.Source); err != nil {
 		return err
 	}
-	if cfg.LoadData {
+	switch cfg.CopyWriteMethod {
+	case WriteAuto, WriteLoadData:
 		var on sql.NullString
 		if err := f.Target.QueryRowContext(ctx, "SELECT @@GLOBAL.local_infile").Scan(&on); err != nil {
 			return fmt.Errorf("target: read local_infile: %w", err)
 		}
-		if on.String != "1" && !strings.EqualFold(on.String, "ON") {
-			return errors.New("target: LoadData needs local_infile=ON on the target (SET GLOBAL local_infile = 1), or leave LoadData off to copy with INSERTs")
+		f.loadData = on.String == "1" || strings.EqualFold(on.String, "ON")
+		if !f.loadData && cfg.CopyWriteMethod == WriteLoadData {
+			return errors.New("target: CopyWriteMethod load-data needs local_infile=ON on the target (SET GLOBAL local_infile = 1); or use insert")
 		}
+	case WriteInsert:
+	default:
+		return fmt.Errorf("config: CopyWriteMethod %q: want \"\", %q or %q", cfg.CopyWriteMethod, WriteInsert, WriteLoadData)
 	}
 	tables, err := f.selectTables(ctx)
 	if err != nil {
@@ -477,7 +483,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 			RangesPerTable: cfg.RangesPerTable, Throttler: f.Throttler, OnThrottle: f.onThrottle, MaxRetries: cfg.MaxRetries, Logger: f.log}
 	}
 	if f.BatchWriter == nil {
-		if cfg.LoadData {
+		if f.loadData {
 			f.BatchWriter = &LoadDataBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MariaDB: f.TargetFlavor.MariaDB}
 		} else {
 			f.BatchWriter = &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log}

@@ -29,13 +29,13 @@ func runCopy(t *testing.T, c copyCase) {
 	dstDB := srcDB
 	createSchema(t, source, srcDB, c.bigRows)
 	cfg := ferry.Config{
-		Source:    conn(source),
-		Target:    conn(target),
-		Tables:    ferry.TableFilter{Databases: []string{srcDB}},
-		BatchSize: c.batch,
-		Logger:    testLogger(t),
-		Filter:    c.filter,
-		LoadData:  c.loadData,
+		Source:          conn(source),
+		Target:          conn(target),
+		Tables:          ferry.TableFilter{Databases: []string{srcDB}},
+		BatchSize:       c.batch,
+		Logger:          testLogger(t),
+		Filter:          c.filter,
+		CopyWriteMethod: map[bool]ferry.WriteMethod{true: ferry.WriteLoadData, false: ferry.WriteInsert}[c.loadData],
 	}
 	if c.rewrite {
 		dstDB = srcDB + "_rw"

@@ -45,7 +45,7 @@ type options struct {
 	filterValue           string
 	batchSize, workers    int
 	createTables          bool
-	loadData              bool
+	writeMethod           string
 	throttleFile          string
 	maxLoad, critLoad     string
 	allowNonEmpty         bool
@@ -88,7 +88,7 @@ func run() int {
 	fs.StringVar(&o.throttleFile, "throttle-flag-file", "", "pause copy and apply while this file exists")
 	fs.StringVar(&o.maxLoad, "max-load", "", "pause while source status variables reach these values, e.g. Threads_running=25")
 	fs.StringVar(&o.critLoad, "critical-load", "", "stop (with a checkpoint) when source status variables reach these values, e.g. Threads_running=100")
-	fs.BoolVar(&o.loadData, "load-data", false, "write copied rows with LOAD DATA LOCAL INFILE (cheaper for the target; needs local_infile=ON there)")
+	fs.StringVar(&o.writeMethod, "write-method", "", "how copied rows are written: empty for LOAD DATA when the target allows it (local_infile=ON) else INSERT, insert, or load-data")
 	fs.BoolVar(&o.createTables, "create-tables", false, "create missing target tables from the source's definitions")
 	fs.BoolVar(&o.allowNonEmpty, "allow-nonempty-target", false, "copy into target tables that already hold rows")
 	fs.StringVar(&o.cutover, "cutover", "none", "how to cut over once caught up: none (stop after verifying, source untouched), read-only (set the source read_only, flush, swap), or wait (keep streaming until SIGUSR1, then read-only cut-over)")
@@ -214,7 +214,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		BatchSize:           o.batchSize,
 		CopyWorkers:         o.workers,
 		CreateTargetTables:  o.createTables,
-		LoadData:            o.loadData,
+		CopyWriteMethod:     ferry.WriteMethod(o.writeMethod),
 		AllowNonEmptyTarget: o.allowNonEmpty,
 		Logger:              log,
 	}

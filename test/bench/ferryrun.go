@@ -29,7 +29,7 @@ type ferryOpts struct {
 	DstDB            string // target database (created, with the table)
 	Workers          int
 	BatchSize        int
-	Writer           string              // "" for ferry's default BatchWriter, "loaddata" for Config.LoadData (LoadDataBatchWriter)
+	Writer           string              // "" for INSERTs (TargetBatchWriter), "loaddata" for LOAD DATA (LoadDataBatchWriter)
 	Verifier         verifier.Verifier   `json:"-"`
 	Throttler        throttler.Throttler `json:"-"`
 }
@@ -62,7 +62,7 @@ func startFerry(ctx context.Context, o ferryOpts) (*ferryRun, error) {
 		CopyWorkers:        o.Workers,
 		BatchSize:          o.BatchSize,
 		Logger:             quietLogger(),
-		LoadData:           o.Writer == "loaddata",
+		CopyWriteMethod:    map[bool]ferry.WriteMethod{true: ferry.WriteLoadData, false: ferry.WriteInsert}[o.Writer == "loaddata"],
 	})
 	if err != nil {
 		return nil, err

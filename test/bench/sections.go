@@ -189,7 +189,7 @@ func (b *bench) copyIdle() error {
 	b.add(&Figure{Name: "ferry copy, idle (orders), MiB/s of DATA_LENGTH", Value: mb, Unit: "MiB/s"})
 	b.add(&Figure{Name: fmt.Sprintf("ferry peak RSS, copy of %d rows (child process)", res.Rows), Value: float64(rss) / (1 << 20), Unit: "MiB", Target: tgtRSS})
 
-	// The same copy with Config.LoadData: ferry's LoadDataBatchWriter.
+	// The same copy with CopyWriteMethod load-data (the default where the target allows it).
 	b.purgeBinlogs()
 	cpu = startCPU(b.src, b.dst)
 	res, _, childCPU, err = childCopy(b.ctx, ferryOpts{SrcPort: b.src.Port, DstPort: b.dst.Port, Table: srcDB + ".orders", DstDB: "ferry_ld", Workers: *workersFlag, Writer: "loaddata"}, b.profilePath("copy-loaddata.pprof"))
