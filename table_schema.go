@@ -2,7 +2,6 @@ package ferry
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -100,68 +99,6 @@ func (t *TableCopy) rowPlaceholders() string {
 		parts[i] = t.valuePlaceholder(c)
 	}
 	return "(" + strings.Join(parts, ", ") + ")"
-}
-
-// keyPlaceholder is the SQL expression a key value takes in a comparison with column c. Character
-// keys are declared in the column's own character set and collation: a _binary literal would make
-// the server compare bytes, not the column's order, and could neither use the index nor page in
-// the order ORDER BY returns.
-func keyPlaceholder(c *schema.Column) string {
-	if c.Charset != "" && c.Charset != "binary" {
-		return "CONVERT(? USING " + c.Charset + ") COLLATE " + c.Collation
-	}
-	if c.DataType == "decimal" {
-		return "CAST(? AS DECIMAL(65,30))"
-	}
-	return "?"
-}
-
-// keyArg turns a key value read as text from the server into the argument to compare it with:
-// integers are sent as numbers (a string compared with an integer column is compared as a double,
-// which loses precision above 2^53).
-func keyArg(c *schema.Column, v any) (any, error) {
-	b, ok := v.([]byte)
-	if !ok {
-		return v, nil
-	}
-	switch c.DataType {
-	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year":
-		if c.Unsigned {
-			n, err := strconv.ParseUint(string(b), 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("key column %s: %q is not an unsigned integer", c.Name, b)
-			}
-			return n, nil
-		}
-		n, err := strconv.ParseInt(string(b), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("key column %s: %q is not an integer", c.Name, b)
-		}
-		return n, nil
-	}
-	return b, nil
-}
-
-// keyAfter builds "key > last" over the key columns, expanded so every server's range optimizer
-// uses the index: (a > ?) OR (a = ? AND b > ?) ...; inclusive adds equality of the whole key.
-func keyCompare(cols []*schema.Column, vals []any, op string, inclusive bool) (string, []any) {
-	var ors []string
-	var args []any
-	for i := range cols {
-		var ands []string
-		for j := 0; j < i; j++ {
-			ands = append(ands, schema.QuoteIdent(cols[j].Name)+" = "+keyPlaceholder(cols[j]))
-			args = append(args, vals[j])
-		}
-		o := op
-		if inclusive && i == len(cols)-1 {
-			o += "="
-		}
-		ands = append(ands, schema.QuoteIdent(cols[i].Name)+" "+o+" "+keyPlaceholder(cols[i]))
-		args = append(args, vals[i])
-		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
-	}
-	return "(" + strings.Join(ors, " OR ") + ")", args
 }
 
 // keyEquals builds "(a = ? AND b = ?)" for one key.
@@ -264,3 +201,10 @@ func (t *TableCopy) State() TableState {
 	}
 	return c
 }
+
+// Key comparisons are built by package schema, shared with the online schema change.
+var (
+	keyPlaceholder = schema.KeyPlaceholder
+	keyArg         = schema.KeyArg
+	keyCompare     = schema.KeyCompare
+)

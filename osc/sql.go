@@ -107,61 +107,6 @@ func mysqlErrno(err error) uint16 {
 	return 0
 }
 
-// keyPlaceholder is the SQL expression a key value read back from the server takes in a comparison
-// with column c: character keys are declared in the column's character set and collation (the
-// server, not Go, orders keys), decimals as decimals.
-func keyPlaceholder(c *schema.Column) string {
-	if c.Charset != "" && c.Charset != "binary" {
-		return "CONVERT(? USING " + c.Charset + ") COLLATE " + c.Collation
-	}
-	if c.DataType == "decimal" {
-		return "CAST(? AS DECIMAL(65,30))"
-	}
-	return "?"
-}
-
-// keyArg turns a key value read as text into the argument to compare it with: integers as numbers.
-func keyArg(c *schema.Column, b []byte) (any, error) {
-	switch c.DataType {
-	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year":
-		if c.Unsigned {
-			n, err := strconv.ParseUint(string(b), 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("key column %s: %q is not an unsigned integer", c.Name, b)
-			}
-			return n, nil
-		}
-		n, err := strconv.ParseInt(string(b), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("key column %s: %q is not an integer", c.Name, b)
-		}
-		return n, nil
-	}
-	return b, nil
-}
-
-// keyCompare builds "key op vals" over the key columns, expanded for the range optimizer:
-// (a > ?) OR (a = ? AND b > ?) ...; inclusive makes the last comparison op=.
-func keyCompare(cols []*schema.Column, vals []any, op string, inclusive bool) (string, []any) {
-	var ors []string
-	var args []any
-	for i := range cols {
-		var ands []string
-		for j := 0; j < i; j++ {
-			ands = append(ands, q(cols[j].Name)+" = "+keyPlaceholder(cols[j]))
-			args = append(args, vals[j])
-		}
-		o := op
-		if inclusive && i == len(cols)-1 {
-			o += "="
-		}
-		ands = append(ands, q(cols[i].Name)+" "+o+" "+keyPlaceholder(cols[i]))
-		args = append(args, vals[i])
-		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
-	}
-	return "(" + strings.Join(ors, " OR ") + ")", args
-}
-
 func tableExists(ctx context.Context, db schema.Querier, database, table string) (bool, string, error) {
 	var comment string
 	err := db.QueryRowContext(ctx, `SELECT IFNULL(TABLE_COMMENT,'') FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, database, table).Scan(&comment)
@@ -173,3 +118,11 @@ func tableExists(ctx context.Context, db schema.Querier, database, table string)
 	}
 	return true, comment, nil
 }
+
+// Key comparisons are built by package schema, shared with ferry's copy.
+var (
+	keyPlaceholder = schema.KeyPlaceholder
+	keyCompare     = schema.KeyCompare
+)
+
+func keyArg(c *schema.Column, b []byte) (any, error) { return schema.KeyArg(c, b) }

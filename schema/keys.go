@@ -1,0 +1,73 @@
+package schema
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Key values are compared only by the server (hazard: Go's byte order is not a collation's order).
+// These helpers build the comparisons so the server compares in the key column's own order and can
+// use the index.
+
+// KeyPlaceholder is the SQL expression a key value takes in a comparison with column c. Character
+// keys are declared in the column's character set and collation (a _binary literal would make the
+// server compare bytes, skip the index and page in a different order than ORDER BY); decimals are
+// cast to DECIMAL (a string compared with a decimal is compared as a double).
+func KeyPlaceholder(c *Column) string {
+	if c.Charset != "" && c.Charset != "binary" {
+		return "CONVERT(? USING " + c.Charset + ") COLLATE " + c.Collation
+	}
+	if c.DataType == "decimal" {
+		return "CAST(? AS DECIMAL(65,30))"
+	}
+	return "?"
+}
+
+// KeyArg turns a key value read as text from the server into the argument to compare it with:
+// integers are sent as numbers (a string compared with an integer column is compared as a double,
+// which loses precision above 2^53). Other values pass through.
+func KeyArg(c *Column, v any) (any, error) {
+	b, ok := v.([]byte)
+	if !ok {
+		return v, nil
+	}
+	switch c.DataType {
+	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year":
+		if c.Unsigned {
+			n, err := strconv.ParseUint(string(b), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("key column %s: %q is not an unsigned integer", c.Name, b)
+			}
+			return n, nil
+		}
+		n, err := strconv.ParseInt(string(b), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("key column %s: %q is not an integer", c.Name, b)
+		}
+		return n, nil
+	}
+	return b, nil
+}
+
+// KeyCompare builds "key op vals" over the key columns, expanded so every server's range optimizer
+// uses the index: (a > ?) OR (a = ? AND b > ?) ...; inclusive makes the last comparison op=.
+func KeyCompare(cols []*Column, vals []any, op string, inclusive bool) (string, []any) {
+	var ors []string
+	var args []any
+	for i := range cols {
+		var ands []string
+		for j := 0; j < i; j++ {
+			ands = append(ands, QuoteIdent(cols[j].Name)+" = "+KeyPlaceholder(cols[j]))
+			args = append(args, vals[j])
+		}
+		o := op
+		if inclusive && i == len(cols)-1 {
+			o += "="
+		}
+		ands = append(ands, QuoteIdent(cols[i].Name)+" "+o+" "+KeyPlaceholder(cols[i]))
+		args = append(args, vals[i])
+		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
+	}
+	return "(" + strings.Join(ors, " OR ") + ")", args
+}
