@@ -52,17 +52,10 @@ func (w *TargetBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error {
 		log = logrus.StandardLogger()
 	}
 	return retry(ctx, max(w.MaxRetries, 1), log, "write batch to "+b.Table.TargetName(), func() error {
-		tx, err := w.DB.BeginTx(ctx, nil)
-		if err != nil {
-			return err
+		if err := execInTx(ctx, w.DB, stmts); err != nil {
+			return fmt.Errorf("insert into %s: %w", b.Table.TargetName(), err)
 		}
-		for _, s := range stmts {
-			if _, err := tx.ExecContext(ctx, s.query, s.args...); err != nil {
-				tx.Rollback()
-				return fmt.Errorf("insert into %s: %w", b.Table.TargetName(), err)
-			}
-		}
-		return tx.Commit()
+		return nil
 	})
 }
 
@@ -118,4 +111,19 @@ func (w *TargetBatchWriter) statements(b *RowBatch) []statement {
 	}
 	flush()
 	return out
+}
+
+// execInTx runs statements in one transaction, rolling back on the first error.
+func execInTx(ctx context.Context, db *sql.DB, stmts []statement) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for _, s := range stmts {
+		if _, err := tx.ExecContext(ctx, s.query, s.args...); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
 }

@@ -285,17 +285,7 @@ func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, 
 	}
 	stmts := applyStatements(ops)
 	err = retry(ctx, max(w.MaxRetries, 1), log, "target transaction", func() error {
-		tx, err := w.DB.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		for _, s := range stmts {
-			if _, err := tx.ExecContext(ctx, s.query, s.args...); err != nil {
-				tx.Rollback()
-				return err
-			}
-		}
-		return tx.Commit()
+		return execInTx(ctx, w.DB, stmts)
 	})
 	if err != nil {
 		return fmt.Errorf("apply binlog events up to %s: %w", events[len(events)-1].Position, err)
