@@ -164,9 +164,8 @@ func (s *SourceBinlogStreamer) Run(ctx context.Context, from Position) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		var p permanentError
-		if errors.As(err, &p) {
-			return fmt.Errorf("binlog stream: %w", p.err)
+		if perr, ok := asPermanent(err); ok {
+			return fmt.Errorf("binlog stream: %w", perr)
 		}
 		if progressed {
 			failures, delay = 0, 100*time.Millisecond
