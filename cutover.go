@@ -88,8 +88,10 @@ func (h ReadOnlyHooks) Unlock(ctx context.Context, swapped bool) error {
 // Cutover drives a Ferry's cut-over around the host's hooks: wait for the copy and the binlog to be
 // caught up, Lock, apply the last changes, verify (optional), stop streaming, Swap, Unlock. The
 // window between Lock returning and Unlock being called is measured and bounded by Timeout; on any
-// failure the source is unlocked and the error says which step failed. A failure before Swap leaves
-// the Ferry streaming, so the cut-over can be tried again.
+// failure the source is unlocked and the error says which step failed. A failure up to and including
+// Swap (a lock that fails, a verification mismatch, a Swap hook returning an error) leaves the Ferry
+// streaming, so Run can be called again on the same Cutover; streaming stops only after a successful
+// Swap.
 type Cutover struct {
 	Ferry *Ferry
 	Hooks CutoverHooks
@@ -210,17 +212,21 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 			return rep, fmt.Errorf("cutover: %w; nothing was swapped:\n%s", ErrVerificationFailed, res)
 		}
 	}
+	// Swap runs while the Ferry still streams: with the source's writes stopped and every change
+	// up to pos applied there is nothing left to apply, and a failed Swap leaves the Ferry running
+	// exactly as before the cut-over, so Run can be called again. Streaming stops only once Swap
+	// succeeded.
+	if err := c.Hooks.Swap(lctx); err != nil {
+		return rep, fmt.Errorf("cutover: swap: %w (nothing was swapped; the Ferry keeps streaming and the cut-over can be run again)", err)
+	}
+	swapped = true
 	f.BinlogStreamer.StopAt(pos)
 	select {
 	case <-f.streamDone:
 	case <-f.runDone:
-		return rep, fmt.Errorf("cutover: %w", f.runError())
+		return rep, fmt.Errorf("cutover: after swap: %w", f.runError())
 	case <-lctx.Done():
-		return rep, fmt.Errorf("cutover: stop streaming: %w", lctx.Err())
+		return rep, fmt.Errorf("cutover: after swap: stop streaming: %w", lctx.Err())
 	}
-	if err := c.Hooks.Swap(lctx); err != nil {
-		return rep, fmt.Errorf("cutover: swap: %w", err)
-	}
-	swapped = true
 	return rep, nil
 }
