@@ -110,3 +110,53 @@ func checkPrivileges(ctx context.Context, db *sql.DB, who string, databases []st
 	}
 	return nil
 }
+
+// checkHostPool refuses a connection pool the host handed in (Ferry.Source or Ferry.Target) whose
+// sessions lack a setting ferry's byte-exactness depends on: TIMESTAMP values read and written in
+// UTC, results in each column's own character set, temporal values as text (not parsed by the
+// driver), a sql_mode that neither pads CHAR values nor turns '' into NULL nor a key of 0 into a new
+// AUTO_INCREMENT value, and on the target foreign_key_checks=0 (so applying a row image never
+// cascades to or is refused by other rows). It checks one connection: the settings must come from
+// the pool's DSN, so that every connection has them.
+func checkHostPool(ctx context.Context, db *sql.DB, field string, target bool) error {
+	var tz, results, mode sql.NullString
+	var fkChecks int
+	var datetime any
+	err := db.QueryRowContext(ctx, "SELECT @@SESSION.time_zone, @@SESSION.character_set_results, @@SESSION.sql_mode, @@SESSION.foreign_key_checks, CAST('2001-02-03 04:05:06' AS DATETIME)").
+		Scan(&tz, &results, &mode, &fkChecks, &datetime)
+	if err != nil {
+		return fmt.Errorf("Ferry.%s: check the pool's session settings: %w", field, err)
+	}
+	var bad []string
+	if tz.String != "+00:00" && !strings.EqualFold(tz.String, "UTC") {
+		bad = append(bad, fmt.Sprintf("time_zone is %q, want '+00:00' (TIMESTAMP values would be shifted)", tz.String))
+	}
+	if results.Valid && !strings.EqualFold(results.String, "binary") {
+		bad = append(bad, fmt.Sprintf("character_set_results is %s, want binary (values would be converted between character sets)", results.String))
+	}
+	modes := map[string]bool{}
+	for _, m := range strings.Split(strings.ToUpper(mode.String), ",") {
+		modes[m] = true
+	}
+	for _, m := range []string{"STRICT_ALL_TABLES", "NO_AUTO_VALUE_ON_ZERO"} {
+		if !modes[m] {
+			bad = append(bad, fmt.Sprintf("sql_mode %q lacks %s", mode.String, m))
+		}
+	}
+	for _, m := range []string{"PAD_CHAR_TO_FULL_LENGTH", "EMPTY_STRING_IS_NULL", "TIME_TRUNCATE_FRACTIONAL", "ORACLE"} {
+		if modes[m] {
+			bad = append(bad, fmt.Sprintf("sql_mode %q has %s", mode.String, m))
+		}
+	}
+	if target && fkChecks != 0 {
+		bad = append(bad, "foreign_key_checks is 1, want 0 (applying a row image would cascade to or be refused by other rows)")
+	}
+	if _, ok := datetime.([]byte); !ok && datetime != nil {
+		bad = append(bad, fmt.Sprintf("the driver returns DATETIME values as %T, want text (remove parseTime=true from the DSN)", datetime))
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("Ferry.%s: the connection pool's sessions are not set up for ferry: %s; open the pool with ferry's session settings in its DSN (ferry.SessionParams(), e.g. mysql.Config.Params), or leave Ferry.%s nil so ferry opens it from Config.%s",
+			field, strings.Join(bad, "; "), field, field)
+	}
+	return nil
+}

@@ -61,16 +61,24 @@ func (c ConnConfig) dsn() *mysql.Config {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	cfg.Params = map[string]string{
+	cfg.Params = SessionParams()
+	for k, v := range c.Params {
+		cfg.Params[k] = v
+	}
+	return cfg
+}
+
+// SessionParams are the go-sql-driver/mysql DSN parameters every ferry connection is opened with
+// (see ConnConfig.Open). A host that hands ferry its own *sql.DB (Ferry.Source, Ferry.Target) must
+// open it with them, e.g. by adding them to its mysql.Config.Params; Initialize checks the pool's
+// session and refuses one that lacks them.
+func SessionParams() map[string]string {
+	return map[string]string{
 		"time_zone":             "'+00:00'",
 		"character_set_results": "binary",
 		"sql_mode":              "'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
 		"foreign_key_checks":    "0",
 	}
-	for k, v := range c.Params {
-		cfg.Params[k] = v
-	}
-	return cfg
 }
 
 // Open opens a connection pool with ferry's session settings and checks that it connects.

@@ -65,7 +65,9 @@ type Ferry struct {
 	// CheckpointInterval is how often state is saved while running; default 5s.
 	CheckpointInterval time.Duration
 
-	// Source and Target are opened by Initialize unless set.
+	// Source and Target are opened by Initialize unless set. A pool the host sets must be opened
+	// with ferry's session settings (SessionParams): Initialize refuses one without them. Close
+	// never closes a pool the host set.
 	Source, Target *sql.DB
 	SourceFlavor   Flavor
 	TargetFlavor   Flavor
@@ -83,7 +85,8 @@ type Ferry struct {
 	startTime  time.Time
 	mu         sync.Mutex
 	throttle   throttler.Status
-	ownsDBs    bool
+	ownsSource bool
+	ownsTarget bool
 	loadData   bool
 }
 
@@ -114,13 +117,17 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 		if f.Source, err = cfg.Source.Open(ctx); err != nil {
 			return fmt.Errorf("source: %w", err)
 		}
-		f.ownsDBs = true
+		f.ownsSource = true
+	} else if err := checkHostPool(ctx, f.Source, "Source", false); err != nil {
+		return err
 	}
 	if f.Target == nil {
 		if f.Target, err = cfg.Target.Open(ctx); err != nil {
 			return fmt.Errorf("target: %w", err)
 		}
-		f.ownsDBs = true
+		f.ownsTarget = true
+	} else if err := checkHostPool(ctx, f.Target, "Target", true); err != nil {
+		return err
 	}
 	if f.SourceFlavor, err = detectFlavor(ctx, f.Source); err != nil {
 		return fmt.Errorf("source: %w", err)
@@ -784,15 +791,16 @@ func (f *Ferry) State() *State {
 	return st
 }
 
-// Close closes the connections Initialize opened.
+// Close closes the connection pools Initialize opened; a pool the host set is left open.
 func (f *Ferry) Close() error {
-	if f.ownsDBs {
-		if f.Source != nil {
-			f.Source.Close()
-		}
-		if f.Target != nil {
-			f.Target.Close()
-		}
+	var errs []error
+	if f.ownsSource && f.Source != nil {
+		errs = append(errs, f.Source.Close())
+		f.ownsSource = false
 	}
-	return nil
+	if f.ownsTarget && f.Target != nil {
+		errs = append(errs, f.Target.Close())
+		f.ownsTarget = false
+	}
+	return errors.Join(errs...)
 }
