@@ -114,7 +114,7 @@ func checkPrivileges(ctx context.Context, db *sql.DB, who string, databases []st
 // checkHostPool refuses a connection pool the host handed in (Ferry.Source or Ferry.Target) whose
 // sessions lack a setting ferry's byte-exactness depends on: TIMESTAMP values read and written in
 // UTC, results in each column's own character set, temporal values as text (not parsed by the
-// driver), a sql_mode that neither pads CHAR values nor turns '' into NULL nor a key of 0 into a new
+// driver), a sql_mode that neither pads CHAR values nor turns ” into NULL nor a key of 0 into a new
 // AUTO_INCREMENT value, and on the target foreign_key_checks=0 (so applying a row image never
 // cascades to or is refused by other rows). It checks one connection: the settings must come from
 // the pool's DSN, so that every connection has them.
