@@ -47,7 +47,7 @@ import (
 )
 
 // Ferry copies tables from a source to a target and keeps them current until cut-over.
-// Use New, or fill Config and any components yourself; nil components get defaults in Initialize.
+// Use New, or fill Config and any components yourself; nil components get defaults in Start.
 type Ferry struct {
 	Config Config
 
@@ -83,11 +83,14 @@ type Ferry struct {
 	runErr     error
 	streamDone chan struct{}
 	startTime  time.Time
-	mu         sync.Mutex
-	throttle   throttler.Status
-	ownsSource bool
-	ownsTarget bool
-	loadData   bool
+	copyEnd    time.Time // when the last row was copied; read only after copyDone is closed
+	// rowsAtStart is what the checkpoint said was already copied when Start ran.
+	rowsAtStart int64
+	mu          sync.Mutex
+	throttle    throttler.Status
+	ownsSource  bool
+	ownsTarget  bool
+	loadData    bool
 }
 
 // New returns a Ferry with default components for cfg.
@@ -532,6 +535,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 		return fmt.Errorf("source: binlog file %s is not on the server", f.startPos.File)
 	}
 	f.started = true
+	f.rowsAtStart = f.rowsCopied()
 	f.startTime = time.Now()
 	f.log.WithField("position", f.startPos.String()).Info("ferry: binlog position recorded before the copy")
 	return nil
@@ -605,6 +609,7 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 		if err := f.DataIterator.Run(gctx, f.Tables, f.writeBatch); err != nil {
 			return err
 		}
+		f.copyEnd = time.Now()
 		close(f.copyDone)
 		f.log.WithField("rows", f.rowsCopied()).Info("ferry: row copy complete")
 		return nil

@@ -1,13 +1,13 @@
 module github.com/ferrykit/ferry
 
-go 1.26.8
+go 1.25.0
 
 require (
 	github.com/go-mysql-org/go-mysql v1.16.0
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/sirupsen/logrus v1.10.2
 	go.uber.org/goleak v1.3.0
-	golang.org/x/sync v0.25.0
+	golang.org/x/sync v0.20.0
 )
 
 require (

@@ -28,7 +28,8 @@ import (
 // text form LOAD DATA does not take, and JSON columns on MySQL, which refuse binary strings) go
 // through the INSERT writer instead.
 //
-// The target must allow it (local_infile=ON); Initialize checks that when Config.LoadData is set.
+// The target must allow it (local_infile=ON); Initialize checks that unless
+// Config.CopyWriteMethod is WriteInsert (WriteAuto falls back to INSERT, WriteLoadData refuses).
 type LoadDataBatchWriter struct {
 	DB         *sql.DB
 	MaxRetries int

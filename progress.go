@@ -19,7 +19,9 @@ type Progress struct {
 	RowsCopied    int64           `json:"rows_copied"`
 	EstimatedRows int64           `json:"estimated_rows"`
 	Elapsed       time.Duration   `json:"elapsed_ns"`
-	// RowsPerSecond is the average copy rate since Run started.
+	// RowsPerSecond is the copy's own rate: rows this run copied over the time the copy took (from
+	// Start until the last row was written, or until now while copying). Catch-up and cut-over time
+	// do not dilute it, and rows a resumed run found already copied do not inflate it.
 	RowsPerSecond float64 `json:"rows_per_second"`
 	// ETA estimates the time left for the copy (0 when done or unknown).
 	ETA             time.Duration `json:"eta_ns"`
@@ -58,8 +60,12 @@ func (f *Ferry) Progress() Progress {
 		p.CopyComplete = true
 	default:
 	}
-	if p.Elapsed > 0 {
-		p.RowsPerSecond = float64(p.RowsCopied) / p.Elapsed.Seconds()
+	copyTime := p.Elapsed
+	if p.CopyComplete {
+		copyTime = f.copyEnd.Sub(f.startTime) // written before copyDone was closed
+	}
+	if copied := p.RowsCopied - f.rowsAtStart; copyTime > 0 && copied > 0 {
+		p.RowsPerSecond = float64(copied) / copyTime.Seconds()
 	}
 	if !p.CopyComplete && p.RowsPerSecond > 0 && p.EstimatedRows > p.RowsCopied {
 		p.ETA = time.Duration(float64(p.EstimatedRows-p.RowsCopied) / p.RowsPerSecond * float64(time.Second))

@@ -13,6 +13,6 @@ if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
 fi
 if ! command -v go >/dev/null 2>&1; then
   if [ -x /usr/local/go/bin/go ]; then export PATH=$PATH:/usr/local/go/bin; else
-    echo "deps: Go is not installed; install Go 1.26 or newer" >&2; exit 1; fi
+    echo "deps: Go is not installed; install Go 1.25 or newer" >&2; exit 1; fi
 fi
 go mod download
