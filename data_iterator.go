@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/throttler"
 )
 
@@ -213,23 +214,30 @@ func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCol
 	return len(batch), toKey(last), tx.Commit()
 }
 
-// planRanges splits a table's key space into at most n ranges of similar size. A single integer
-// key is split arithmetically between MIN and MAX; any other key by walking the key index with
-// OFFSET, so every boundary is a real key in the server's own order.
+// planRanges splits a table's key space into at most n ranges of similar size (PlanKeyRanges).
 func (it *SourceDataIterator) planRanges(ctx context.Context, t *TableCopy, n int) ([]*KeyRange, error) {
 	size := 1000
 	if it.BatchSize != nil && it.BatchSize() > 0 {
 		size = it.BatchSize()
 	}
-	if n <= 1 || t.EstimatedRows < int64(4*size) {
+	return PlanKeyRanges(ctx, it.DB, t.Source, t.EstimatedRows, n, int64(4*size))
+}
+
+// PlanKeyRanges splits a table's key space into at most n ranges of similar size; a table of fewer
+// than minRows (estimated) rows is one range. A single integer key is split arithmetically between
+// MIN and MAX; any other key by walking the key index with OFFSET, so every boundary is a real key
+// in the server's own order. The ranges cover the whole key space whatever the table holds when
+// they are read: the first is open below, the last open above.
+func PlanKeyRanges(ctx context.Context, db *sql.DB, table *TableSchema, estimatedRows int64, n int, minRows int64) ([]*KeyRange, error) {
+	if n <= 1 || estimatedRows < minRows {
 		return []*KeyRange{{}}, nil
 	}
-	keyCols := t.Source.KeyColumns()
+	keyCols := table.KeyColumns()
 	if len(keyCols) == 1 && isIntegerType(keyCols[0].DataType) {
 		k := schemaQuote(keyCols[0].Name)
 		var lo, hi sql.NullString
-		if err := it.DB.QueryRowContext(ctx, "SELECT MIN("+k+"), MAX("+k+") FROM "+t.Source.QualifiedName()).Scan(&lo, &hi); err != nil {
-			return nil, fmt.Errorf("plan ranges of %s: %w", t, err)
+		if err := db.QueryRowContext(ctx, "SELECT MIN("+k+"), MAX("+k+") FROM "+table.QualifiedName()).Scan(&lo, &hi); err != nil {
+			return nil, fmt.Errorf("plan ranges of %s: %w", table, err)
 		}
 		if !lo.Valid {
 			return []*KeyRange{{}}, nil
@@ -251,7 +259,7 @@ func (it *SourceDataIterator) planRanges(ctx context.Context, t *TableCopy, n in
 		}
 		return append(out, &KeyRange{Start: prev}), nil
 	}
-	step := t.EstimatedRows / int64(n)
+	step := estimatedRows / int64(n)
 	var out []*KeyRange
 	var prev Key
 	cols := make([]string, len(keyCols))
@@ -259,7 +267,7 @@ func (it *SourceDataIterator) planRanges(ctx context.Context, t *TableCopy, n in
 		cols[i] = schemaQuote(c.Name)
 	}
 	for i := 1; i < n; i++ {
-		q := "SELECT " + strings.Join(cols, ", ") + " FROM " + t.Source.QualifiedName() + " FORCE INDEX (" + quoteIndex(t.Source.KeyName) + ")"
+		q := "SELECT " + strings.Join(cols, ", ") + " FROM " + table.QualifiedName() + " FORCE INDEX (" + quoteIndex(table.KeyName) + ")"
 		var args []any
 		if prev != nil {
 			vals, err := keyArgs(keyCols, prev)
@@ -276,12 +284,12 @@ func (it *SourceDataIterator) planRanges(ctx context.Context, t *TableCopy, n in
 		for j := range vals {
 			ptrs[j] = &vals[j]
 		}
-		err := it.DB.QueryRowContext(ctx, q, args...).Scan(ptrs...)
+		err := db.QueryRowContext(ctx, q, args...).Scan(ptrs...)
 		if err == sql.ErrNoRows {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("plan ranges of %s: %w", t, err)
+			return nil, fmt.Errorf("plan ranges of %s: %w", table, err)
 		}
 		bound := toKey(vals)
 		out = append(out, &KeyRange{Start: prev, End: bound})
@@ -289,6 +297,9 @@ func (it *SourceDataIterator) planRanges(ctx context.Context, t *TableCopy, n in
 	}
 	return append(out, &KeyRange{Start: prev}), nil
 }
+
+// KeyArgs turns a key read from the server into the arguments of schema.KeyCompare.
+func KeyArgs(cols []*schema.Column, k Key) ([]any, error) { return keyArgs(cols, k) }
 
 func keyArgs(cols []*schemaColumn, k Key) ([]any, error) {
 	if len(k) != len(cols) {

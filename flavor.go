@@ -20,6 +20,9 @@ type Flavor struct {
 	Minor   int
 }
 
+// DetectFlavor asks the server what it is.
+func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, error) { return detectFlavor(ctx, db) }
+
 // detectFlavor asks the server what it is.
 func detectFlavor(ctx context.Context, db *sql.DB) (Flavor, error) {
 	var v string
@@ -113,6 +116,75 @@ func fileSeq(name string) int64 {
 	}
 	n, _ := strconv.ParseInt(name[i+1:], 10, 64)
 	return n
+}
+
+// CurrentPosition reads the server's binlog position now, with its GTID position.
+func CurrentPosition(ctx context.Context, db *sql.DB, f Flavor) (Position, error) {
+	return currentPosition(ctx, db, f)
+}
+
+// BinlogFiles lists the binary logs the server still has, oldest first.
+func BinlogFiles(ctx context.Context, db *sql.DB) ([]string, error) { return binlogFiles(ctx, db) }
+
+// Consistent snapshots (package snapshot). A snapshot of several tables read on several connections
+// is consistent only if every connection's transaction sees the same set of committed transactions,
+// and that set is exactly the binlog up to one position.
+
+// SnapshotPositionAvailable reports that the server tells, inside a transaction opened WITH
+// CONSISTENT SNAPSHOT, the binlog position that snapshot corresponds to (MariaDB's
+// binlog_snapshot_file/binlog_snapshot_position status, maintained under the binlog's commit-order
+// lock, so no lock is needed). MySQL has no such status: a snapshot position there needs a global
+// lock around opening the snapshots and reading SHOW MASTER STATUS.
+func (f Flavor) SnapshotPositionAvailable() bool { return f.MariaDB }
+
+// SnapshotPosition reads, on conn, inside a transaction started WITH CONSISTENT SNAPSHOT, the binlog
+// position the snapshot corresponds to, with the GTID position there (MariaDB only; see
+// SnapshotPositionAvailable).
+func (f Flavor) SnapshotPosition(ctx context.Context, conn *sql.Conn) (Position, error) {
+	if !f.SnapshotPositionAvailable() {
+		return Position{}, fmt.Errorf("snapshot position: %s has no binlog_snapshot status; take the snapshot under SnapshotLock", f.Version)
+	}
+	rows, err := conn.QueryContext(ctx, "SHOW SESSION STATUS WHERE Variable_name IN ('binlog_snapshot_file', 'binlog_snapshot_position')")
+	if err != nil {
+		return Position{}, fmt.Errorf("snapshot position: %w", err)
+	}
+	var p Position
+	for rows.Next() {
+		var name, val string
+		if err := rows.Scan(&name, &val); err != nil {
+			rows.Close()
+			return Position{}, err
+		}
+		if strings.EqualFold(name, "binlog_snapshot_file") {
+			p.File = val
+		} else if n, err := strconv.ParseUint(val, 10, 32); err == nil {
+			p.Pos = uint32(n)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return Position{}, err
+	}
+	if p.File == "" {
+		return Position{}, fmt.Errorf("snapshot position: binlog_snapshot_file is empty: the binary log is off; start the source with log_bin")
+	}
+	var gtid sql.NullString
+	if err := conn.QueryRowContext(ctx, "SELECT BINLOG_GTID_POS(?, ?)", p.File, p.Pos).Scan(&gtid); err == nil {
+		p.GTID = gtid.String
+	}
+	return p, nil
+}
+
+// SnapshotLock returns the statements that stop commits for the moment several connections open
+// consistent snapshots, and the statement that releases them. MariaDB 10.4.1+ has BACKUP STAGE
+// BLOCK_COMMIT, which lets running statements continue (only their commit waits) and needs no
+// table flush; elsewhere FLUSH TABLES WITH READ LOCK (it waits for running queries to finish, so
+// a long query on the source makes it wait; the caller bounds that with a lock wait timeout).
+func (f Flavor) SnapshotLock() (lock []string, unlock string) {
+	if f.MariaDB && (f.Major > 10 || f.Major == 10 && f.Minor >= 5) {
+		return []string{"BACKUP STAGE START", "BACKUP STAGE BLOCK_COMMIT"}, "BACKUP STAGE END"
+	}
+	return []string{"FLUSH TABLES WITH READ LOCK"}, "UNLOCK TABLES"
 }
 
 // currentPosition reads the source's binlog position now.

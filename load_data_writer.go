@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -73,7 +74,7 @@ func (w *LoadDataBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error
 		cols[i] = schema.QuoteIdent(c.Name)
 	}
 	q := "LOAD DATA LOCAL INFILE 'Reader::" + name + "' IGNORE INTO TABLE " + b.Table.TargetName() +
-		" CHARACTER SET binary FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (" + strings.Join(cols, ", ") + ")"
+		LoadDataFormat + " (" + strings.Join(cols, ", ") + ")"
 	log := w.Logger
 	if log == nil {
 		log = logrus.StandardLogger()
@@ -98,33 +99,64 @@ func (w *LoadDataBatchWriter) load(ctx context.Context, q string, t *TableCopy) 
 	if _, err := tx.ExecContext(ctx, q); err != nil {
 		return fmt.Errorf("load into %s: %w", t.TargetName(), err)
 	}
+	if err := CheckLoadDataWarnings(ctx, tx, t.TargetName(), true); err != nil {
+		if errors.Is(err, ErrLoadDataAdjusted) {
+			return permanent(err)
+		}
+		return err
+	}
+	return tx.Commit()
+}
+
+// LoadDataFormat is the CHARACTER SET and FIELDS/LINES clause of every LOAD DATA statement ferry
+// issues, matching EncodeLoadData: values are bytes (no character set conversion), tab-separated,
+// newline-terminated, backslash-escaped.
+const LoadDataFormat = " CHARACTER SET binary FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
+
+// ErrLoadDataAdjusted is wrapped by CheckLoadDataWarnings' error when the server warned.
+var ErrLoadDataAdjusted = errors.New("the server would have adjusted values or skipped rows")
+
+// CheckLoadDataWarnings fails unless the LOAD DATA statement just run in tx stored every value as
+// given: LOAD DATA LOCAL turns errors into warnings (adjusted values, truncated rows), so any
+// warning is an error, except duplicate keys (1062) when allowDuplicates is set.
+func CheckLoadDataWarnings(ctx context.Context, tx *sql.Tx, table string, allowDuplicates bool) error {
 	var warnings int
 	if err := tx.QueryRowContext(ctx, "SELECT @@warning_count").Scan(&warnings); err != nil {
 		return err
 	}
-	if warnings > 0 {
-		rows, err := tx.QueryContext(ctx, "SHOW WARNINGS LIMIT 20")
-		if err != nil {
+	if warnings == 0 {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, "SHOW WARNINGS LIMIT 20")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var bad []string
+	for rows.Next() {
+		var level, msg string
+		var code int
+		if err := rows.Scan(&level, &code, &msg); err != nil {
 			return err
 		}
-		var bad []string
-		for rows.Next() {
-			var level, msg string
-			var code int
-			if err := rows.Scan(&level, &code, &msg); err != nil {
-				rows.Close()
-				return err
-			}
-			if code != 1062 { // duplicate key: the row is already there, newer
-				bad = append(bad, fmt.Sprintf("%d %s", code, msg))
-			}
-		}
-		rows.Close()
-		if len(bad) > 0 {
-			return permanent(fmt.Errorf("load into %s: the server would have adjusted values: %s", t.TargetName(), strings.Join(bad, "; ")))
+		if code != 1062 || !allowDuplicates { // duplicate key: the row is already there, newer
+			bad = append(bad, fmt.Sprintf("%d %s", code, msg))
 		}
 	}
-	return tx.Commit()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("load into %s: %w: %s", table, ErrLoadDataAdjusted, strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// EncodeLoadData appends rows (values as read with the text protocol: []byte, or Go numbers) in the
+// form LoadDataFormat describes. BIT values must be given as their unsigned integer (LOAD DATA does
+// not take their raw bytes); load them through a user variable and CAST(@v AS UNSIGNED).
+func EncodeLoadData(buf *bytes.Buffer, cols []*schema.Column, rows [][]any) {
+	encodeLoadData(buf, cols, rows)
 }
 
 // encodeLoadData writes rows in LOAD DATA's default text form: tab-separated, newline-terminated,
