@@ -99,9 +99,33 @@ type Cutover struct {
 	Verifier verifier.Verifier
 	// MaxLag is the binlog lag below which the cut-over locks; default 500ms.
 	MaxLag time.Duration
-	// Timeout bounds the write-blocked window (flush + verify + swap); default 30s.
+	// Timeout bounds the write-blocked window (flush + verify + swap); default DefaultCutoverTimeout.
+	// When it is reached the cut-over is aborted before Swap, the source is unlocked, and Run
+	// returns a *CutoverTimeoutError.
 	Timeout time.Duration
 }
+
+// DefaultCutoverTimeout is Cutover.Timeout when unset.
+const DefaultCutoverTimeout = 30 * time.Second
+
+// ErrCutoverTimeout is matched (errors.Is) by the error of a cut-over aborted because the
+// write-blocked window reached Cutover.Timeout.
+var ErrCutoverTimeout = errors.New("cut-over timeout reached")
+
+// CutoverTimeoutError says that the write-blocked window reached Cutover.Timeout, in which step,
+// and that nothing was swapped. Hosts translate Timeout into the name of their own setting.
+type CutoverTimeoutError struct {
+	Timeout time.Duration // the bound
+	Step    string        // the step that was running when it was reached, e.g. "verify"
+	Err     error         // the error of that step (a context deadline)
+}
+
+func (e *CutoverTimeoutError) Error() string {
+	return fmt.Sprintf("cutover: %s: the write-blocked window reached the cut-over bound (%s), so the cut-over was aborted and nothing was swapped: %v",
+		e.Step, e.Timeout, e.Err)
+}
+
+func (e *CutoverTimeoutError) Unwrap() []error { return []error{ErrCutoverTimeout, e.Err} }
 
 // CutoverReport says what happened.
 type CutoverReport struct {
@@ -134,7 +158,7 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 	}
 	timeout := c.Timeout
 	if timeout <= 0 {
-		timeout = 30 * time.Second
+		timeout = DefaultCutoverTimeout
 	}
 	v := c.Verifier
 	if v == nil {
@@ -194,9 +218,16 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 	}()
 	lctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// failed names the step that failed; when the failure is the bound being reached, it says so.
+	failed := func(step string, err error) error {
+		if errors.Is(lctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			return &CutoverTimeoutError{Timeout: timeout, Step: step, Err: err}
+		}
+		return fmt.Errorf("cutover: %s: %w", step, err)
+	}
 	pos, err := f.FlushBinlog(lctx)
 	if err != nil {
-		return rep, fmt.Errorf("cutover: apply last changes under lock: %w", err)
+		return rep, failed("apply last changes under lock", err)
 	}
 	rep.Position = pos
 	rep.Flush = time.Since(locked)
@@ -206,7 +237,7 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 		rep.Verify = time.Since(vstart)
 		rep.Result = res
 		if err != nil {
-			return rep, fmt.Errorf("cutover: verify: %w", err)
+			return rep, failed("verify", err)
 		}
 		if !res.Match() {
 			return rep, fmt.Errorf("cutover: %w; nothing was swapped:\n%s", ErrVerificationFailed, res)
@@ -217,7 +248,7 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 	// exactly as before the cut-over, so Run can be called again. Streaming stops only once Swap
 	// succeeded.
 	if err := c.Hooks.Swap(lctx); err != nil {
-		return rep, fmt.Errorf("cutover: swap: %w (nothing was swapped; the Ferry keeps streaming and the cut-over can be run again)", err)
+		return rep, failed("swap", fmt.Errorf("%w (nothing was swapped; the Ferry keeps streaming and the cut-over can be run again)", err))
 	}
 	swapped = true
 	f.BinlogStreamer.StopAt(pos)

@@ -12,7 +12,8 @@
 // ETA, and the binlog lag. With -state-file it checkpoints its progress atomically; after a crash,
 // run the same command with -resume to continue where it stopped.
 //
-// Exit status: 0 on success, 1 on error, 3 when verification found differences (nothing swapped).
+// Exit status: 0 on success, 1 on error, 3 when verification found differences (with any -cutover:
+// nothing was swapped).
 package main
 
 import (
@@ -56,6 +57,7 @@ type options struct {
 	resume                bool
 	progress              time.Duration
 	maxLag                time.Duration
+	cutoverTimeout        time.Duration
 	logLevel              string
 	summaryJSON           string
 }
@@ -98,6 +100,7 @@ func run() int {
 	fs.BoolVar(&o.resume, "resume", false, "resume from -state-file")
 	fs.DurationVar(&o.progress, "progress", 2*time.Second, "progress interval")
 	fs.DurationVar(&o.maxLag, "max-lag", 500*time.Millisecond, "binlog lag under which the cut-over starts")
+	fs.DurationVar(&o.cutoverTimeout, "cutover-timeout", ferry.DefaultCutoverTimeout, "longest the cut-over may block writes (apply the last changes, verify under the lock, swap); when reached, the cut-over is aborted and the source unlocked")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.summaryJSON, "summary-json", "", "write the final summary as JSON to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -122,6 +125,12 @@ func run() int {
 		}
 	}
 	if err != nil {
+		var te *ferry.CutoverTimeoutError
+		if errors.As(err, &te) {
+			fmt.Fprintf(os.Stderr, "copydb: the cut-over bound -cutover-timeout %s was hit (step: %s); nothing was swapped.\n"+
+				"copydb: raise -cutover-timeout (writes stay blocked up to that long), or cut over when the source changes fewer rows: the work under the lock grows with the rows changed since the last catch-up\n",
+				te.Timeout, te.Step)
+		}
 		fmt.Fprintln(os.Stderr, "copydb:", err)
 		if errors.Is(err, ferry.ErrVerificationFailed) {
 			return 3
@@ -361,7 +370,8 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	default:
 		hooks = ferry.ReadOnlyHooks{Source: f.Source}
 	}
-	cut := &ferry.Cutover{Ferry: f, Hooks: hooks, MaxLag: o.maxLag}
+	cut := &ferry.Cutover{Ferry: f, Hooks: hooks, MaxLag: o.maxLag, Timeout: o.cutoverTimeout}
+	var mismatch error
 	if o.cutover == "none" {
 		cut.Verifier = nil
 		if f.Verifier != nil {
@@ -377,6 +387,10 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 				return finish("failed"), waitRun(runErr, err)
 			}
 			sum.Verification = res
+			if !res.Match() {
+				// Still stop streaming cleanly below, then fail: a difference is never "ok".
+				mismatch = fmt.Errorf("%w (the source was not locked, so rows changing right now can differ too: run again, or use -cutover read-only to verify with writes stopped)", ferry.ErrVerificationFailed)
+			}
 		}
 		f.Verifier = nil
 	}
@@ -395,6 +409,9 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	}
 	if err := <-runErr; err != nil {
 		return finish("failed"), err
+	}
+	if mismatch != nil {
+		return finish("failed"), mismatch
 	}
 	return finish("ok"), nil
 }
