@@ -14,14 +14,22 @@ import (
 )
 
 // copyRows copies the original table into the ghost table in chunks of the shared key, in the
-// server's key order, each chunk one INSERT IGNORE ... SELECT ... LOCK IN SHARE MODE. The range is
+// server's key order, each chunk one INSERT ... SELECT ... LOCK IN SHARE MODE. The range is
 // fixed at the start (up to the largest key then); rows inserted later reach the ghost through the
 // binlog.
 //
 // Why no row is lost or resurrected: the statement's shared locks make a concurrent change of a
 // row in the chunk commit (and reach the binlog) only after the chunk is in the ghost table, so its
 // event is applied after the copy and wins; a row deleted before the chunk was read is not read;
-// and INSERT IGNORE never overwrites a row the apply already wrote (which is at least as new).
+// and the copy skips (NOT EXISTS on the shared key) a row the apply already wrote (which is at
+// least as new).
+//
+// Why no value is changed silently: the INSERT is strict (no IGNORE, a strict sql_mode), so a
+// value the new column cannot hold (1406 data too long, 1264 out of range, 1265 truncated, 1292
+// bad date, 1048 NULL) or a duplicate on a new or narrowed unique key (1062) fails the statement
+// and the migration, as the same error fails a plain ALTER TABLE; the row is then named by its key
+// (offendingRow). The only duplicate tolerated is on the shared key, a race with the apply that
+// retrying the chunk resolves.
 func (m *Migration) copyRows(ctx context.Context) error {
 	p := m.plan
 	var est sql.NullInt64
@@ -52,13 +60,7 @@ func (m *Migration) copyRows(ctx context.Context) error {
 	}
 	upTo, upToArgs := keyCompare(p.Key, maxArgs, "<", true)
 
-	var toCols, fromCols []string
-	for _, cm := range p.Columns {
-		toCols = append(toCols, q(cm.To.Name))
-		fromCols = append(fromCols, q(cm.From.Name))
-	}
-	insert := "INSERT IGNORE INTO " + m.qualified(m.ghostName()) + " (" + strings.Join(toCols, ", ") + ") SELECT " +
-		strings.Join(fromCols, ", ") + " FROM " + table + " " + index + " WHERE "
+	insert := m.copyInsert()
 
 	var last [][]byte
 	if k := m.copiedUpTo.Load(); k != nil {
@@ -115,16 +117,17 @@ func (m *Migration) copyRows(ctx context.Context) error {
 		cw = append(cw, c)
 		cargs = append(cargs, a...)
 		var n int64
+		chunkWhere := strings.Join(cw, " AND ")
 		err = withRetry(ctx, 10, func() error {
-			res, err := m.db.ExecContext(ctx, insert+strings.Join(cw, " AND ")+" LOCK IN SHARE MODE", cargs...)
-			if err != nil {
-				return err
-			}
-			n, _ = res.RowsAffected()
-			return nil
+			var err error
+			n, err = m.copyChunk(ctx, insert, chunkWhere, cargs)
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("copy chunk: %w", err)
+		}
+		if m.testAfterChunk != nil {
+			m.testAfterChunk()
 		}
 		m.rowsCopied.Add(n)
 		copied := end
@@ -217,4 +220,146 @@ func sameKey(a, b [][]byte) bool {
 		}
 	}
 	return true
+}
+
+// copyInsert is the chunk statement without its key range: INSERT INTO ghost (new columns)
+// SELECT old columns FROM t AS o ... WHERE <range> AND NOT EXISTS (the row in the ghost).
+func (m *Migration) copyInsert() string {
+	p := m.plan
+	var toCols, fromCols []string
+	for _, cm := range p.Columns {
+		toCols = append(toCols, q(cm.To.Name))
+		fromCols = append(fromCols, m.copyExpr(cm))
+	}
+	var inGhost []string
+	for _, k := range p.Key {
+		inGhost = append(inGhost, "g."+q(p.newName(k))+" = o."+q(k.Name))
+	}
+	return "INSERT INTO " + m.qualified(m.ghostName()) + " (" + strings.Join(toCols, ", ") + ") SELECT " +
+		strings.Join(fromCols, ", ") + " FROM " + m.qualified(m.Table) + " AS o FORCE INDEX (" + q(p.KeyName) + ") WHERE NOT EXISTS (SELECT 1 FROM " +
+		m.qualified(m.ghostName()) + " AS g WHERE " + strings.Join(inGhost, " AND ") + ") AND "
+}
+
+// copyExpr is the SELECT expression the copy reads an original column with.
+func (m *Migration) copyExpr(cm ColumnMap) string { return "o." + q(cm.From.Name) }
+
+// copyChunk copies one chunk. A duplicate (1062) on a unique key the original has unchanged is a
+// race with the apply, never a duplicate in the data: the ghost holds an older image of another
+// row that a later change, not applied yet, moves off that value; and the row being copied took
+// the value after the stream started, so its own change will be applied (REPLACE) too. Such rows
+// are skipped (the chunk is copied row by row). On the shared key it means the apply wrote the
+// row first: the chunk is copied again (NOT EXISTS skips it). On a new or changed unique key it
+// may be either, so the chunk is retried once the apply caught up; a duplicate that stays is in
+// the data and fails the migration like ALTER TABLE. Any other error fails it too, naming the row.
+func (m *Migration) copyChunk(ctx context.Context, insert, where string, args []any) (int64, error) {
+	for race := 0; ; race++ {
+		res, err := m.db.ExecContext(ctx, insert+where+" LOCK IN SHARE MODE", args...)
+		if err == nil {
+			n, _ := res.RowsAffected()
+			return n, nil
+		}
+		if retryable(err) || ctx.Err() != nil {
+			return 0, err
+		}
+		key, dup := duplicateKey(err, m.ghostName())
+		switch {
+		case dup && key == m.plan.GhostKeyName && race < 10:
+			continue
+		case dup && !m.plan.atRisk(key) && key != m.plan.GhostKeyName:
+			return m.copyRowByRow(ctx, insert, where, args)
+		case dup && race < 5:
+			m.waitApplied(ctx)
+			continue
+		}
+		return m.copyRowByRow(ctx, insert, where, args)
+	}
+}
+
+// copyRowByRow copies a chunk one row at a time (after the chunk failed): rows that collide with
+// the ghost on the shared key or on a unique key the original has unchanged are skipped (see
+// copyChunk); any other error fails the copy, naming the row's key and giving the server's error.
+func (m *Migration) copyRowByRow(ctx context.Context, insert, where string, args []any) (int64, error) {
+	keyList := make([]string, len(m.plan.Key))
+	eq := make([]string, len(m.plan.Key))
+	for i, c := range m.plan.Key {
+		keyList[i] = q(c.Name)
+		eq[i] = q(c.Name) + " = " + keyPlaceholder(c)
+	}
+	rows, err := m.db.QueryContext(ctx, "SELECT "+strings.Join(keyList, ", ")+" FROM "+m.qualified(m.Table)+" WHERE "+where+" ORDER BY "+strings.Join(keyList, ", "), args...)
+	if err != nil {
+		return 0, err
+	}
+	var keys [][][]byte
+	for rows.Next() {
+		vals := make([]sql.RawBytes, len(keyList))
+		ptrs := make([]any, len(vals))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		k := make([][]byte, len(vals))
+		for i, v := range vals {
+			k[i] = bytes.Clone(v)
+		}
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	var copied int64
+	for _, k := range keys {
+		kargs, err := keyArgs(m.plan.Key, k)
+		if err != nil {
+			return copied, err
+		}
+		res, err := m.db.ExecContext(ctx, insert+strings.Join(eq, " AND ")+" LOCK IN SHARE MODE", kargs...)
+		if err == nil {
+			n, _ := res.RowsAffected()
+			copied += n
+			continue
+		}
+		if key, dup := duplicateKey(err, m.ghostName()); dup && (key == m.plan.GhostKeyName || !m.plan.atRisk(key)) {
+			continue
+		}
+		if retryable(err) {
+			return copied, err
+		}
+		desc := make([]string, len(k))
+		for i, c := range m.plan.Key {
+			desc[i] = c.Name + "=" + string(k[i])
+		}
+		return copied, fmt.Errorf("the row %s of %s cannot be copied into the altered table: %w; a plain ALTER TABLE fails the same way; the original table is unchanged",
+			strings.Join(desc, ", "), m.qualified(m.Table), err)
+	}
+	return copied, nil
+}
+
+// waitApplied waits (at most 10s) until the apply reached the binlog position of now.
+func (m *Migration) waitApplied(ctx context.Context) {
+	pos, err := currentPosition(ctx, m.db, m.flavor)
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for m.applier.appliedPosition().Compare(pos) < 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// duplicateKey returns the index name of a duplicate-key error (1062).
+func duplicateKey(err error, table string) (string, bool) {
+	if mysqlErrno(err) != 1062 {
+		return "", false
+	}
+	msg := err.Error()
+	i := strings.LastIndex(msg, "for key '")
+	if i < 0 {
+		return "", true
+	}
+	key := strings.TrimSuffix(msg[i+len("for key '"):], "'")
+	return strings.TrimPrefix(key, table+"."), true
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -221,20 +222,13 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 		m.testAfterMarker(connA)
 	}
 
-	if len(m.plan.NewUniqueKeys) > 0 {
-		var nOrig, nGhost int64
-		if err := connA.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+m.qualified(m.Table)).Scan(&nOrig); err != nil {
-			unlock()
-			return time.Since(lockStart), err
-		}
-		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+m.qualified(m.ghostName())).Scan(&nGhost); err != nil {
-			unlock()
-			return time.Since(lockStart), err
-		}
-		if nOrig != nGhost {
-			unlock()
-			return time.Since(lockStart), errNoRetry{fmt.Errorf("the ghost table has %d rows, the original %d: rows collided on the new unique key %s and were dropped; the cut-over was not done", nGhost, nOrig, strings.Join(m.plan.NewUniqueKeys, ", "))}
-		}
+	if err := m.checkRowCounts(ctx, connA); err != nil {
+		unlock()
+		return time.Since(lockStart), err
+	}
+	if err := m.carryAutoIncrement(ctx, connA); err != nil {
+		unlock()
+		return time.Since(lockStart), err
 	}
 
 	if _, err := connB.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs)); err != nil {
@@ -298,6 +292,53 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 	}
 	unlock()
 	return finish(waitRename())
+}
+
+// checkRowCounts compares, under the cut-over lock (lock is the locking session), the row counts of
+// the original and the ghost table when rows may have collided on a new or changed unique key: the
+// copy fails on such a collision, but the apply's REPLACE would silently delete the other row.
+// It costs one COUNT(*) of each table while writes are blocked, so it runs only then.
+func (m *Migration) checkRowCounts(ctx context.Context, lock *sql.Conn) error {
+	keys := m.plan.uniqueKeysAtRisk()
+	if len(keys) == 0 {
+		return nil
+	}
+	var nOrig, nGhost int64
+	if err := lock.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+m.qualified(m.Table)).Scan(&nOrig); err != nil {
+		return fmt.Errorf("count the rows of %s: %w", m.qualified(m.Table), err)
+	}
+	if err := m.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+m.qualified(m.ghostName())).Scan(&nGhost); err != nil {
+		return fmt.Errorf("count the rows of %s: %w", m.qualified(m.ghostName()), err)
+	}
+	if nOrig != nGhost {
+		return errNoRetry{fmt.Errorf("the ghost table has %d rows, the original %d: rows collided on the new or changed unique key %s and were dropped; the cut-over was not done", nGhost, nOrig, strings.Join(keys, ", "))}
+	}
+	m.log.WithField("rows", nOrig).Info("osc: cut-over: row counts match")
+	return nil
+}
+
+var autoIncrementValue = regexp.MustCompile(`\) .*\bAUTO_INCREMENT=(\d+)`)
+
+// carryAutoIncrement sets the ghost table's AUTO_INCREMENT counter to the original's, read under
+// the cut-over lock (lock is the locking session, so no insert can move it any more): ALTER TABLE
+// keeps the counter, and a new table would otherwise start after its largest id and hand out
+// again ids of rows deleted from the end of the original.
+func (m *Migration) carryAutoIncrement(ctx context.Context, lock *sql.Conn) error {
+	if !m.ghostAutoIncrement {
+		return nil
+	}
+	var create string
+	if err := lock.QueryRowContext(ctx, "SHOW CREATE TABLE "+m.qualified(m.Table)).Scan(new(string), &create); err != nil {
+		return fmt.Errorf("read the AUTO_INCREMENT counter of %s: %w", m.qualified(m.Table), err)
+	}
+	match := autoIncrementValue.FindStringSubmatch(create)
+	if match == nil {
+		return nil // the counter was never used
+	}
+	if _, err := m.db.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.ghostName())+" AUTO_INCREMENT = "+match[1]); err != nil {
+		return fmt.Errorf("set the AUTO_INCREMENT counter of %s to %s: %w", m.qualified(m.ghostName()), match[1], err)
+	}
+	return nil
 }
 
 // dropStaleSentry drops t_del if it is a sentry left by a failed attempt (never an actual table).
@@ -438,6 +479,15 @@ func (m *Migration) cutOverTwoStep(ctx context.Context, s *stream) (time.Duratio
 		return time.Since(lockStart), ctx.Err()
 	}
 	s.expectEnd()
+	if err := m.checkRowCounts(ctx, connA); err == nil {
+		err = m.carryAutoIncrement(ctx, connA)
+	}
+	if err != nil {
+		unlock()
+		m.applier.forget(token)
+		m.restartStream(ctx, s)
+		return time.Since(lockStart), err
+	}
 	if _, err := connA.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.Table)+" RENAME TO "+m.qualified(m.oldName())); err != nil {
 		unlock()
 		m.applier.forget(token)

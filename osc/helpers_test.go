@@ -326,12 +326,18 @@ func (f *fixture) expect(alter string) {
 // character set).
 func (f *fixture) rowsOf(table string) [][]byte {
 	f.t.Helper()
+	return f.rowsQuery("SELECT * FROM " + table + " ORDER BY id")
+}
+
+// rowsQuery runs a query and returns its rows, each encoded as bytes.
+func (f *fixture) rowsQuery(query string) [][]byte {
+	f.t.Helper()
 	conn, err := f.db.Conn(context.Background())
 	must(f.t, err)
 	defer conn.Close()
 	_, err = conn.ExecContext(context.Background(), "SET character_set_results = binary")
 	must(f.t, err)
-	rows, err := conn.QueryContext(context.Background(), "SELECT * FROM "+table+" ORDER BY id")
+	rows, err := conn.QueryContext(context.Background(), query)
 	must(f.t, err)
 	defer rows.Close()
 	cols, _ := rows.Columns()

@@ -119,6 +119,8 @@ type Migration struct {
 	// testAfterMarker is called with the locking session once every change before the lock is
 	// applied (a test writes through it to simulate a write that slipped past the lock).
 	testAfterMarker func(lock *sql.Conn)
+	// testAfterChunk is called after each copied chunk (tests write during the copy).
+	testAfterChunk func()
 	// testMarkerDelay delays the applier when a cut-over marker comes back (a slow apply).
 	testMarkerDelay func() time.Duration
 
@@ -152,6 +154,8 @@ type Migration struct {
 	cp             checkpoint  // the checkpoint's fixed fields
 	resumeFrom     *checkpoint // set when resuming
 	copiedUpTo     atomic.Pointer[[][]byte]
+	// ghostAutoIncrement: the ghost table has an AUTO_INCREMENT column (its counter is carried over)
+	ghostAutoIncrement bool
 }
 
 // Result reports a finished migration.
@@ -368,6 +372,11 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 	}
 	if ghost == nil {
 		return nil, fmt.Errorf("the altered table has no primary key and no NOT NULL unique key; ferry needs a key shared by the old and new schema; %s", m.cleanupHint())
+	}
+	if err := m.db.QueryRowContext(ctx, `SELECT COUNT(*) > 0 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND EXTRA LIKE '%auto_increment%'`,
+		m.Database, m.ghostName()).Scan(&m.ghostAutoIncrement); err != nil {
+		m.dropGhost(ctx)
+		return nil, fmt.Errorf("osc: read the columns of %s: %w", m.qualified(m.ghostName()), err)
 	}
 	plan, err := m.mapColumns(orig, ghost, info)
 	if err != nil {

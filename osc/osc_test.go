@@ -255,7 +255,7 @@ func TestNewUniqueKeyCollision(t *testing.T) {
 		m.Unpostpone()
 	}()
 	_, err := m.Run(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "collided on the new unique key") {
+	if err == nil || !strings.Contains(err.Error(), "collided on the new or changed unique key") {
 		t.Fatalf("error %v", err)
 	}
 	t.Log(err)

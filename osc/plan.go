@@ -32,8 +32,13 @@ type Plan struct {
 	Key []*schema.Column
 	// KeyName is its index name in the original table.
 	KeyName string
+	// GhostKeyName is the index name of the shared key in the ghost table.
+	GhostKeyName string
 	// NewUniqueKeys are unique keys of the ghost table that the original does not have.
 	NewUniqueKeys []string
+	// ChangedUniqueKeys are unique keys kept on the same columns whose type or collation changes
+	// (narrowed, another collation): values distinct before may collide after.
+	ChangedUniqueKeys []string
 	// CharsetChanged lists copied character columns whose character set changes.
 	CharsetChanged []string
 	// InstantPossible says the server accepted the ALTER with ALGORITHM=INSTANT on the (empty) ghost
@@ -67,10 +72,48 @@ func (p *Plan) String() string {
 	if len(p.NewUniqueKeys) > 0 {
 		fmt.Fprintf(&b, "; new unique keys: %s", strings.Join(p.NewUniqueKeys, ", "))
 	}
+	if len(p.ChangedUniqueKeys) > 0 {
+		fmt.Fprintf(&b, "; unique keys with changed types: %s", strings.Join(p.ChangedUniqueKeys, ", "))
+	}
 	if p.InstantPossible {
 		b.WriteString("; the server can do this ALTER with ALGORITHM=INSTANT")
 	}
 	return b.String()
+}
+
+// column is the mapping of a ghost column (nil if it is not copied).
+func (p *Plan) column(ghostName string) *ColumnMap {
+	for i := range p.Columns {
+		if strings.EqualFold(p.Columns[i].To.Name, ghostName) {
+			return &p.Columns[i]
+		}
+	}
+	return nil
+}
+
+// uniqueKeysAtRisk are the ghost's unique keys on which rows distinct in the original may collide.
+func (p *Plan) uniqueKeysAtRisk() []string {
+	return append(append([]string{}, p.NewUniqueKeys...), p.ChangedUniqueKeys...)
+}
+
+// atRisk reports whether the ghost's unique key name is new or changed (see uniqueKeysAtRisk).
+func (p *Plan) atRisk(name string) bool {
+	for _, k := range p.uniqueKeysAtRisk() {
+		if strings.HasPrefix(k, name+" (") {
+			return true
+		}
+	}
+	return false
+}
+
+// newName is the ghost table's name of a copied original column ("" if it is not copied).
+func (p *Plan) newName(c *schema.Column) string {
+	for _, cm := range p.Columns {
+		if cm.From == c {
+			return cm.To.Name
+		}
+	}
+	return ""
 }
 
 func colNames(cols []*schema.Column) string {
@@ -205,7 +248,8 @@ func (m *Migration) mapColumns(orig, ghost *schema.Table, info *alterInfo) (*Pla
 		if !ok {
 			continue
 		}
-		if _, shared := ghostUnique[strings.ToLower(strings.Join(mapped, ","))]; !shared {
+		ghostKey, shared := ghostUnique[strings.ToLower(strings.Join(mapped, ","))]
+		if !shared {
 			continue
 		}
 		// the key's values must compare the same in both tables
@@ -220,7 +264,7 @@ func (m *Migration) mapColumns(orig, ghost *schema.Table, info *alterInfo) (*Pla
 		if !same {
 			continue
 		}
-		p.Key, p.KeyName = key, n
+		p.Key, p.KeyName, p.GhostKeyName = key, n, ghostKey
 		break
 	}
 	if p.Key == nil {
@@ -232,8 +276,16 @@ func (m *Migration) mapColumns(orig, ghost *schema.Table, info *alterInfo) (*Pla
 	}
 	sort.Strings(gnames)
 	for _, n := range gnames {
+		desc := n + " (" + strings.Join(ghost.UniqueKeys[n], ", ") + ")"
 		if !origUnique[strings.ToLower(strings.Join(ghost.UniqueKeys[n], ","))] {
-			p.NewUniqueKeys = append(p.NewUniqueKeys, n+" ("+strings.Join(ghost.UniqueKeys[n], ", ")+")")
+			p.NewUniqueKeys = append(p.NewUniqueKeys, desc)
+			continue
+		}
+		for _, cn := range ghost.UniqueKeys[n] {
+			if cm := p.column(cn); cm != nil && (cm.From.ColumnType != cm.To.ColumnType || cm.From.Collation != cm.To.Collation) {
+				p.ChangedUniqueKeys = append(p.ChangedUniqueKeys, desc)
+				break
+			}
 		}
 	}
 	return p, nil

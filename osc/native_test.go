@@ -1,0 +1,166 @@
+package osc
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// nativeCase is one ALTER checked against the server's own ALTER TABLE: the table t and its twin
+// get the same rows and, while ferry copies t, the same writes; then the twin is altered natively.
+// Either both succeed and t equals the twin (definition, AUTO_INCREMENT, every byte of every
+// row), or both fail with the same server error and t is untouched (equal to the unaltered twin).
+type nativeCase struct {
+	name   string
+	create string   // CREATE TABLE %s (...): created as t and twin
+	rows   []string // statements on %s run before the migration
+	writes []string // statements on %s run (in one transaction per table) during the copy
+	alter  string
+	setup  func(m *Migration)
+	// errContains, when the native ALTER fails, must be in ferry's error (besides the errno).
+	errContains string
+}
+
+func runNativeCases(t *testing.T, cases []nativeCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { runNative(t, c) })
+	}
+}
+
+func runNative(t *testing.T, c nativeCase) {
+	t.Helper()
+	f := newFixture(t, 0)
+	f.exec("DROP TABLE t")
+	f.exec("DROP TABLE twin")
+	for _, table := range []string{"t", "twin"} {
+		f.exec(fmt.Sprintf(c.create, table))
+		for _, s := range c.rows {
+			f.exec(strings.ReplaceAll(s, "%s", table))
+		}
+	}
+	m := f.migration(c.alter)
+	m.ChunkSize = 10
+	var once sync.Once
+	wrote := false
+	m.testAfterChunk = func() {
+		once.Do(func() {
+			wrote = true
+			for _, table := range []string{"t", "twin"} {
+				for _, s := range c.writes {
+					f.exec(strings.ReplaceAll(s, "%s", table))
+				}
+			}
+		})
+	}
+	if c.setup != nil {
+		c.setup(m)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, runErr := m.Run(ctx)
+	if len(c.writes) > 0 && runErr == nil && !wrote {
+		t.Fatal("no chunk was copied: the writes did not run during the copy")
+	}
+	_, nativeErr := f.db.Exec("ALTER TABLE twin " + c.alter)
+	switch {
+	case nativeErr != nil && runErr == nil:
+		t.Fatalf("the native ALTER fails (%v) but the migration succeeded", nativeErr)
+	case nativeErr == nil && runErr != nil:
+		t.Fatalf("the native ALTER succeeds but the migration failed: %v", runErr)
+	case nativeErr != nil:
+		if got, want := mysqlErrno(runErr), mysqlErrno(nativeErr); got != want {
+			t.Fatalf("migration failed with error %d (%v), the native ALTER with %d (%v)", got, runErr, want, nativeErr)
+		}
+		if c.errContains != "" && !strings.Contains(runErr.Error(), c.errContains) {
+			t.Fatalf("migration error %q does not contain %q", runErr, c.errContains)
+		}
+		t.Logf("both fail: %v", runErr)
+	}
+	sameTable(t, f, "t", "twin")
+}
+
+// sameTable checks that two tables have the same definition (AUTO_INCREMENT counter included) and
+// the same rows, byte for byte.
+func sameTable(t *testing.T, f *fixture, a, b string) {
+	t.Helper()
+	createOf := func(table string) string {
+		var s string
+		must(t, f.db.QueryRow("SHOW CREATE TABLE "+table).Scan(new(string), &s))
+		return strings.Replace(s, "CREATE TABLE `"+table+"`", "CREATE TABLE x", 1)
+	}
+	if ca, cb := createOf(a), createOf(b); ca != cb {
+		t.Fatalf("definition of %s:\n%s\nexpected (%s):\n%s", a, ca, b, cb)
+	}
+	ra, rb := f.rowsOrdered(a), f.rowsOrdered(b)
+	if len(ra) != len(rb) {
+		t.Errorf("%s has %d rows, %s %d", a, len(ra), b, len(rb))
+	}
+	for i := 0; i < len(ra) && i < len(rb); i++ {
+		if string(ra[i]) != string(rb[i]) {
+			t.Errorf("row %d: %s has %q, %s %q", i, a, ra[i], b, rb[i])
+		}
+	}
+}
+
+// rowsOrdered reads a table ordered by all its columns, values as bytes.
+func (f *fixture) rowsOrdered(table string) [][]byte {
+	var n int
+	must(f.t, f.db.QueryRow("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?", table).Scan(&n))
+	order := make([]string, n)
+	for i := range order {
+		order[i] = fmt.Sprint(i + 1)
+	}
+	return f.rowsQuery("SELECT * FROM " + table + " ORDER BY " + strings.Join(order, ", "))
+}
+
+// Issue 11 item 1: the copy is strict like ALTER TABLE: a value the new column cannot hold fails
+// the migration with the server's error naming the row (it was truncated, or the row dropped on a
+// unique key, by INSERT IGNORE), and the original table is untouched.
+func TestNativeStrictCopy(t *testing.T) {
+	runNativeCases(t, []nativeCase{{
+		name:        "narrowed unique column",
+		create:      "CREATE TABLE %s (id INT PRIMARY KEY, name VARCHAR(255) NOT NULL, UNIQUE KEY (name)) ENGINE=InnoDB",
+		rows:        []string{"INSERT INTO %s VALUES (1, 'John Smith'), (2, 'John Travolta')"},
+		alter:       "MODIFY name VARCHAR(4) NOT NULL",
+		errContains: "row id=1",
+	}, {
+		name:        "narrowed column with writes during the copy",
+		create:      "CREATE TABLE %s (id INT PRIMARY KEY, name VARCHAR(255) NOT NULL) ENGINE=InnoDB",
+		rows:        []string{"INSERT INTO %s SELECT seq, CONCAT('n', seq) FROM seq_1_to_40", "UPDATE %s SET name = 'much too long' WHERE id = 33"},
+		writes:      []string{"UPDATE %s SET name = 'x' WHERE id = 3"},
+		alter:       "MODIFY name VARCHAR(4) NOT NULL",
+		errContains: "row id=33",
+	}, {
+		name:   "narrowed column, values fit",
+		create: "CREATE TABLE %s (id INT PRIMARY KEY, name VARCHAR(255) NOT NULL, UNIQUE KEY (name)) ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s SELECT seq, CONCAT('n', seq) FROM seq_1_to_40"},
+		writes: []string{"UPDATE %s SET name = 'x' WHERE id = 3", "DELETE FROM %s WHERE id = 35", "INSERT INTO %s VALUES (41, 'y')"},
+		alter:  "MODIFY name VARCHAR(4) NOT NULL",
+	}, {
+		name:   "out of range",
+		create: "CREATE TABLE %s (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s SELECT seq, seq * 10 FROM seq_1_to_30"},
+		alter:  "MODIFY v TINYINT NOT NULL",
+	}, {
+		name:   "collation change makes a unique key collide",
+		create: "CREATE TABLE %s (id INT PRIMARY KEY, k VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, UNIQUE KEY uk (k)) ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s SELECT seq, CONCAT('k', seq) FROM seq_1_to_30", "INSERT INTO %s VALUES (31, 'K7')"},
+		alter:  "MODIFY k VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL",
+	}})
+}
+
+// Issue 11 item 4: the AUTO_INCREMENT counter is carried over under the cut-over lock, as ALTER
+// TABLE keeps it: ids of rows deleted from the end are not handed out again.
+func TestNativeAutoIncrement(t *testing.T) {
+	runNativeCases(t, []nativeCase{{
+		name:   "highest ids deleted",
+		create: "CREATE TABLE %s (id INT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s (v) SELECT seq FROM seq_1_to_25", "DELETE FROM %s WHERE id > 20"},
+		writes: []string{"UPDATE %s SET v = v + 1 WHERE id = 3", "DELETE FROM %s WHERE id = 20"},
+		alter:  "ADD COLUMN w INT NULL",
+	}})
+}
