@@ -235,6 +235,19 @@ type Config struct {
 	// CreateTargetTables creates missing target tables (and databases) from the source's definition.
 	CreateTargetTables bool
 
+	// AllowForeignKeyCascades copies tables that a foreign key with ON DELETE/ON UPDATE CASCADE,
+	// SET NULL or SET DEFAULT changes. Such changes are made inside the source's storage engine and
+	// never reach the binlog, so ferry cannot apply them: Initialize refuses these tables, naming
+	// each constraint, unless this is set. Setting it states that no parent row is deleted or has
+	// its referenced key changed while ferry runs, or accepts that the target diverges when one is
+	// (a checksum verification then reports the difference). There is no exact mode; see
+	// docs/design.md.
+	AllowForeignKeyCascades bool
+	// AllowTargetTriggers copies into target tables that have triggers. The triggers fire on every
+	// copied and applied row and can rewrite them, so Initialize refuses such tables, naming each
+	// trigger, unless this is set.
+	AllowTargetTriggers bool
+
 	// ServerID is the replica server_id the binlog streamer registers with; default a random one.
 	ServerID uint32
 	// MaxRetries bounds retries of one batch on transient errors (deadlock, lock wait timeout, lost

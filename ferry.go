@@ -191,6 +191,13 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 			return err
 		}
 	}
+	// Refusals that need no target table come before checkTarget, which may create tables.
+	if err := f.checkForeignKeyCascades(ctx, tables); err != nil {
+		return err
+	}
+	if err := f.checkTargetTriggers(ctx, tables); err != nil {
+		return err
+	}
 	for _, t := range tables {
 		if err := f.checkTarget(ctx, t); err != nil {
 			return err
@@ -301,7 +308,8 @@ func (f *Ferry) checkTarget(ctx context.Context, t *TableCopy) error {
 		dst, err = schema.Load(ctx, f.Target, t.TargetDatabase, t.TargetTable)
 	}
 	if errors.Is(err, schema.ErrNoTable) {
-		return fmt.Errorf("target: table %s.%s does not exist; create it first (same columns as %s) or set CreateTargetTables", t.TargetDatabase, t.TargetTable, t.Source)
+		return &OptionError{What: fmt.Sprintf("target: table %s.%s does not exist; create it first (same columns as %s)", t.TargetDatabase, t.TargetTable, t.Source),
+			Option: "CreateTargetTables", Effect: "to create it from the source's definition"}
 	}
 	if err != nil {
 		return fmt.Errorf("target: %w", err)
@@ -343,7 +351,8 @@ func (f *Ferry) checkTarget(ctx context.Context, t *TableCopy) error {
 		var one int
 		err := f.Target.QueryRowContext(ctx, "SELECT 1 FROM "+t.TargetName()+" LIMIT 1").Scan(&one)
 		if err == nil {
-			return fmt.Errorf("target: table %s already holds rows; empty it, or set AllowNonEmptyTarget if that is intended", t.TargetName())
+			return &OptionError{What: fmt.Sprintf("target: table %s already holds rows; empty it", t.TargetName()),
+				Option: "AllowNonEmptyTarget", Effect: "if copying into it is intended"}
 		}
 		if err != sql.ErrNoRows {
 			return fmt.Errorf("target: %w", err)

@@ -46,6 +46,8 @@ type options struct {
 	filterValue           string
 	batchSize, workers    int
 	createTables          bool
+	allowFKCascades       bool
+	allowTargetTriggers   bool
 	writeMethod           string
 	throttleFile          string
 	maxLoad, critLoad     string
@@ -92,6 +94,8 @@ func run() int {
 	fs.StringVar(&o.critLoad, "critical-load", "", "stop (with a checkpoint) when source status variables reach these values, e.g. Threads_running=100")
 	fs.StringVar(&o.writeMethod, "write-method", "", "how copied rows are written: empty for LOAD DATA when the target allows it (local_infile=ON) else INSERT, insert, or load-data")
 	fs.BoolVar(&o.createTables, "create-tables", false, "create missing target tables from the source's definitions")
+	fs.BoolVar(&o.allowFKCascades, "allow-fk-cascades", false, "copy tables changed by ON DELETE/UPDATE CASCADE or SET NULL foreign keys, accepting that the target diverges if a parent row is deleted or re-keyed during the copy (those changes never reach the binlog)")
+	fs.BoolVar(&o.allowTargetTriggers, "allow-target-triggers", false, "copy into target tables that have triggers (they fire on every copied and applied row)")
 	fs.BoolVar(&o.allowNonEmpty, "allow-nonempty-target", false, "copy into target tables that already hold rows")
 	fs.StringVar(&o.cutover, "cutover", "none", "how to cut over once caught up: none (stop after verifying, source untouched), read-only (set the source read_only, flush, swap), or wait (keep streaming until SIGUSR1, then read-only cut-over)")
 	fs.StringVar(&o.verify, "verify", "checksum", "verifier during cut-over: checksum, inline, none")
@@ -131,7 +135,7 @@ func run() int {
 				"copydb: raise -cutover-timeout (writes stay blocked up to that long), or cut over when the source changes fewer rows: the work under the lock grows with the rows changed since the last catch-up\n",
 				te.Timeout, te.Step)
 		}
-		fmt.Fprintln(os.Stderr, "copydb:", err)
+		fmt.Fprintln(os.Stderr, "copydb:", describe(err))
 		if errors.Is(err, ferry.ErrVerificationFailed) {
 			return 3
 		}
@@ -143,6 +147,26 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// cliFlags names copydb's flag for each Config option a refusal can name.
+var cliFlags = map[string]string{
+	"CreateTargetTables":      "-create-tables",
+	"AllowNonEmptyTarget":     "-allow-nonempty-target",
+	"AllowForeignKeyCascades": "-allow-fk-cascades",
+	"AllowTargetTriggers":     "-allow-target-triggers",
+}
+
+// describe is err's message with library option names replaced by copydb's flags.
+func describe(err error) string {
+	msg := err.Error()
+	var oe *ferry.OptionError
+	if errors.As(err, &oe) {
+		if flag, ok := cliFlags[oe.Option]; ok {
+			msg = strings.Replace(msg, oe.Error(), oe.Message(flag), 1)
+		}
+	}
+	return msg
 }
 
 func loadConfig(fs *flag.FlagSet, path string, alreadySet map[string]bool) error {
@@ -219,13 +243,15 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	log.SetLevel(lvl)
 	cfg := ferry.Config{
 		Source: o.source, Target: o.target,
-		Tables:              ferry.TableFilter{Databases: split(o.databases), Include: split(o.tables), Exclude: split(o.exclude)},
-		BatchSize:           o.batchSize,
-		CopyWorkers:         o.workers,
-		CreateTargetTables:  o.createTables,
-		CopyWriteMethod:     ferry.WriteMethod(o.writeMethod),
-		AllowNonEmptyTarget: o.allowNonEmpty,
-		Logger:              log,
+		Tables:                  ferry.TableFilter{Databases: split(o.databases), Include: split(o.tables), Exclude: split(o.exclude)},
+		BatchSize:               o.batchSize,
+		CopyWorkers:             o.workers,
+		CreateTargetTables:      o.createTables,
+		AllowForeignKeyCascades: o.allowFKCascades,
+		AllowTargetTriggers:     o.allowTargetTriggers,
+		CopyWriteMethod:         ferry.WriteMethod(o.writeMethod),
+		AllowNonEmptyTarget:     o.allowNonEmpty,
+		Logger:                  log,
 	}
 	if cfg.DatabaseRewrites, err = pairs(o.rewriteDBs); err != nil {
 		return nil, fmt.Errorf("-rewrite-databases: %w", err)
