@@ -4,33 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferrykit/ferry"
 )
-
-// copydbArgs are the connection flags for the sandbox servers, then args.
-func copydbArgs(args ...string) []string {
-	return append([]string{
-		"-source-host", "127.0.0.1", "-source-port", fmt.Sprint(source.Port), "-source-user", "root",
-		"-target-host", "127.0.0.1", "-target-port", fmt.Sprint(target.Port), "-target-user", "root",
-		"-progress", "1h", "-log-level", "warn"}, args...)
-}
-
-// runCopydb runs copydb to the end and returns its output and exit code.
-func runCopydb(t *testing.T, ctx context.Context, bin string, args ...string) (string, int) {
-	t.Helper()
-	out, err := exec.CommandContext(ctx, bin, copydbArgs(args...)...).CombinedOutput()
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		return string(out), exit.ExitCode()
-	}
-	must(t, err)
-	return string(out), 0
-}
 
 // assertRefusal checks that err is an OptionError for option naming every object in want and
 // none in notWant.
