@@ -448,35 +448,6 @@ func (d *eventDecoder) rows(ctx context.Context, h *replication.EventHeader, e *
 
 var leadingComment = regexp.MustCompile(`^(\s*(/\*.*?\*/|#[^\n]*\n|--[^\n]*\n))*\s*`)
 
-// checkStatement refuses statement-format DML and DDL that touch a copied table: ferry could not
-// apply them faithfully, and ignoring them would silently corrupt the copy.
-func (s *SourceBinlogStreamer) checkStatement(defaultDB, q string) error {
-	q = leadingComment.ReplaceAllString(q, "")
-	lower := strings.ToLower(q)
-	verb := lower
-	if i := strings.IndexAny(lower, " \t\n("); i > 0 {
-		verb = lower[:i]
-	}
-	kind := ""
-	switch verb {
-	case "alter", "drop", "rename", "truncate", "create":
-		kind = "DDL"
-	case "insert", "update", "delete", "replace", "load":
-		kind = "statement-format DML"
-	default:
-		return nil
-	}
-	for _, t := range s.Tables {
-		if mentionsTable(lower, strings.ToLower(defaultDB), strings.ToLower(t.Source.Database), strings.ToLower(t.Source.Name)) {
-			if kind == "DDL" {
-				return fmt.Errorf("DDL on copied table %s during the copy (%q): ferry stopped so no row is written under the wrong schema; start the copy again after the schema change", t.Source, abbreviateSQL(q))
-			}
-			return fmt.Errorf("statement-format DML on copied table %s (%q): its rows cannot be applied faithfully; make every session use binlog_format=ROW and start the copy again", t.Source, abbreviateSQL(q))
-		}
-	}
-	return nil
-}
-
 // mentionsTable reports whether a lower-cased statement names table (qualified with db, or
 // unqualified while db is the statement's default database).
 func mentionsTable(q, defaultDB, db, table string) bool {
