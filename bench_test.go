@@ -1,6 +1,7 @@
 package ferry
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
@@ -99,7 +100,7 @@ func BenchmarkApplyOps(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		ops, err := w.ops(events)
+		ops, err := w.ops(context.Background(), events)
 		if err != nil || len(ops) != 1000 {
 			b.Fatal(len(ops), err)
 		}
@@ -111,7 +112,7 @@ func BenchmarkApplyOps(b *testing.B) {
 func BenchmarkApplyStatements(b *testing.B) {
 	t := benchOrdersTable(b)
 	w := &TargetBinlogWriter{}
-	ops, err := w.ops(benchUpdates(t, 1000))
+	ops, err := w.ops(context.Background(), benchUpdates(t, 1000))
 	if err != nil {
 		b.Fatal(err)
 	}

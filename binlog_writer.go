@@ -44,6 +44,8 @@ type TargetBinlogWriter struct {
 	DB *sql.DB
 	// Filter decides which row images belong on the target (nil: all).
 	Filter CopyFilter
+	// FilterSource is where Filter evaluates SQL: the source server (see SourceEvaluator).
+	FilterSource SourceEvaluator
 	// BatchSize is the most row changes applied in one target transaction; default 1000.
 	BatchSize  int
 	MaxRetries int
@@ -200,7 +202,7 @@ type rowOp struct {
 	values []any // the image's values of table.Columns, or the key values to delete
 }
 
-func (w *TargetBinlogWriter) ops(events []DMLEvent) ([]rowOp, error) {
+func (w *TargetBinlogWriter) ops(ctx context.Context, events []DMLEvent) ([]rowOp, error) {
 	var out []rowOp
 	for i := range events {
 		e := &events[i]
@@ -212,7 +214,7 @@ func (w *TargetBinlogWriter) ops(events []DMLEvent) ([]rowOp, error) {
 			if w.Filter == nil {
 				return true, nil
 			}
-			return w.Filter.Matches(t.Source, row)
+			return w.Filter.Matches(ctx, w.FilterSource, t.Source, row)
 		}
 		before, err := match(e.Before)
 		if err != nil {
@@ -279,7 +281,7 @@ func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, 
 	if len(events) == 0 {
 		return nil
 	}
-	ops, err := w.ops(events)
+	ops, err := w.ops(ctx, events)
 	if err != nil {
 		return err
 	}

@@ -140,21 +140,29 @@ func (f TableFilter) validate() error {
 }
 
 // CopyFilter restricts which rows move, e.g. one tenant's rows. The same filter applies to the row
-// copy (as an SQL condition) and to binlog events (in Go), so both paths agree on which rows belong
-// on the target. An UPDATE that moves a row out of the filter deletes it on the target; one that
-// moves it in inserts it.
+// copy (as an SQL condition on the source) and to binlog events, and both paths must decide
+// membership identically, or rows are lost or leak. An UPDATE that moves a row out of the filter
+// deletes it on the target; one that moves it in inserts it.
 type CopyFilter interface {
 	// Condition returns an SQL condition over table's columns selecting the rows to copy, or "" for
 	// every row of the table.
 	Condition(table *schema.Table) (string, error)
 	// Matches reports whether a row image (values of every column of table, in column order, as
-	// decoded from the binlog) belongs on the target.
-	Matches(table *schema.Table, row []any) (bool, error)
+	// decoded from the binlog) belongs on the target. It must decide exactly as Condition does on the
+	// source server; source evaluates SQL there, so a filter can let the server decide.
+	Matches(ctx context.Context, source SourceEvaluator, table *schema.Table, row []any) (bool, error)
 }
 
 // ColumnEquals is a CopyFilter selecting rows whose Column equals Value, in every table that has the
 // column (tables without it are copied whole), e.g. ColumnEquals{Column: "tenant_id", Value: 42}.
 // Value must be an integer or a string.
+//
+// Equality is the source server's, on both paths: the copy selects rows with "column = value", and
+// a binlog row image is judged by the source server evaluating that same condition on the image's
+// value, restored to the column's type and collation (see rowValueExpr). So under a case- and
+// PAD SPACE-insensitive collation 'ACME' and 'acme ' are the tenant 'acme' on both paths; a DECIMAL
+// '12.50' equals 12.5; a NULL never matches. Columns of types whose binlog values cannot be restored
+// exactly (FLOAT, DOUBLE, BIT, ENUM, SET, JSON, spatial) are refused before anything is copied.
 type ColumnEquals struct {
 	Column string
 	Value  any
@@ -166,6 +174,9 @@ func (f ColumnEquals) Condition(t *schema.Table) (string, error) {
 	if c == nil {
 		return "", nil
 	}
+	if _, err := rowValueExpr(c); err != nil {
+		return "", fmt.Errorf("ColumnEquals on %s.%s: %w", t, c.Name, err)
+	}
 	switch v := f.Value.(type) {
 	case int, int32, int64, uint, uint32, uint64:
 		return fmt.Sprintf("%s = %d", schema.QuoteIdent(c.Name), v), nil
@@ -175,8 +186,8 @@ func (f ColumnEquals) Condition(t *schema.Table) (string, error) {
 	return "", fmt.Errorf("ColumnEquals: value %v (%T) is not an integer or string", f.Value, f.Value)
 }
 
-// Matches implements CopyFilter.
-func (f ColumnEquals) Matches(t *schema.Table, row []any) (bool, error) {
+// Matches implements CopyFilter: the source server evaluates Condition on the row's value.
+func (f ColumnEquals) Matches(ctx context.Context, source SourceEvaluator, t *schema.Table, row []any) (bool, error) {
 	c := t.Column(f.Column)
 	if c == nil {
 		return true, nil
@@ -184,7 +195,22 @@ func (f ColumnEquals) Matches(t *schema.Table, row []any) (bool, error) {
 	if c.Ordinal >= len(row) {
 		return false, fmt.Errorf("ColumnEquals: row of %s has %d values, column %s is #%d", t, len(row), c.Name, c.Ordinal)
 	}
-	return fmt.Sprint(normalizeValue(c, row[c.Ordinal])) == fmt.Sprint(f.Value), nil
+	v := row[c.Ordinal]
+	if v == nil {
+		return false, nil // "column = value" is NULL, so the copy does not select the row either
+	}
+	cond, err := f.Condition(t)
+	if err != nil {
+		return false, err
+	}
+	expr, err := rowValueExpr(c)
+	if err != nil {
+		return false, err
+	}
+	if source == nil {
+		return false, errors.New("ColumnEquals needs the source server to evaluate its condition (no SourceEvaluator)")
+	}
+	return source.True(ctx, "SELECT IFNULL(("+cond+"), 0) <> 0 FROM (SELECT "+expr+" AS "+schema.QuoteIdent(c.Name)+") AS ferry_row", v)
 }
 
 // WriteMethod is how copied rows are written; see Config.CopyWriteMethod.

@@ -509,7 +509,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 		}
 	}
 	if f.BinlogWriter == nil {
-		w := &TargetBinlogWriter{DB: f.Target, Filter: cfg.Filter, BatchSize: cfg.ApplyBatchSize, MaxRetries: cfg.MaxRetries,
+		w := &TargetBinlogWriter{DB: f.Target, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, MaxRetries: cfg.MaxRetries,
 			Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log}
 		if o, ok := f.Verifier.(verifier.BinlogObserver); ok {
 			w.Observer = o

@@ -1,0 +1,98 @@
+package ferry
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/ferrykit/ferry/schema"
+)
+
+// SourceEvaluator evaluates side-effect-free SQL on the source server, so that a CopyFilter can
+// judge a binlog row image by the very rules (collation, PAD SPACE, numeric and temporal
+// comparison, sql_mode) that selected the copied rows.
+type SourceEvaluator interface {
+	// True runs query (a SELECT of one value, reading no table) with args and reports whether the
+	// value is non-zero and not NULL.
+	True(ctx context.Context, query string, args ...any) (bool, error)
+}
+
+// evaluatorMemoSize bounds the memo of a sourceEvaluator: a filter sees few distinct values (the
+// tenants of the rows changed), and when it sees more the memo starts over.
+const evaluatorMemoSize = 1 << 16
+
+// sourceEvaluator is the SourceEvaluator ferry hands to filters: the source pool (with ferry's
+// session settings, the same the copy reads with), memoised per query and arguments, since the
+// answer of a query that reads no table never changes.
+type sourceEvaluator struct {
+	db         *sql.DB
+	maxRetries int
+	log        logrus.FieldLogger
+
+	mu   sync.Mutex
+	memo map[string]bool
+}
+
+func newSourceEvaluator(db *sql.DB, maxRetries int, log logrus.FieldLogger) *sourceEvaluator {
+	return &sourceEvaluator{db: db, maxRetries: maxRetries, log: log, memo: map[string]bool{}}
+}
+
+// True implements SourceEvaluator.
+func (e *sourceEvaluator) True(ctx context.Context, query string, args ...any) (bool, error) {
+	key := query + "\x00" + keyString(args)
+	e.mu.Lock()
+	v, ok := e.memo[key]
+	e.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	var r sql.NullBool
+	err := retry(ctx, max(e.maxRetries, 1), e.log, "evaluate copy filter on the source", func() error {
+		return e.db.QueryRowContext(ctx, query, args...).Scan(&r)
+	})
+	if err != nil {
+		return false, fmt.Errorf("evaluate on the source: %w", err)
+	}
+	v = r.Valid && r.Bool
+	e.mu.Lock()
+	if len(e.memo) >= evaluatorMemoSize {
+		clear(e.memo)
+	}
+	e.memo[key] = v
+	e.mu.Unlock()
+	return v, nil
+}
+
+var typeArgs = regexp.MustCompile(`^[a-z]+(\([0-9, ]+\))?`)
+
+// rowValueExpr returns SQL turning one placeholder, bound to a binlog value of column c as
+// normalizeValue leaves it, back into a value of c's type and collation, so that a condition over
+// the column evaluates on it exactly as on the stored row. Types whose binlog value cannot be
+// restored exactly are refused.
+func rowValueExpr(c *schema.Column) (string, error) {
+	switch c.DataType {
+	case "tinyint", "smallint", "mediumint", "int", "bigint", "year":
+		return "?", nil // integers, signed or unsigned as the column
+	case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+		return "?", nil // bytes, sent as a _binary literal (BINARY(N) already padded to N)
+	case "char", "varchar", "tinytext", "text", "mediumtext", "longtext":
+		// The value's bytes are in the column's character set: reinterpret them, then compare under
+		// the column's collation.
+		return fmt.Sprintf("CONVERT(? USING %s) COLLATE %s", c.Charset, c.Collation), nil
+	case "decimal":
+		return "CAST(? AS " + typeArgs.FindString(strings.ToLower(c.ColumnType)) + ")", nil
+	case "date":
+		return "CAST(? AS DATE)", nil
+	case "datetime", "timestamp":
+		// The binlog's TIMESTAMP is decoded in UTC and ferry's sessions run in UTC.
+		return "CAST(? AS DATETIME" + strings.TrimPrefix(typeArgs.FindString(strings.ToLower(c.ColumnType)), c.DataType) + ")", nil
+	case "time":
+		return "CAST(? AS " + typeArgs.FindString(strings.ToLower(c.ColumnType)) + ")", nil
+	}
+	return "", fmt.Errorf("a %s column cannot be used to filter rows (its binlog values cannot be compared exactly as the server compares the column); filter on an integer, string, DECIMAL or temporal column", c.DataType)
+}
