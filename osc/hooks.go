@@ -94,7 +94,7 @@ func (m *Migration) runHookErr(ctx context.Context, point HookPoint, runErr erro
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, path)
-	cmd.Env = append(os.Environ(), m.hookEnv(point, runErr)...)
+	cmd.Env = append(hookEnviron(), m.hookEnv(point, runErr)...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
@@ -119,3 +119,18 @@ func tailString(s string, n int) string {
 }
 
 func removeFile(path string) { os.Remove(path) }
+
+// hookEnviron is this process's environment without the database passwords it may hold (MYSQL_PWD,
+// FERRY_*PASSWORD*): hooks are the operator's scripts, and a password inherited through the
+// environment would reach every program they start and be readable in /proc/PID/environ.
+func hookEnviron() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "MYSQL_PWD" || (strings.HasPrefix(k, "FERRY_") && strings.Contains(k, "PASSWORD")) {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}

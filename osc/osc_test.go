@@ -268,13 +268,15 @@ func TestNewUniqueKeyCollision(t *testing.T) {
 
 // Hooks (funcs and executables), the postpone flag file and the unix-socket commands.
 func TestOperability(t *testing.T) {
+	t.Setenv("MYSQL_PWD", "hook-must-not-see-this") // the CLI's password source; hooks must not inherit it
+	t.Setenv("FERRY_SOURCE_PASSWORD", "hook-must-not-see-this")
 	f := newFixture(t, 5000)
 	dir := t.TempDir()
 	flag := filepath.Join(dir, "postpone")
 	must(t, os.WriteFile(flag, nil, 0o644))
 	envFile := filepath.Join(dir, "env")
 	hook := filepath.Join(dir, "hook.sh")
-	must(t, os.WriteFile(hook, []byte("#!/bin/sh\nenv | grep FERRY_OSC_ | sort > "+envFile+"\n"), 0o755))
+	must(t, os.WriteFile(hook, []byte("#!/bin/sh\nenv | grep -E 'FERRY_|MYSQL_PWD' | sort > "+envFile+"\n"), 0o755))
 	sock := filepath.Join(dir, "osc.sock")
 
 	m := f.migration("ADD COLUMN z INT NULL")
@@ -361,6 +363,9 @@ func TestOperability(t *testing.T) {
 		if !strings.Contains(string(env), w+"\n") {
 			t.Errorf("hook environment lacks %s:\n%s", w, env)
 		}
+	}
+	if strings.Contains(string(env), "hook-must-not-see-this") {
+		t.Errorf("the hook inherited a password through its environment:\n%s", env)
 	}
 	t.Logf("blocked %v", res.WriteBlocked)
 }
