@@ -190,12 +190,17 @@ func (s *SourceBinlogStreamer) Run(ctx context.Context, from Position) error {
 // stream runs one connection. It returns nil when the stop position is reached, and reports whether
 // any transaction went through (so a flapping connection that makes progress is retried forever).
 func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log logrus.FieldLogger) (progressed bool, err error) {
-	host, port, err := net.SplitHostPort(s.Conn.Addr())
-	if err != nil {
-		return false, permanent(err)
+	host, p := s.Conn.Socket, 0 // go-mysql dials a unix socket when the host is a path and the port 0
+	if host == "" {
+		h, port, err := net.SplitHostPort(s.Conn.Addr())
+		if err != nil {
+			return false, permanent(err)
+		}
+		host = h
+		p, _ = strconv.Atoi(port)
 	}
-	p, _ := strconv.Atoi(port)
 	cfg := replication.BinlogSyncerConfig{
+		TLSConfig:               s.Conn.tlsConfig(),
 		ServerID:                s.ServerID,
 		Flavor:                  s.Flavor.GoMySQLFlavor(),
 		Host:                    host,

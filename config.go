@@ -2,6 +2,7 @@ package ferry
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -19,18 +20,27 @@ import (
 
 // ConnConfig says how to reach one server.
 type ConnConfig struct {
-	Host     string
-	Port     int
+	Host string
+	Port int
+	// Socket, when set, is the server's unix socket path; Host and Port are then not used.
+	Socket   string
 	User     string
 	Password string // never logged
+	// TLS, when set, encrypts every connection to the server with it — the pool's and the binlog
+	// stream's alike. An empty ServerName is filled with Host (unless InsecureSkipVerify is set), so
+	// the certificate is checked against the name that was dialled.
+	TLS *tls.Config
 	// Params are extra go-sql-driver/mysql DSN parameters (e.g. "tls": "custom").
 	Params map[string]string
 	// Timeout bounds connecting; default 10s.
 	Timeout time.Duration
 }
 
-// Addr is host:port.
+// Addr is host:port, or the socket path when Socket is set.
 func (c ConnConfig) Addr() string {
+	if c.Socket != "" {
+		return c.Socket
+	}
 	port := c.Port
 	if port == 0 {
 		port = 3306
@@ -45,6 +55,21 @@ func (c ConnConfig) Addr() string {
 // String describes the connection without its password, for logs.
 func (c ConnConfig) String() string { return c.User + "@" + c.Addr() }
 
+// tlsConfig is c.TLS with ServerName defaulted to the host dialled, or nil without TLS.
+func (c ConnConfig) tlsConfig() *tls.Config {
+	if c.TLS == nil {
+		return nil
+	}
+	t := c.TLS.Clone()
+	if t.ServerName == "" && !t.InsecureSkipVerify {
+		t.ServerName = c.Host
+		if t.ServerName == "" {
+			t.ServerName = "127.0.0.1"
+		}
+	}
+	return t
+}
+
 // dsn builds the driver configuration. Every ferry connection pins the session so values move as
 // bytes: time_zone is UTC (TIMESTAMP values are never shifted), results come back in the column's
 // own character set (character_set_results=binary, so latin1 stays latin1), and writes run in
@@ -54,7 +79,11 @@ func (c ConnConfig) dsn() *mysql.Config {
 	cfg.User = c.User
 	cfg.Passwd = c.Password
 	cfg.Net = "tcp"
+	if c.Socket != "" {
+		cfg.Net = "unix"
+	}
 	cfg.Addr = c.Addr()
+	cfg.TLS = c.tlsConfig()
 	cfg.InterpolateParams = true
 	cfg.MaxAllowedPacket = 0 // ask the server
 	cfg.Timeout = c.Timeout
