@@ -4,9 +4,13 @@
 //	copydb -source-host 10.0.0.1 -source-user ferry -target-host 10.0.0.2 -target-user ferry \
 //	       -databases shop -create-tables -cutover read-only -verify checksum
 //
-// Passwords come from the FERRY_SOURCE_PASSWORD and FERRY_TARGET_PASSWORD environment variables (or
-// the -source-password/-target-password flags); they are never printed. Every flag can also be set in
-// a config file given with -config: one "name = value" per line, '#' starts a comment.
+// Each server is named the same way in every ferry tool: -source-host/-port/-user/-socket (or a
+// DSN, -source user@tcp(host:3306)/), -source-defaults-file (a my.cnf [client] section), TLS with
+// -source-ssl-ca/-ssl-cert/-ssl-key/-ssl-mode; likewise -target-*. Passwords come from
+// -source-password-file, $FERRY_SOURCE_PASSWORD, the defaults file or -ask-pass (and the -target-*
+// equivalents); -source-password on the command line works but warns, since ps shows it. Passwords
+// are never printed or logged. Every flag can also be set in a config file given with -config: one
+// "name = value" per line, '#' starts a comment. Logs: -log-level, -log-format text|json.
 //
 // While it runs it prints, every -progress interval, each table's rows copied, percentage, rate and
 // ETA, and the binlog lag. With -state-file it checkpoints its progress atomically; after a crash,
@@ -23,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -33,6 +38,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/internal/cli"
 	"github.com/ferrykit/ferry/throttler"
 	"github.com/ferrykit/ferry/verifier"
 )
@@ -60,7 +66,7 @@ type options struct {
 	progress              time.Duration
 	maxLag                time.Duration
 	cutoverTimeout        time.Duration
-	logLevel              string
+	log                   *logrus.Logger
 	summaryJSON           string
 }
 
@@ -72,14 +78,10 @@ func run() int {
 	var o options
 	fs := flag.NewFlagSet("copydb", flag.ContinueOnError)
 	config := fs.String("config", "", "config file: one `name = value` per line (same names as the flags)")
-	fs.StringVar(&o.source.Host, "source-host", "127.0.0.1", "source server host")
-	fs.IntVar(&o.source.Port, "source-port", 3306, "source server port")
-	fs.StringVar(&o.source.User, "source-user", "root", "source user (needs SELECT, REPLICATION SLAVE, REPLICATION CLIENT/BINLOG MONITOR)")
-	fs.StringVar(&o.source.Password, "source-password", os.Getenv("FERRY_SOURCE_PASSWORD"), "source password (default $FERRY_SOURCE_PASSWORD)")
-	fs.StringVar(&o.target.Host, "target-host", "127.0.0.1", "target server host")
-	fs.IntVar(&o.target.Port, "target-port", 3306, "target server port")
-	fs.StringVar(&o.target.User, "target-user", "root", "target user (needs SELECT, INSERT, UPDATE, DELETE; CREATE with -create-tables)")
-	fs.StringVar(&o.target.Password, "target-password", os.Getenv("FERRY_TARGET_PASSWORD"), "target password (default $FERRY_TARGET_PASSWORD)")
+	srcConn := cli.AddConn(fs, cli.ConnSpec{Prefix: "source", PasswordEnv: "FERRY_SOURCE_PASSWORD", DSN: true})
+	tgtConn := cli.AddConn(fs, cli.ConnSpec{Prefix: "target", PasswordEnv: "FERRY_TARGET_PASSWORD", DSN: true})
+	askPass := cli.AddAskPass(fs, os.Stdin, os.Stderr)
+	logFlags := cli.AddLogFlags(fs, "info")
 	fs.StringVar(&o.databases, "databases", "", "comma-separated databases to copy whole")
 	fs.StringVar(&o.tables, "tables", "", "comma-separated table patterns db.table (wildcards * ?)")
 	fs.StringVar(&o.exclude, "exclude", "", "comma-separated table patterns to leave out")
@@ -105,18 +107,36 @@ func run() int {
 	fs.DurationVar(&o.progress, "progress", 2*time.Second, "progress interval")
 	fs.DurationVar(&o.maxLag, "max-lag", 500*time.Millisecond, "binlog lag under which the cut-over starts")
 	fs.DurationVar(&o.cutoverTimeout, "cutover-timeout", ferry.DefaultCutoverTimeout, "longest the cut-over may block writes (apply the last changes, verify under the lock, swap); when reached, the cut-over is aborted and the source unlocked")
-	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.summaryJSON, "summary-json", "", "write the final summary as JSON to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
 	if *config != "" {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if err := loadConfig(fs, *config, set); err != nil {
+		if err := loadConfig(fs, *config, onCommandLine); err != nil {
 			fmt.Fprintln(os.Stderr, "copydb:", err)
 			return 2
 		}
+	}
+	var err error
+	for _, side := range []struct {
+		conn *cli.Conn
+		to   *ferry.ConnConfig
+		flag string
+	}{{srcConn, &o.source, "source-password"}, {tgtConn, &o.target, "target-password"}} {
+		warn := io.Writer(os.Stderr)
+		if !onCommandLine[side.flag] && !onCommandLine[strings.TrimSuffix(side.flag, "-password")] {
+			warn = nil // from the -config file, not the command line
+		}
+		if *side.to, err = side.conn.Config(askPass(), warn); err != nil {
+			fmt.Fprintln(os.Stderr, "copydb:", err)
+			return 2
+		}
+	}
+	if o.log, err = logFlags.Logger(os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "copydb:", err)
+		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -125,7 +145,7 @@ func run() int {
 		printSummary(sum)
 		if o.summaryJSON != "" {
 			b, _ := json.MarshalIndent(sum, "", "  ")
-			os.WriteFile(o.summaryJSON, b, 0o644)
+			os.WriteFile(o.summaryJSON, b, 0o600) // like the state file: it names servers and tables
 		}
 	}
 	if err != nil {
@@ -235,12 +255,8 @@ func pairs(s string) (map[string]string, error) {
 }
 
 func copyDB(ctx context.Context, o options) (*Summary, error) {
-	log := logrus.New()
-	lvl, err := logrus.ParseLevel(o.logLevel)
-	if err != nil {
-		return nil, err
-	}
-	log.SetLevel(lvl)
+	log := o.log
+	var err error
 	cfg := ferry.Config{
 		Source: o.source, Target: o.target,
 		Tables:                  ferry.TableFilter{Databases: split(o.databases), Include: split(o.tables), Exclude: split(o.exclude)},

@@ -4,6 +4,11 @@
 //	diff --source 'root@tcp(127.0.0.1:3306)/' --target 'root@tcp(127.0.0.1:3307)/' \
 //	     --tables shop.orders:shop_eu.orders --where "region = 'eu'" --strict
 //
+// Servers are named as in every ferry tool: a DSN (--source, --target) or --source-host/-port/-user/
+// -socket, --source-defaults-file, --source-ssl-*; passwords from --source-password-file,
+// $FERRY_SOURCE_PASSWORD, the defaults file or --ask-pass (a password in the DSN works but warns).
+// Without any --target flag the target is the source server.
+//
 // --tables takes a comma-separated list of db.table (the same name on both sides),
 // db.table:db2.table2 (a different target name) or db.* (every table of a database). Every table
 // needs a primary key (or a NOT NULL unique key) that the target also has, with the same definition.
@@ -29,8 +34,10 @@ import (
 	"strings"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"
+	"github.com/go-sql-driver/mysql"
 
+	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/internal/cli"
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/verifier"
 )
@@ -52,8 +59,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("diff", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		srcDSN    = fs.String("source", "", "source DSN (go-sql-driver/mysql form, e.g. user:pass@tcp(host:3306)/)")
-		tgtDSN    = fs.String("target", "", "target DSN; default: the source")
+		srcConn   = cli.AddConn(fs, cli.ConnSpec{Prefix: "source", PasswordEnv: "FERRY_SOURCE_PASSWORD", DSN: true})
+		tgtConn   = cli.AddConn(fs, cli.ConnSpec{Prefix: "target", PasswordEnv: "FERRY_TARGET_PASSWORD", DSN: true})
+		askPass   = cli.AddAskPass(fs, os.Stdin, stderr)
 		tables    = fs.String("tables", "", "tables to compare: db.t, db.t:db2.t2 or db.*, comma-separated")
 		where     = fs.String("where", "", "copy filter: an SQL condition over the source's columns, applied to both sides")
 		strict    = fs.Bool("strict", false, "with --where: report target rows outside the filter as extra")
@@ -67,7 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		phaseFlag = fs.String("phase", string(verifier.DuringCutover), "before-cutover re-checks differences a few times (for tables still written to)")
 	)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: diff --source DSN [--target DSN] --tables db.t[:db2.t2],... [flags]")
+		fmt.Fprintln(stderr, "usage: diff {--source DSN | --source-host H ...} [--target DSN | --target-host H ...] --tables db.t[:db2.t2],... [flags]")
+		fmt.Fprintln(stderr, "without target flags the target is the source server")
 		fmt.Fprintln(stderr, "exit status: 0 the tables match, 1 they differ, 2 error")
 		fs.PrintDefaults()
 	}
@@ -81,12 +90,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "diff:", err)
 		return exitError
 	}
-	if *srcDSN == "" || *tables == "" || fs.NArg() > 0 {
+	if *tables == "" || fs.NArg() > 0 {
 		fs.Usage()
 		return exitError
 	}
-	if *tgtDSN == "" {
-		*tgtDSN = *srcDSN
+	srcCfg, err := srcConn.Config(askPass(), stderr)
+	if err != nil {
+		return fail(err)
+	}
+	srcDSN, tgtDSN, tgtCfg := srcConn.DSN(), srcConn.DSN(), srcCfg
+	if tgtConn.Given() {
+		if tgtCfg, err = tgtConn.Config(askPass(), stderr); err != nil {
+			return fail(err)
+		}
+		tgtDSN = tgtConn.DSN()
 	}
 	phase := verifier.Phase(*phaseFlag)
 	if phase != verifier.DuringCutover && phase != verifier.BeforeCutover {
@@ -97,12 +114,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	source, err := open(ctx, *srcDSN)
+	source, err := open(ctx, srcDSN, srcCfg)
 	if err != nil {
 		return fail(fmt.Errorf("source: %w", err))
 	}
 	defer source.Close()
-	target, err := open(ctx, *tgtDSN)
+	target, err := open(ctx, tgtDSN, tgtCfg)
 	if err != nil {
 		return fail(fmt.Errorf("target: %w", err))
 	}
@@ -157,11 +174,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitMatch
 }
 
-func open(ctx context.Context, dsn string) (*sql.DB, error) {
-	db, err := sql.Open("mysql", dsn)
+// open connects with cc; a DSN given on the command line keeps its driver parameters (cc carries
+// its user, address and password, or those the other flags gave instead).
+func open(ctx context.Context, dsn string, cc ferry.ConnConfig) (*sql.DB, error) {
+	if dsn == "" {
+		return cc.Open(ctx)
+	}
+	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, err
 	}
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.TLS = cc.User, cc.Password, "tcp", cc.Addr(), cc.TLS
+	if cc.Socket != "" {
+		cfg.Net = "unix"
+	}
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(connector)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {

@@ -5,13 +5,18 @@
 //	osc --host 127.0.0.1 --port 3306 --user root --database shop --table orders \
 //	    --alter "ADD COLUMN note VARCHAR(100) NULL" --execute
 //
+// The server is named as in every ferry tool: --host/--port/--user/--socket, --defaults-file (a
+// my.cnf [client] section), --ssl-ca/--ssl-cert/--ssl-key/--ssl-mode; the password comes from
+// --password-file, $MYSQL_PWD, the defaults file or --ask-pass (--password works but warns: ps shows
+// it). Hooks never see the password in their environment. Logs: --log-level, --log-format json.
+//
 // Without --execute it is a dry run: it validates, creates and drops the empty ghost table, prints
 // the plan (copied, renamed, dropped, added columns; whether ALGORITHM=INSTANT would do) and
 // changes nothing. With --execute it prints a status line every --status-interval and, at the end,
 // how long writes were blocked by each cut-over attempt.
 //
 // While it runs: touch the --postpone-cut-over-flag-file to hold the cut-over; send commands to
-// --socket (`echo status | nc -U /tmp/osc.sock`): status, throttle, no-throttle, chunk-size=N,
+// --serve-socket-file (`echo status | nc -U /tmp/osc.sock`): status, throttle, no-throttle, chunk-size=N,
 // cut-over, panic. Hooks: --hook-<point>=/path/to/executable for startup, validated,
 // row-copy-complete, before-cut-over, success, failure and status, with FERRY_OSC_* environment
 // variables describing the migration.
@@ -35,9 +40,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
-	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/internal/cli"
 	"github.com/ferrykit/ferry/osc"
 	"github.com/ferrykit/ferry/throttler"
 )
@@ -52,10 +55,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("osc", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		host            = fs.String("host", "127.0.0.1", "server host")
-		port            = fs.Int("port", 3306, "server port")
-		user            = fs.String("user", "root", "user")
-		password        = fs.String("password", "", "password (default: $MYSQL_PWD)")
+		connFlags       = cli.AddConn(fs, cli.ConnSpec{PasswordEnv: "MYSQL_PWD"})
+		askPass         = cli.AddAskPass(fs, os.Stdin, stderr)
+		logFlags        = cli.AddLogFlags(fs, "warn")
 		database        = fs.String("database", "", "database of the table")
 		table           = fs.String("table", "", "table to alter")
 		alter           = fs.String("alter", "", `ALTER clause, without "ALTER TABLE t", e.g. "ADD COLUMN c INT, DROP COLUMN d"`)
@@ -77,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		throttleFile    = fs.String("throttle-flag-file", "", "throttle the copy while this file exists")
 		maxLoad         = fs.String("max-load", "", "throttle while a status variable exceeds a threshold, e.g. Threads_running=25")
 		criticalLoad    = fs.String("critical-load", "", "abort when a status variable exceeds a threshold, e.g. Threads_running=200")
-		socket          = fs.String("socket", "", "unix socket for interactive commands")
+		serveSocket     = fs.String("serve-socket-file", "", "unix socket for interactive commands (-socket is the server's socket)")
 		statusInterval  = fs.Duration("status-interval", 5*time.Second, "how often to print the status line")
 		hookTimeout     = fs.Duration("hook-timeout", 30*time.Second, "kill hook executables after this long")
 		verbose         = fs.Bool("verbose", false, "log every step")
@@ -100,16 +102,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "osc: --cut-over must be atomic or two-step")
 		return 2
 	}
-	if *password == "" {
-		*password = os.Getenv("MYSQL_PWD")
+	conn, err := connFlags.Config(askPass(), stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "osc:", err)
+		return 2
 	}
-	log := logrus.New()
-	log.SetOutput(stderr)
-	log.SetLevel(logrus.WarnLevel)
 	if *verbose {
-		log.SetLevel(logrus.InfoLevel)
+		logFlags.SetLevel("info")
 	}
-	conn := ferry.ConnConfig{Host: *host, Port: *port, User: *user, Password: *password}
+	log, err := logFlags.Logger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "osc:", err)
+		return 2
+	}
 
 	var throttlers []throttler.Throttler
 	if *throttleFile != "" {
@@ -149,7 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
 		AllowTriggers: *allowTriggers, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
 		DropOldTable: *dropOld, CutOverTwoStep: *cutOverKind == "two-step", CutOverLockTimeout: *lockTimeout, CutOverAttempts: *attempts,
-		PostponeFlagFile: *postponeFile, MaxLag: *maxLag, Throttler: th, SocketPath: *socket,
+		PostponeFlagFile: *postponeFile, MaxLag: *maxLag, Throttler: th, SocketPath: *serveSocket,
 		StatusInterval: *statusInterval, Logger: log,
 		OnStatus: func(s osc.Status) { fmt.Fprintln(stdout, time.Now().UTC().Format("15:04:05"), s) },
 		Hooks:    osc.Hooks{Commands: map[osc.HookPoint]string{}, Timeout: *hookTimeout},

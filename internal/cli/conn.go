@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -199,11 +200,10 @@ func (c *Conn) Config(ask *Prompter, warn io.Writer) (ferry.ConnConfig, error) {
 				cc.Socket = d.Addr
 			}
 		default:
-			host, port, _ := strings.Cut(d.Addr, ":")
-			if i := strings.LastIndex(d.Addr, ":"); i >= 0 {
-				host, port = d.Addr[:i], d.Addr[i+1:]
+			host, port, err := net.SplitHostPort(d.Addr)
+			if err != nil {
+				host, port = d.Addr, ""
 			}
-			host = strings.Trim(host, "[]")
 			if !set[s.flag("host")] && host != "" {
 				cc.Host = host
 			}
@@ -265,3 +265,15 @@ func (c *Conn) saferWays() string {
 	}
 	return strings.Join(append(ways, "-"+s.flag("defaults-file"), "-ask-pass"), ", ")
 }
+
+// Given reports whether any of the server's flags was set.
+func (c *Conn) Given() bool {
+	given := false
+	c.fs.Visit(func(f *flag.Flag) {
+		given = given || f.Name == c.spec.Prefix || strings.HasPrefix(f.Name, c.spec.flag(""))
+	})
+	return given
+}
+
+// DSN is the -<prefix> DSN as given (empty when not).
+func (c *Conn) DSN() string { return c.dsn }
