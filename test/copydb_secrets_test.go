@@ -22,7 +22,9 @@ func TestCopydbPasswordsNeverShown(t *testing.T) {
 	bin := rsBuildCopydb(t, dir)
 	const srcPW, tgtPW = "s3cret-source-Pw", "s3cret-target-Pw"
 	for _, u := range []struct {
-		s  interface{ Exec(context.Context, ...string) error }
+		s interface {
+			Exec(context.Context, ...string) error
+		}
 		pw string
 	}{{source, srcPW}, {target, tgtPW}} {
 		must(t, u.s.Exec(ctx, "CREATE USER IF NOT EXISTS 'pwuser'@'%' IDENTIFIED BY '"+u.pw+"'",
