@@ -187,6 +187,18 @@ func firstWord(q string) string {
 	return q
 }
 
+// DDLError is the streamer's refusal of DDL on a copied table: it stops at the statement, after
+// handing over every row change before it. (The online schema change expects one at its own
+// RENAME and checks that it is that statement.)
+type DDLError struct {
+	Table string // the copied table
+	Query string // the statement
+}
+
+func (e *DDLError) Error() string {
+	return fmt.Sprintf("DDL on copied table %s during the copy (%q): ferry stopped so no row is written under the wrong schema; start the copy again after the schema change", e.Table, abbreviateSQL(e.Query))
+}
+
 // checkStatement refuses statement-format DML and DDL that may change a copied table: ferry could
 // not apply them faithfully, and ignoring them would silently corrupt the copy.
 func (s *SourceBinlogStreamer) checkStatement(defaultDB, q string) error {
@@ -208,7 +220,7 @@ func (s *SourceBinlogStreamer) checkStatement(defaultDB, q string) error {
 			continue
 		}
 		if eff.Kind == "DDL" {
-			return fmt.Errorf("DDL on copied table %s during the copy (%q): ferry stopped so no row is written under the wrong schema; start the copy again after the schema change", t.Source, abbreviateSQL(q))
+			return &DDLError{Table: t.Source.String(), Query: leadingComment.ReplaceAllString(q, "")}
 		}
 		return fmt.Errorf("statement-format DML on copied table %s (%q): its rows cannot be applied faithfully; make every session use binlog_format=ROW and start the copy again", t.Source, abbreviateSQL(q))
 	}

@@ -3,6 +3,7 @@ package osc
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -371,6 +372,7 @@ type stream struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	detached *atomic.Bool
+	endErr   error // why the last streamer returned (read after done is closed)
 }
 
 func (m *Migration) newStream(ctx context.Context, orig, changelog *schema.Table, fail func(error)) *stream {
@@ -395,7 +397,14 @@ func (s *stream) start(from ferry.Position) {
 	done := s.done
 	go func() {
 		defer close(done)
-		if err := st.Run(ctx, from); err != nil && ctx.Err() == nil && !detached.Load() {
+		err := st.Run(ctx, from)
+		if s.m.testStreamEndDelay > 0 && detached.Load() {
+			time.Sleep(s.m.testStreamEndDelay)
+		}
+		s.mu.Lock()
+		s.endErr = err
+		s.mu.Unlock()
+		if err != nil && ctx.Err() == nil && !detached.Load() {
 			s.fail(fmt.Errorf("binlog stream: %w", err))
 		}
 	}()
@@ -416,6 +425,19 @@ func (s *stream) ended() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.done
+}
+
+// endedAtRename reports whether the last streamer stopped at a RENAME of the original table (its
+// refusal of the cut-over's DDL, after handing over every row change before it).
+func (s *stream) endedAtRename() (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ddl *ferry.DDLError
+	if !errors.As(s.endErr, &ddl) {
+		return false, s.endErr
+	}
+	q := strings.ToUpper(strings.TrimSpace(ddl.Query))
+	return strings.HasPrefix(q, "RENAME") || strings.HasPrefix(q, "ALTER") && strings.Contains(q, " RENAME "), s.endErr
 }
 
 // stop ends the streamer and waits until it has returned.

@@ -416,15 +416,23 @@ func renameWaiting(ctx context.Context, db *sql.DB, id int64) (bool, error) {
 
 // checkNothingSlipped waits until the streamer has reached the RENAME and checks that no change of
 // the original table came between the cut-over marker and the rename (it would be in the old table
-// only). The cut-over is built so that this cannot happen; this check makes sure.
+// only). The cut-over is built so that this cannot happen; this check makes sure. It never passes
+// unseen: if the stream does not reach the rename within renameSeenTimeout, or stops for another
+// reason, the migration fails loudly (the rename is done; what is unknown is said).
 func (m *Migration) checkNothingSlipped(ctx context.Context, s *stream) error {
+	unchecked := func(why string) error {
+		return errNoRetry{fmt.Errorf("the table was renamed (%s has the new schema, %s is the old table), but %s, so ferry could not check that no write reached the old table after its last change was applied: compare %s with %s before dropping it",
+			m.qualified(m.Table), m.qualified(m.oldName()), why, m.qualified(m.oldName()), m.qualified(m.Table))}
+	}
 	select {
 	case <-s.ended():
-	case <-time.After(10 * time.Second):
-		m.log.Warn("osc: the binlog stream did not reach the rename within 10s; could not check that no write reached the old table after the lock")
-		return nil
+	case <-time.After(m.renameSeenTimeout):
+		return unchecked(fmt.Sprintf("the binlog stream did not reach the rename within %s", m.renameSeenTimeout))
 	case <-ctx.Done():
-		return nil
+		return unchecked(fmt.Sprintf("the run was stopped (%v) before the binlog stream reached the rename", context.Cause(ctx)))
+	}
+	if atRename, err := s.endedAtRename(); !atRename {
+		return unchecked(fmt.Sprintf("the binlog stream stopped before the rename (%v)", err))
 	}
 	m.waitApplierIdle(ctx)
 	if n := m.applier.sneaked.Load(); n > 0 {

@@ -119,6 +119,11 @@ type Migration struct {
 	// testAfterMarker is called with the locking session once every change before the lock is
 	// applied (a test writes through it to simulate a write that slipped past the lock).
 	testAfterMarker func(lock *sql.Conn)
+	// renameSeenTimeout bounds the wait for the binlog stream to reach the cut-over's RENAME
+	// (default 60s; tests shorten it).
+	renameSeenTimeout time.Duration
+	// testStreamEndDelay delays the end of a streamer told to expect it (a slow stream).
+	testStreamEndDelay time.Duration
 	// testAfterChunk is called after each copied chunk (tests write during the copy).
 	testAfterChunk func()
 	// testMarkerDelay delays the applier when a cut-over marker comes back (a slow apply).
@@ -297,6 +302,9 @@ func (m *Migration) applyDefaults() {
 	if m.StatusInterval <= 0 {
 		m.StatusInterval = 5 * time.Second
 	}
+	if m.renameSeenTimeout <= 0 {
+		m.renameSeenTimeout = time.Minute
+	}
 	if m.ServerID == 0 {
 		m.ServerID = uint32(100000 + rand.Intn(1<<30))
 	}
@@ -325,6 +333,11 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 	if m.flavor, err = detectFlavor(ctx, db); err != nil {
 		return nil, err
 	}
+	release, err := m.lockMigration(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if m.SocketPath != "" {
 		stop, err := m.ServeSocket(m.SocketPath)
 		if err != nil {

@@ -1,0 +1,69 @@
+package osc
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Issue 11 item 7: a second run on a table whose migration is alive is refused, naming the
+// session that holds the migration lock; it neither resumes from the live run's checkpoint nor
+// touches its tables, and the first run completes.
+func TestSecondRunRefused(t *testing.T) {
+	f := newFixture(t, 2000)
+	alter := "ADD COLUMN z INT NULL"
+	first := f.migration(alter)
+	first.Postpone = true
+	done := make(chan error, 1)
+	go func() {
+		_, err := first.Run(context.Background())
+		done <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for first.Status().State != StatePostponed {
+		if time.Now().After(deadline) {
+			t.Fatal("the first run never reached the postponed cut-over")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, resume := range []bool{true, false} {
+		second := f.migration(alter)
+		second.Resume = resume
+		_, err := second.Run(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "another migration") || !strings.Contains(err.Error(), "connection ") || !strings.Contains(err.Error(), "user ") {
+			t.Fatalf("second run (resume %v): error %v, want a refusal naming the lock holder", resume, err)
+		}
+		t.Log(err)
+	}
+	first.Unpostpone()
+	must(t, <-done)
+	f.expect(alter)
+}
+
+// Issue 11 item 8: the check after the rename (no write reached the old table after the lock)
+// never passes unseen: a stream that does not reach the RENAME in time fails the run loudly,
+// saying the rename is done and what to compare.
+func TestRenameCheckNotVacuous(t *testing.T) {
+	for _, twoStep := range []bool{false, true} {
+		t.Run(map[bool]string{false: "atomic", true: "two-step"}[twoStep], func(t *testing.T) {
+			f := newFixture(t, 500)
+			m := f.migration("ADD COLUMN z INT NULL")
+			m.CutOverTwoStep = twoStep
+			m.renameSeenTimeout = 300 * time.Millisecond
+			m.testStreamEndDelay = 2 * time.Second
+			_, err := m.Run(context.Background())
+			if err == nil || !strings.Contains(err.Error(), "did not reach the rename within 300ms") || !strings.Contains(err.Error(), "the table was renamed") {
+				t.Fatalf("error %v, want the unchecked rename reported", err)
+			}
+			t.Log(err)
+			// and with the stream in time, the same run passes
+			f2 := newFixture(t, 500)
+			m2 := f2.migration("ADD COLUMN z INT NULL")
+			m2.CutOverTwoStep = twoStep
+			m2.testStreamEndDelay = 200 * time.Millisecond
+			_, err = m2.Run(context.Background())
+			must(t, err)
+		})
+	}
+}
