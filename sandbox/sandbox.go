@@ -41,6 +41,17 @@ type Options struct {
 	Dir string
 	// Logf, when set, receives a line for each server started and stopped.
 	Logf func(format string, args ...any)
+	// TLS, when set, makes the server offer TLS with these PEM files.
+	TLS *TLSFiles
+	// RequireSecureTransport refuses unencrypted TCP connections (require_secure_transport=ON).
+	// The sandbox's own connections (DSN, DB, Exec) then use the unix socket, which the server
+	// counts as secure.
+	RequireSecureTransport bool
+}
+
+// TLSFiles are the PEM files a server presents: its CA, certificate and key.
+type TLSFiles struct {
+	CA, Cert, Key string
 }
 
 // Server is one running mariadbd.
@@ -52,10 +63,11 @@ type Server struct {
 	Dir      string
 	Socket   string
 
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	logf    func(string, ...any)
-	stopped sync.Once
+	viaSocket bool // the sandbox's own connections use Socket
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	logf      func(string, ...any)
+	stopped   sync.Once
 }
 
 var serverIDs atomic.Int64
@@ -188,6 +200,13 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 		"--skip-performance-schema",
 		"--loose-innodb-use-native-aio=0",
 	}
+	if opts.TLS != nil {
+		args = append(args, "--ssl-ca="+opts.TLS.CA, "--ssl-cert="+opts.TLS.Cert, "--ssl-key="+opts.TLS.Key)
+	}
+	if opts.RequireSecureTransport {
+		args = append(args, "--require-secure-transport=ON")
+		s.viaSocket = true
+	}
 	args = append(args, opts.ExtraArgs...)
 	cmd := exec.Command(mariadbd, args...)
 	var out bytes.Buffer
@@ -237,6 +256,9 @@ func (s *Server) DSN(database string) string {
 	cfg.User = s.User
 	cfg.Net = "tcp"
 	cfg.Addr = net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
+	if s.viaSocket {
+		cfg.Net, cfg.Addr = "unix", s.Socket
+	}
 	cfg.DBName = database
 	cfg.MultiStatements = true
 	cfg.InterpolateParams = true
