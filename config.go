@@ -290,6 +290,14 @@ type Config struct {
 	// CreateTargetTables creates missing target tables (and databases) from the source's definition.
 	CreateTargetTables bool
 
+	// CreateSchemaObjects creates on the target the schema objects of these kinds (ObjectViews,
+	// ObjectRoutines, ObjectEvents, ObjectTriggers) found in the source databases that hold
+	// selected tables: views and routines before the copy, triggers and events at cut-over right
+	// before Swap, so they never fire on copied or applied rows (see SchemaObject). Objects of a
+	// database or table renamed on the target are not created. Ferry.SchemaObjects lists every
+	// object and whether it was created.
+	CreateSchemaObjects []string
+
 	// AllowForeignKeyCascades copies tables that a foreign key with ON DELETE/ON UPDATE CASCADE,
 	// SET NULL or SET DEFAULT changes. Such changes are made inside the source's storage engine and
 	// never reach the binlog, so ferry cannot apply them: Initialize refuses these tables, naming
@@ -347,6 +355,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Tables.validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if err := validateObjectKinds(c.CreateSchemaObjects); err != nil {
+		return err
 	}
 	if c.BatchSize < 0 || c.CopyWorkers < 0 || c.RangesPerTable < 0 || c.ApplyBatchSize < 0 {
 		return errors.New("config: sizes and concurrencies must not be negative")

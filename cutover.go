@@ -103,6 +103,10 @@ type Cutover struct {
 	// When it is reached the cut-over is aborted before Swap, the source is unlocked, and Run
 	// returns a *CutoverTimeoutError.
 	Timeout time.Duration
+	// SkipSchemaObjects leaves the triggers and events Config.CreateSchemaObjects asks for to the
+	// host (Ferry.CreateDeferredSchemaObjects once Run returned), for a Lock that does not stop
+	// the source's writes: Run otherwise creates them with writes stopped, right before Swap.
+	SkipSchemaObjects bool
 }
 
 // DefaultCutoverTimeout is Cutover.Timeout when unset.
@@ -247,8 +251,16 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 	// up to pos applied there is nothing left to apply, and a failed Swap leaves the Ferry running
 	// exactly as before the cut-over, so Run can be called again. Streaming stops only once Swap
 	// succeeded.
+	// Triggers and events are created now: every change is applied and nothing more will be, so a
+	// trigger never fires on a row ferry writes. A failed Swap drops them again.
+	if !c.SkipSchemaObjects {
+		if err := f.CreateDeferredSchemaObjects(lctx); err != nil {
+			return rep, errors.Join(failed("create triggers and events", err), f.dropDeferredSchemaObjects(context.WithoutCancel(ctx)))
+		}
+	}
 	if err := c.Hooks.Swap(lctx); err != nil {
-		return rep, failed("swap", fmt.Errorf("%w (nothing was swapped; the Ferry keeps streaming and the cut-over can be run again)", err))
+		return rep, errors.Join(failed("swap", fmt.Errorf("%w (nothing was swapped; the Ferry keeps streaming and the cut-over can be run again)", err)),
+			f.dropDeferredSchemaObjects(context.WithoutCancel(ctx)))
 	}
 	swapped = true
 	f.BinlogStreamer.StopAt(pos)

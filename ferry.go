@@ -88,6 +88,7 @@ type Ferry struct {
 	rowsAtStart int64
 	mu          sync.Mutex
 	throttle    throttler.Status
+	objects     []*SchemaObject
 	ownsSource  bool
 	ownsTarget  bool
 	loadData    bool
@@ -181,6 +182,10 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 	if cfg.CreateTargetTables {
 		need = append(need, "CREATE")
 	}
+	for _, k := range cfg.CreateSchemaObjects {
+		need = append(need, map[string][]string{ObjectViews: {"CREATE VIEW"}, ObjectRoutines: {"CREATE ROUTINE"},
+			ObjectEvents: {"EVENT"}, ObjectTriggers: {"TRIGGER"}}[k]...)
+	}
 	if err := checkPrivileges(ctx, f.Target, "target "+cfg.Target.String(), dstDBs, need, nil); err != nil {
 		return err
 	}
@@ -202,6 +207,15 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 		if err := f.checkTarget(ctx, t); err != nil {
 			return err
 		}
+	}
+	if err := f.planSchemaObjects(ctx, tables); err != nil {
+		return err
+	}
+	if err := f.createEarlySchemaObjects(ctx); err != nil {
+		return err
+	}
+	if s := notCreated(f.objects); s != "" {
+		f.log.WithField("not_created", s).Warn("ferry: schema objects of the copied databases that are not created on the target")
 	}
 	f.Tables = tables
 	return nil

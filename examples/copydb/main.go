@@ -52,6 +52,7 @@ type options struct {
 	filterValue           string
 	batchSize, workers    int
 	createTables          bool
+	createObjects         string
 	allowFKCascades       bool
 	allowTargetTriggers   bool
 	writeMethod           string
@@ -96,6 +97,7 @@ func run() int {
 	fs.StringVar(&o.critLoad, "critical-load", "", "stop (with a checkpoint) when source status variables reach these values, e.g. Threads_running=100")
 	fs.StringVar(&o.writeMethod, "write-method", "", "how copied rows are written: empty for LOAD DATA when the target allows it (local_infile=ON) else INSERT, insert, or load-data")
 	fs.BoolVar(&o.createTables, "create-tables", false, "create missing target tables from the source's definitions")
+	fs.StringVar(&o.createObjects, "create-objects", "", "also create these schema objects of the copied databases on the target: comma-separated views, routines, events, triggers, or all (views and routines before the copy; triggers and events with writes stopped, right before the swap, so they never fire on copied rows)")
 	fs.BoolVar(&o.allowFKCascades, "allow-fk-cascades", false, "copy tables changed by ON DELETE/UPDATE CASCADE or SET NULL foreign keys, accepting that the target diverges if a parent row is deleted or re-keyed during the copy (those changes never reach the binlog)")
 	fs.BoolVar(&o.allowTargetTriggers, "allow-target-triggers", false, "copy into target tables that have triggers (they fire on every copied and applied row)")
 	fs.BoolVar(&o.allowNonEmpty, "allow-nonempty-target", false, "copy into target tables that already hold rows")
@@ -229,6 +231,7 @@ type Summary struct {
 	BlockedMS     float64               `json:"write_blocked_ms"`
 	Verification  *verifier.Result      `json:"verification,omitempty"`
 	CutOver       bool                  `json:"cut_over"`
+	SchemaObjects []ferry.SchemaObject  `json:"schema_objects,omitempty"`
 	Result        string                `json:"result"`
 }
 
@@ -265,9 +268,16 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		CreateTargetTables:      o.createTables,
 		AllowForeignKeyCascades: o.allowFKCascades,
 		AllowTargetTriggers:     o.allowTargetTriggers,
+		CreateSchemaObjects:     split(o.createObjects),
 		CopyWriteMethod:         ferry.WriteMethod(o.writeMethod),
 		AllowNonEmptyTarget:     o.allowNonEmpty,
 		Logger:                  log,
+	}
+	if o.createObjects == "all" {
+		cfg.CreateSchemaObjects = []string{ferry.ObjectViews, ferry.ObjectRoutines, ferry.ObjectEvents, ferry.ObjectTriggers}
+	}
+	if err := cfg.Validate(); err != nil && strings.Contains(err.Error(), "CreateSchemaObjects") {
+		return nil, fmt.Errorf("-create-objects %q: want a comma-separated list of views, routines, events, triggers, or all", o.createObjects)
 	}
 	if cfg.DatabaseRewrites, err = pairs(o.rewriteDBs); err != nil {
 		return nil, fmt.Errorf("-rewrite-databases: %w", err)
@@ -389,6 +399,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		p := f.Progress()
 		sum.Rows, sum.Tables, sum.Elapsed, sum.RowsPerSecond, sum.EventsApplied = p.RowsCopied, p.Tables, p.Elapsed, p.RowsPerSecond, p.EventsApplied
 		sum.Result = result
+		sum.SchemaObjects = f.SchemaObjects()
 		return sum
 	}
 	if o.cutover == "wait" {
@@ -415,6 +426,8 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	cut := &ferry.Cutover{Ferry: f, Hooks: hooks, MaxLag: o.maxLag, Timeout: o.cutoverTimeout}
 	var mismatch error
 	if o.cutover == "none" {
+		// The source is not locked: triggers and events are created once ferry stopped writing.
+		cut.SkipSchemaObjects = true
 		cut.Verifier = nil
 		if f.Verifier != nil {
 			// Without stopping writes a verification is only a before-cut-over pass.
@@ -454,6 +467,11 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	}
 	if mismatch != nil {
 		return finish("failed"), mismatch
+	}
+	if cut.SkipSchemaObjects {
+		if err := f.CreateDeferredSchemaObjects(ctx); err != nil {
+			return finish("failed"), err
+		}
 	}
 	return finish("ok"), nil
 }
@@ -496,5 +514,19 @@ func printSummary(s *Summary) {
 	fmt.Println()
 	if s.Verification != nil {
 		fmt.Print(s.Verification.String())
+	}
+	var created, missing []string
+	for _, o := range s.SchemaObjects {
+		if o.Created {
+			created = append(created, o.Kind+" "+o.Name)
+		} else {
+			missing = append(missing, fmt.Sprintf("  %s %s: %s", o.Kind, o.Name, o.Note))
+		}
+	}
+	if len(created) > 0 {
+		fmt.Printf("schema objects created on the target: %s\n", strings.Join(created, ", "))
+	}
+	if len(missing) > 0 {
+		fmt.Printf("schema objects NOT created on the target (-create-objects views,routines,events,triggers or all creates them):\n%s\n", strings.Join(missing, "\n"))
 	}
 }
