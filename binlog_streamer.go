@@ -93,6 +93,9 @@ type SourceBinlogStreamer struct {
 	Tables     map[string]*TableCopy
 	MaxRetries int
 	Logger     logrus.FieldLogger
+	// MaxPendingXAChanges bounds the row changes of prepared, not yet committed XA transactions
+	// kept in memory (see xa.go); default 100000.
+	MaxPendingXAChanges int
 
 	listeners []BinlogListener
 
@@ -102,6 +105,7 @@ type SourceBinlogStreamer struct {
 	lastEvent time.Time
 	connID    uint32
 	wake      context.CancelFunc
+	xa        []*PendingXA // prepared XA transactions of the current connection, oldest first
 }
 
 // AddListener implements BinlogStreamer.
@@ -237,6 +241,9 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 	s.connID = syncer.LastConnectionID()
 	s.mu.Unlock()
 
+	s.mu.Lock()
+	s.xa = nil // the connection re-reads every pending prepare: resume is never beyond one
+	s.mu.Unlock()
 	dec := &eventDecoder{s: s, file: resume.File}
 	for {
 		if s.reachedStop() {
@@ -286,6 +293,10 @@ type eventDecoder struct {
 	file  string
 	inTxn bool
 	gtid  string
+	// groupStart is where the current event group (transaction) starts.
+	groupStart Position
+	// xa is the prepared XA transaction being read (between its start and its XA PREPARE).
+	xa *PendingXA
 }
 
 const logEventArtificial = 0x20
@@ -313,7 +324,7 @@ func (d *eventDecoder) deliver(ctx context.Context, b *BinlogBatch) error {
 func (d *eventDecoder) commit(ctx context.Context, h *replication.EventHeader) (*Position, error) {
 	d.inTxn = false
 	d.setPos(h.LogPos, h.Timestamp)
-	p := Position{File: d.file, Pos: h.LogPos, GTID: d.gtid}
+	p := d.s.clampToPendingXA(Position{File: d.file, Pos: h.LogPos, GTID: d.gtid})
 	if err := d.deliver(ctx, &BinlogBatch{Commit: &p, Received: time.Now(), EventTime: time.Unix(int64(h.Timestamp), 0)}); err != nil {
 		return nil, err
 	}
@@ -331,7 +342,7 @@ func (d *eventDecoder) handle(ctx context.Context, ev *replication.BinlogEvent) 
 		if d.inTxn {
 			return nil, nil
 		}
-		p := Position{File: d.file, Pos: uint32(e.Position), GTID: d.gtid}
+		p := d.s.clampToPendingXA(Position{File: d.file, Pos: uint32(e.Position), GTID: d.gtid})
 		if err := d.deliver(ctx, &BinlogBatch{Commit: &p, Received: time.Now()}); err != nil {
 			return nil, err
 		}
@@ -357,19 +368,34 @@ func (d *eventDecoder) handle(ctx context.Context, ev *replication.BinlogEvent) 
 	case *replication.MariadbGTIDEvent:
 		d.gtid = e.GTID.String()
 		d.inTxn = !e.IsStandalone()
+		d.groupStart = Position{File: d.file, Pos: h.LogPos - h.EventSize}
+		if e.Flags&mariadbFlagPreparedXA != 0 {
+			d.xa = &PendingXA{Start: d.groupStart}
+		}
 	case *replication.GTIDEvent:
 		if u, err := uuidString(e.SID); err == nil {
 			d.gtid = fmt.Sprintf("%s:%d", u, e.GNO)
+		}
+		d.groupStart = Position{File: d.file, Pos: h.LogPos - h.EventSize}
+	case *replication.GenericEvent:
+		if h.EventType == replication.XA_PREPARE_LOG_EVENT {
+			return d.prepareXA(ctx, h, e.Data)
 		}
 	case *replication.XIDEvent:
 		return d.commit(ctx, h)
 	case *replication.QueryEvent:
 		q := strings.TrimSpace(string(e.Query))
-		switch strings.ToUpper(q) {
-		case "BEGIN":
+		switch xa := xaVerb(q); {
+		case strings.EqualFold(q, "BEGIN"):
 			d.inTxn = true
-		case "COMMIT":
+		case strings.EqualFold(q, "COMMIT"):
 			return d.commit(ctx, h)
+		case xa == "START" || xa == "BEGIN": // MySQL starts the prepare group with it
+			d.inTxn = true
+			d.xa = &PendingXA{Start: d.groupStart}
+		case xa == "COMMIT" || xa == "ROLLBACK":
+			return d.completeXA(ctx, h, q)
+		case xa != "": // XA END
 		default:
 			if err := d.s.checkStatement(string(e.Schema), q); err != nil {
 				return nil, permanent(err)
@@ -448,7 +474,11 @@ func (d *eventDecoder) rows(ctx context.Context, h *replication.EventHeader, e *
 	default:
 		return nil
 	}
-	return d.deliver(ctx, &BinlogBatch{Events: evs, Received: time.Now(), EventTime: time.Unix(int64(h.Timestamp), 0)})
+	b := &BinlogBatch{Events: evs, Received: time.Now(), EventTime: time.Unix(int64(h.Timestamp), 0)}
+	if d.xa != nil {
+		return d.bufferXA(b)
+	}
+	return d.deliver(ctx, b)
 }
 
 var leadingComment = regexp.MustCompile(`^(\s*(/\*.*?\*/|#[^\n]*\n|--[^\n]*\n))*\s*`)

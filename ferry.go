@@ -765,11 +765,32 @@ func (f *Ferry) waitApplied(ctx context.Context, pos Position) error {
 	if err := poll(func() bool { return f.BinlogStreamer.Position().Compare(pos) >= 0 }); err != nil {
 		return err
 	}
-	// Everything up to pos is queued; a marker behind it is applied only after all of it.
-	if err := f.BinlogWriter.Write(ctx, &BinlogBatch{Commit: &pos, Received: time.Now()}); err != nil {
+	// Everything up to pos is queued; a marker behind it is applied only after all of it. A prepared
+	// XA transaction's changes are applied only at its XA COMMIT: while one that changed copied tables
+	// is pending the target cannot equal the source, and the marker never passes any pending one
+	// (a checkpoint there would skip its changes on resume).
+	marker := pos
+	if x, ok := f.BinlogStreamer.(interface{ PendingXA() []PendingXA }); ok {
+		var held []string
+		for _, p := range x.PendingXA() {
+			if p.Start.Compare(pos) >= 0 {
+				continue
+			}
+			if p.Changes > 0 {
+				held = append(held, fmt.Sprintf("%s (prepared at %s, %d row changes)", p.XID, p.Start, p.Changes))
+			}
+			if p.Start.Compare(marker) < 0 {
+				marker = p.Start
+			}
+		}
+		if len(held) > 0 {
+			return fmt.Errorf("flush binlog to %s: prepared XA transaction(s) %s changed copied tables and are neither committed nor rolled back on the source; ferry applies them only at XA COMMIT, so the target cannot equal the source yet: end them (XA RECOVER lists them) and try again", pos, strings.Join(held, ", "))
+		}
+	}
+	if err := f.BinlogWriter.Write(ctx, &BinlogBatch{Commit: &marker, Received: time.Now()}); err != nil {
 		return err
 	}
-	return poll(func() bool { return f.BinlogWriter.Applied().Compare(pos) >= 0 })
+	return poll(func() bool { return f.BinlogWriter.Applied().Compare(marker) >= 0 })
 }
 
 // FlushBinlogAndStopStreaming applies every change committed on the source up to now, then stops the

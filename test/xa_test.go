@@ -1,0 +1,115 @@
+package test
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferrykit/ferry"
+)
+
+// The row events of an XA transaction reach the binlog at XA PREPARE; only the later XA COMMIT or
+// XA ROLLBACK says whether they happened. ferry applies them at XA COMMIT (also ONE PHASE), drops
+// them at XA ROLLBACK, keeps its checkpoint before a pending prepare (also across a reconnect), and
+// refuses to flush (so to cut over) while a prepared transaction that changed copied tables is
+// pending.
+func TestXATransactions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS xa_db", "CREATE DATABASE xa_db",
+		"CREATE TABLE xa_db.t (id INT PRIMARY KEY, v VARCHAR(40))",
+		"INSERT INTO xa_db.t VALUES (1, 'one'), (2, 'two'), (3, 'three'), (4, 'four'), (5, 'five')"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS xa_db"))
+	f, errc := startFerry(t, ctx, "xa_db", nil)
+	must(t, f.WaitUntilRowCopyIsComplete(ctx))
+
+	db, err := source.DB("")
+	must(t, err)
+	defer db.Close()
+	session := func() *sql.Conn {
+		c, err := db.Conn(ctx)
+		must(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	run := func(c *sql.Conn, stmts ...string) {
+		t.Helper()
+		for _, q := range stmts {
+			if _, err := c.ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+	}
+	onTarget := func(q string) int { return count(t, target, q) }
+	// Every change committed so far is applied once a marker change shows up on the target.
+	marker := 0
+	sync := func() {
+		t.Helper()
+		marker++
+		must(t, source.Exec(ctx, "REPLACE INTO xa_db.t VALUES (1000, 'marker "+itoa(int64(marker))+"')"))
+		waitFor(t, ctx, "the marker change on the target", func() bool {
+			select {
+			case err := <-errc:
+				t.Fatalf("Run stopped: %v", err)
+			default:
+			}
+			return onTarget("SELECT COUNT(*) FROM xa_db.t WHERE id = 1000 AND v = 'marker "+itoa(int64(marker))+"'") == 1
+		})
+	}
+	binlogPos := func() ferry.Position {
+		var p ferry.Position
+		var a, b any
+		must(t, db.QueryRowContext(ctx, "SHOW MASTER STATUS").Scan(&p.File, &p.Pos, &a, &b))
+		return p
+	}
+
+	// Rolled back after PREPARE: nothing reaches the target.
+	rb := session()
+	run(rb, "XA START 'rb1'", "INSERT INTO xa_db.t VALUES (100, 'rolled back')", "UPDATE xa_db.t SET v = 'rolled back' WHERE id = 1",
+		"DELETE FROM xa_db.t WHERE id = 2", "XA END 'rb1'", "XA PREPARE 'rb1'")
+	prepared := binlogPos()
+	sync()
+	if onTarget("SELECT COUNT(*) FROM xa_db.t WHERE id = 100 OR v = 'rolled back'") != 0 || onTarget("SELECT COUNT(*) FROM xa_db.t WHERE id = 2") != 1 {
+		t.Errorf("while XA 'rb1' is only prepared the target shows its changes (want row 2 present, no row 100, row 1 unchanged)")
+	}
+	if applied := f.State().Applied; applied.Compare(prepared) >= 0 {
+		t.Errorf("checkpoint position %s passed the pending prepare (which ends at %s)", applied, prepared)
+	}
+	if _, err := f.FlushBinlog(ctx); err == nil || !strings.Contains(err.Error(), "prepared XA transaction(s) X'726231',X'',1") {
+		t.Errorf("FlushBinlog with a pending prepared XA transaction: %v, want it refused naming the XID", err)
+	}
+	run(rb, "XA ROLLBACK 'rb1'")
+	sync()
+	if n := onTarget("SELECT COUNT(*) FROM xa_db.t WHERE id = 100 OR v = 'rolled back'"); n != 0 {
+		t.Errorf("after XA ROLLBACK the target has %d rolled-back rows", n)
+	}
+
+	// Prepared, the stream reconnects (re-reading the prepare), then committed: applied at COMMIT.
+	c1 := session()
+	run(c1, "XA START 'c1','branch',3", "INSERT INTO xa_db.t VALUES (101, 'committed')", "UPDATE xa_db.t SET v = 'committed' WHERE id = 3",
+		"DELETE FROM xa_db.t WHERE id = 4", "XA END 'c1','branch',3", "XA PREPARE 'c1','branch',3")
+	killBinlogDump(t, ctx)
+	sync()
+	if n := onTarget("SELECT COUNT(*) FROM xa_db.t WHERE v = 'committed'"); n != 0 {
+		t.Errorf("XA 'c1' is applied before its XA COMMIT (%d rows)", n)
+	}
+	run(c1, "XA COMMIT 'c1','branch',3")
+
+	// One phase: an ordinary transaction in the binlog.
+	run(session(), "XA START 'op1'", "INSERT INTO xa_db.t VALUES (102, 'one phase')", "XA END 'op1'", "XA COMMIT 'op1' ONE PHASE")
+	// Two interleaved XA transactions, committed in the reverse order of their prepares.
+	a, b := session(), session()
+	run(a, "XA START 'ia'", "INSERT INTO xa_db.t VALUES (103, 'ia')", "XA END 'ia'", "XA PREPARE 'ia'")
+	run(b, "XA START 'ib'", "INSERT INTO xa_db.t VALUES (104, 'ib')", "UPDATE xa_db.t SET v = 'ib' WHERE id = 5", "XA END 'ib'", "XA PREPARE 'ib'")
+	sync()
+	run(b, "XA COMMIT 'ib'")
+	run(a, "XA ROLLBACK 'ia'")
+
+	must(t, f.FlushBinlogAndStopStreaming(ctx))
+	must(t, <-errc)
+	if n := assertSameRows(t, "xa_db.t", "", "xa_db.t"); n < 5 {
+		t.Errorf("only %d rows compared", n)
+	}
+}
