@@ -503,3 +503,19 @@ func addIndexes(ctx context.Context, db *sql.DB, t *TableManifest, keys []string
 	log.WithFields(logrus.Fields{"table": t.String(), "indexes": len(add), "took": time.Since(start).Round(time.Millisecond)}).Info("restore: secondary indexes added")
 	return nil
 }
+
+// Verify reads a snapshot's manifest and checks that every file is present with its size and
+// SHA-256, without a server.
+func Verify(ctx context.Context, st Storage) (*Manifest, error) {
+	m, err := ReadManifest(ctx, st, ManifestName)
+	if err != nil {
+		return nil, err
+	}
+	var files []loadFile
+	for _, t := range m.Tables {
+		for _, f := range t.Files {
+			files = append(files, loadFile{st, m, t, f})
+		}
+	}
+	return m, verifyFiles(ctx, files, 4)
+}
