@@ -230,6 +230,10 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 		unlock()
 		return time.Since(lockStart), err
 	}
+	if err := m.markOldTable(ctx); err != nil {
+		unlock()
+		return time.Since(lockStart), err
+	}
 
 	if _, err := connB.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs)); err != nil {
 		unlock()
@@ -487,8 +491,12 @@ func (m *Migration) cutOverTwoStep(ctx context.Context, s *stream) (time.Duratio
 		return time.Since(lockStart), ctx.Err()
 	}
 	s.expectEnd()
-	if err := m.checkRowCounts(ctx, connA); err == nil {
+	err = m.checkRowCounts(ctx, connA)
+	if err == nil {
 		err = m.carryAutoIncrement(ctx, connA)
+	}
+	if err == nil {
+		err = m.markOldTable(ctx)
 	}
 	if err != nil {
 		unlock()
@@ -504,6 +512,11 @@ func (m *Migration) cutOverTwoStep(ctx context.Context, s *stream) (time.Duratio
 	}
 	m.renamed.Store(true) // from here the original is <t>_del
 	unlock()
+	if m.testBetweenRenames != nil {
+		if err := m.testBetweenRenames(); err != nil {
+			return time.Since(lockStart), errNoRetry{err}
+		}
+	}
 	var rerr error
 	for i := 0; i < 10; i++ {
 		if _, rerr = m.db.ExecContext(context.WithoutCancel(ctx), "RENAME TABLE "+m.qualified(m.ghostName())+" TO "+m.qualified(m.Table)); rerr == nil {

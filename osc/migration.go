@@ -124,6 +124,9 @@ type Migration struct {
 	renameSeenTimeout time.Duration
 	// testStreamEndDelay delays the end of a streamer told to expect it (a slow stream).
 	testStreamEndDelay time.Duration
+	// testBetweenRenames, if it returns an error, stops a two-step cut-over between its renames
+	// (as if the process died there).
+	testBetweenRenames func() error
 	// testAfterChunk is called after each copied chunk (tests write during the copy).
 	testAfterChunk func()
 	// testMarkerDelay delays the applier when a cut-over marker comes back (a slow apply).
@@ -159,6 +162,8 @@ type Migration struct {
 	cp             checkpoint  // the checkpoint's fixed fields
 	resumeFrom     *checkpoint // set when resuming
 	copiedUpTo     atomic.Pointer[[][]byte]
+	// changelogCreated: this run created the changelog (dropped with the ghost if validation fails)
+	changelogCreated bool
 	// ghostAutoIncrement: the ghost table has an AUTO_INCREMENT column (its counter is carried over)
 	ghostAutoIncrement bool
 }
@@ -348,6 +353,11 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 	if err := m.runHook(ctx, HookStartup, nil); err != nil {
 		return nil, err
 	}
+	if exists, _, err := tableExists(ctx, m.db, m.Database, m.Table); err != nil {
+		return nil, err
+	} else if !exists {
+		return m.finishTwoStepRename(ctx)
+	}
 	orig, err := m.validateBeforeWrites(ctx)
 	if err != nil {
 		return nil, err
@@ -365,8 +375,19 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 
 	// From here on ferry writes: the ghost and changelog tables (never the original).
 	if m.resumeFrom == nil {
+		if m.Execute {
+			if err := m.createChangelog(ctx); err != nil {
+				return nil, err
+			}
+		}
 		if err := m.createGhost(ctx, orig); err != nil {
 			return nil, err
+		}
+		if m.Execute {
+			if err := m.writeHint(ctx, ghostMarkID, "ghost", m.ghostName()); err != nil {
+				m.dropGhost(ctx)
+				return nil, fmt.Errorf("osc: record the ghost table in %s: %w", m.qualified(m.changelogName()), err)
+			}
 		}
 	}
 	if m.cp.Ghost, err = m.fingerprint(ctx, m.ghostName()); err != nil {
@@ -444,6 +465,9 @@ func (m *Migration) dropGhost(ctx context.Context) {
 		return // the ghost of the resumed run is kept for another resume
 	}
 	m.db.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+m.qualified(m.ghostName()))
+	if m.changelogCreated {
+		m.db.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+m.qualified(m.changelogName()))
+	}
 }
 
 // validateBeforeWrites runs every check that needs no write: server settings, the table and its
@@ -495,19 +519,30 @@ func (m *Migration) validateBeforeWrites(ctx context.Context) (*schema.Table, er
 	if triggers > 0 && !m.AllowTriggers {
 		return nil, fmt.Errorf("osc: %s has %d trigger(s); they would stay on the old table at cut-over; set AllowTriggers (--allow-triggers) and recreate them on the new table afterwards", orig, triggers)
 	}
-	for _, name := range []string{m.ghostName(), m.changelogName(), m.oldName()} {
-		exists, comment, err := tableExists(ctx, m.db, m.Database, name)
-		if err != nil {
-			return nil, err
-		}
-		if !exists {
+	l, err := m.readLeftovers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, left := range []struct {
+		name           string
+		exists, marked bool
+		how            string
+	}{
+		{m.ghostName(), l.ghost, l.ghostMarked, m.qualified(m.changelogName()) + " does not record it"},
+		{m.changelogName(), l.changelog, l.changelogMarked, "its comment is not '" + changelogComment + "'"},
+		{m.oldName(), l.old, l.oldMarked, "it is not ferry's cut-over sentry, and " + m.qualified(m.changelogName()) + " does not record it as the table ferry renamed"},
+	} {
+		if !left.exists {
 			continue
 		}
+		if !left.marked {
+			return nil, m.notOurs(left.name, left.how)
+		}
 		if m.Resume && m.Execute && !m.DropLeftovers {
-			if name != m.oldName() {
+			if left.name != m.oldName() {
 				continue // resumed (prepareResume)
 			}
-			if comment == sentryComment {
+			if l.oldIsSentry {
 				// the sentry of a cut-over attempt that died: the original was not renamed
 				if err := m.dropStaleSentry(ctx); err != nil {
 					return nil, fmt.Errorf("osc: %w", err)
@@ -516,15 +551,15 @@ func (m *Migration) validateBeforeWrites(ctx context.Context) (*schema.Table, er
 			}
 		}
 		if !m.DropLeftovers {
-			return nil, fmt.Errorf("osc: table %s already exists (left by an earlier migration of %s?); resume that migration with Resume (--resume), or drop it, or run with DropLeftovers (--drop-leftovers)", m.qualified(name), orig)
+			return nil, fmt.Errorf("osc: table %s already exists (left by an earlier migration of %s); resume that migration with Resume (--resume), or drop it, or run with DropLeftovers (--drop-leftovers)", m.qualified(left.name), orig)
 		}
 		if !m.Execute {
-			m.log.Warnf("osc: leftover %s would be dropped", m.qualified(name))
+			m.log.Warnf("osc: leftover %s would be dropped", m.qualified(left.name))
 			continue
 		}
-		m.log.Warnf("osc: dropping leftover %s", m.qualified(name))
-		if _, err := m.db.ExecContext(ctx, "DROP TABLE "+m.qualified(name)); err != nil {
-			return nil, fmt.Errorf("osc: drop leftover %s: %w", m.qualified(name), err)
+		m.log.Warnf("osc: dropping leftover %s", m.qualified(left.name))
+		if _, err := m.db.ExecContext(ctx, "DROP TABLE "+m.qualified(left.name)); err != nil {
+			return nil, fmt.Errorf("osc: drop leftover %s: %w", m.qualified(left.name), err)
 		}
 	}
 	return orig, nil
@@ -600,16 +635,6 @@ func (m *Migration) checkNoDuplicates(ctx context.Context, ghost *schema.Table, 
 func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, error) {
 	db := m.db
 	rcp := m.resumeFrom
-	if rcp != nil {
-		// resumed: the changelog exists
-	} else if _, err := db.ExecContext(ctx, "CREATE TABLE "+m.qualified(m.changelogName())+` (
-		id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
-		hint VARCHAR(64) CHARACTER SET ascii NOT NULL,
-		value VARCHAR(4096) CHARACTER SET utf8mb4 NOT NULL,
-		last_update TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
-	) ENGINE=InnoDB COMMENT='ferry osc changelog'`); err != nil {
-		return nil, fmt.Errorf("create changelog table: %w", err)
-	}
 	changelog, err := schema.Load(ctx, db, m.Database, m.changelogName())
 	if err != nil {
 		return nil, err

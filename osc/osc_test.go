@@ -193,7 +193,7 @@ func TestRefusals(t *testing.T) {
 	t.Run("leftover ghost", func(t *testing.T) {
 		f.exec("CREATE TABLE _t_gho (id INT PRIMARY KEY)")
 		defer f.exec("DROP TABLE _t_gho")
-		refused(t, f, f.migration("ADD COLUMN z INT"), "_t_gho` already exists")
+		refused(t, f, f.migration("ADD COLUMN z INT"), "_t_gho` exists and ferry did not create it")
 	})
 	t.Run("foreign keys and triggers", func(t *testing.T) {
 		f.exec("CREATE TRIGGER trg BEFORE INSERT ON t FOR EACH ROW SET NEW.a = NEW.a")
@@ -542,8 +542,36 @@ func TestStringKeyAndDropLeftovers(t *testing.T) {
 	f.exec(`INSERT INTO t SELECT ELT(1 + seq % 6, 'apple', 'Äpfel', 'zebra', 'Zürich', 'ñandú', 'éclair'), seq, 0 FROM seq_1_to_6000`)
 	f.exec("CREATE TABLE twin LIKE t")
 	f.exec("INSERT INTO twin SELECT * FROM t")
+	alter := "ADD COLUMN w VARCHAR(10) NOT NULL DEFAULT 'w', ADD INDEX (v)"
+	// Tables ferry did not create are never dropped, even with DropLeftovers.
 	f.exec("CREATE TABLE _t_gho (x INT PRIMARY KEY)")
 	f.exec("CREATE TABLE t_del (x INT PRIMARY KEY)")
+	m0 := f.migration(alter)
+	m0.DropLeftovers = true
+	refused(t, f, m0, "`_t_gho` exists and ferry did not create it")
+	f.exec("DROP TABLE _t_gho")
+	m0 = f.migration(alter)
+	m0.DropLeftovers = true
+	refused(t, f, m0, "`t_del` exists and ferry did not create it")
+	f.exec("DROP TABLE t_del")
+	// Leftovers of a run that was stopped are ferry's: DropLeftovers drops them.
+	stopped := f.migration(alter)
+	stopped.Postpone = true
+	sctx, stop := context.WithCancel(context.Background())
+	go func() {
+		for stopped.Status().State != StatePostponed {
+			time.Sleep(10 * time.Millisecond)
+		}
+		stop()
+	}()
+	if _, err := stopped.Run(sctx); err == nil {
+		t.Fatal("the stopped run succeeded")
+	}
+	tt := f.tables()
+	sort.Strings(tt)
+	if got := strings.Join(tt, ","); got != "_t_ghc,_t_gho,t,twin" {
+		t.Fatalf("tables after the stopped run: %s", got)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -589,7 +617,6 @@ func TestStringKeyAndDropLeftovers(t *testing.T) {
 			}
 		}(int64(w))
 	}
-	alter := "ADD COLUMN w VARCHAR(10) NOT NULL DEFAULT 'w', ADD INDEX (v)"
 	m := f.migration(alter)
 	m.ChunkSize = 400
 	m.DropLeftovers = true

@@ -2,6 +2,8 @@ package osc
 
 import (
 	"context"
+	"errors"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +67,51 @@ func TestRenameCheckNotVacuous(t *testing.T) {
 			_, err = m2.Run(context.Background())
 			must(t, err)
 		})
+	}
+}
+
+// Issue 16 item 3: a two-step cut-over that dies between its renames leaves t missing, t_del the
+// old table and _t_gho complete. A run without Resume says so and prints the statement; Resume
+// finishes the rename, and the table holds exactly what ALTER TABLE gives.
+func TestResumeFinishesTwoStepRename(t *testing.T) {
+	f := newFixture(t, 3000)
+	alter := "ADD COLUMN z INT NULL DEFAULT 3"
+	m := f.migration(alter)
+	m.CutOverTwoStep = true
+	m.testBetweenRenames = func() error { return errors.New("killed between the renames") }
+	l := f.startLoad(2)
+	time.Sleep(200 * time.Millisecond)
+	_, err := m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "killed between the renames") {
+		t.Fatalf("error %v", err)
+	}
+	l.stop() // (its writes from here fail: the table is missing)
+	tt := f.tables()
+	sort.Strings(tt)
+	if got := strings.Join(tt, ","); got != "_t_ghc,_t_gho,t_del,twin" {
+		t.Fatalf("tables after the interrupted cut-over: %s", got)
+	}
+	sameTable(t, f, "t_del", "twin") // (load transactions write both tables or neither)
+
+	plain := f.migration(alter)
+	_, err = plain.Run(context.Background())
+	want := "RENAME TABLE `" + f.name + "`.`_t_gho` TO `" + f.name + "`.`t`"
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "Resume") {
+		t.Fatalf("without Resume: error %v, want the statement %s", err, want)
+	}
+	t.Log(err)
+
+	resumed := f.migration(alter)
+	resumed.Resume = true
+	res, err := resumed.Run(context.Background())
+	must(t, err)
+	if res.OldTable != "t_del" {
+		t.Errorf("old table %q", res.OldTable)
+	}
+	f.expect(alter)
+	tt = f.tables()
+	sort.Strings(tt)
+	if got := strings.Join(tt, ","); got != "t,t_del,twin" {
+		t.Errorf("tables after the resume: %s", got)
 	}
 }
