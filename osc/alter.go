@@ -12,6 +12,16 @@ type alterInfo struct {
 	renames map[string]string
 	// renameOrder keeps the renames in clause order, for messages.
 	renameOrder [][2]string
+	// dropped and added are the columns (lower case) the ALTER drops and adds by name. A column
+	// in both is a new column that reuses an old name: ALTER TABLE gives it its default, so its
+	// old values are not copied.
+	dropped, added map[string]bool
+}
+
+// readded reports whether the ALTER drops the column and adds a new one under the same name.
+func (a *alterInfo) readded(name string) bool {
+	n := strings.ToLower(name)
+	return a.dropped[n] && a.added[n]
 }
 
 type token struct {
@@ -147,7 +157,7 @@ func parseAlter(alter string) (*alterInfo, error) {
 	if len(toks) >= 2 && toks[0].is("ALTER") && toks[1].is("TABLE") {
 		return nil, fmt.Errorf("give only the ALTER clause (e.g. %q), not the whole ALTER TABLE statement", "ADD COLUMN c INT")
 	}
-	info := &alterInfo{renames: map[string]string{}}
+	info := &alterInfo{renames: map[string]string{}, dropped: map[string]bool{}, added: map[string]bool{}}
 	for _, cl := range clauses(toks) {
 		if len(cl) == 0 {
 			return nil, fmt.Errorf("empty clause in ALTER %q", alter)
@@ -194,6 +204,55 @@ func parseAlter(alter string) (*alterInfo, error) {
 			case kw.is("INDEX", "KEY"):
 			default:
 				return nil, fmt.Errorf("ALTER %q renames the table; an online schema change keeps the table's name (rename it separately with RENAME TABLE)", alter)
+			}
+		case first.is("DROP"):
+			if i < len(cl) && cl[i].is("COLUMN") {
+				i++
+			} else if i < len(cl) && cl[i].is("INDEX", "KEY", "PRIMARY", "FOREIGN", "CONSTRAINT", "CHECK", "PARTITION", "PERIOD", "SYSTEM") {
+				continue
+			}
+			if i+1 < len(cl) && cl[i].is("IF") && cl[i+1].is("EXISTS") {
+				i += 2
+			}
+			if name := next(); name.text != "" {
+				info.dropped[strings.ToLower(name.text)] = true
+			}
+		case first.is("ADD"):
+			if i < len(cl) && cl[i].is("COLUMN") {
+				i++
+			} else if i < len(cl) && cl[i].is("INDEX", "KEY", "UNIQUE", "PRIMARY", "FULLTEXT", "SPATIAL", "FOREIGN", "CONSTRAINT", "CHECK", "PARTITION", "PERIOD", "SYSTEM", "VECTOR") {
+				continue
+			}
+			if i+2 < len(cl) && cl[i].is("IF") && cl[i+1].is("NOT") && cl[i+2].is("EXISTS") {
+				i += 3
+			}
+			if i < len(cl) && cl[i].text == "(" && !cl[i].ident {
+				// ADD COLUMN (a INT, b INT): the first word after "(" and after each top-level ","
+				depth := 0
+				expectName := true
+				for _, t := range cl[i:] {
+					switch {
+					case !t.ident && t.text == "(":
+						depth++
+						if depth == 1 {
+							expectName = true
+							continue
+						}
+					case !t.ident && t.text == ")":
+						depth--
+					case !t.ident && t.text == "," && depth == 1:
+						expectName = true
+						continue
+					}
+					if expectName && depth == 1 {
+						info.added[strings.ToLower(t.text)] = true
+					}
+					expectName = false
+				}
+				continue
+			}
+			if name := next(); name.text != "" {
+				info.added[strings.ToLower(name.text)] = true
 			}
 		case first.is("ALGORITHM", "LOCK"):
 			return nil, fmt.Errorf("ALTER %q has an %s clause; leave it out: the ALTER runs on the empty ghost table, the original table is never altered in place", alter, strings.ToUpper(first.text))

@@ -164,3 +164,22 @@ func TestNativeAutoIncrement(t *testing.T) {
 		alter:  "ADD COLUMN w INT NULL",
 	}})
 }
+
+// Issue 11 item 3: the column mapping follows the ALTER's meaning, not names alone: a column
+// dropped and added again under its name is a new column (ALTER gives it its default), whatever
+// the old values and whatever the writes during the copy put there.
+func TestNativeDropAndReAdd(t *testing.T) {
+	runNativeCases(t, []nativeCase{{
+		name:   "drop and re-add with a default",
+		create: "CREATE TABLE %s (id INT PRIMARY KEY, c1 INT NULL, c2 VARCHAR(10) NOT NULL DEFAULT '') ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s SELECT seq, IF(seq % 2, 0, 5), 'x' FROM seq_1_to_30"},
+		writes: []string{"UPDATE %s SET c1 = NULL WHERE id = 25", "INSERT INTO %s VALUES (31, NULL, 'y')"},
+		alter:  "DROP COLUMN c1, ADD COLUMN c1 INT NOT NULL DEFAULT 47",
+	}, {
+		name:   "several columns re-added in one clause",
+		create: "CREATE TABLE %s (id INT PRIMARY KEY, a INT NULL, b VARCHAR(10) NULL) ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s SELECT seq, seq, 'old' FROM seq_1_to_30"},
+		writes: []string{"UPDATE %s SET a = 1000, b = 'w' WHERE id = 29"},
+		alter:  "DROP COLUMN a, DROP b, ADD COLUMN (a INT NOT NULL DEFAULT 1, `b` VARCHAR(10) NOT NULL DEFAULT 'new')",
+	}})
+}

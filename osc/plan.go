@@ -141,7 +141,7 @@ func (m *Migration) mapColumns(orig, ghost *schema.Table, info *alterInfo) (*Pla
 	for i := range ghost.Columns {
 		gc := &ghost.Columns[i]
 		src := fromNew[strings.ToLower(gc.Name)]
-		if src == nil {
+		if src == nil && !info.readded(gc.Name) {
 			if oc := orig.Column(gc.Name); oc != nil {
 				if _, renamedAway := info.renames[strings.ToLower(oc.Name)]; !renamedAway {
 					src = oc
