@@ -237,7 +237,7 @@ func (a *applier) run(ctx context.Context) error {
 				if testTrace != nil {
 					testTrace("applying", e)
 				}
-				if e.Before != nil && (e.After == nil || !a.sameKey(e.Before, e.After)) {
+				if e.Before != nil && (e.After == nil || a.m.plan.KeyWidened || !a.sameKey(e.Before, e.After)) {
 					ops = append(ops, op{delete: true, values: pickValues(e.Before, a.keyIdx)})
 				}
 				if e.After != nil {

@@ -183,3 +183,15 @@ func TestNativeDropAndReAdd(t *testing.T) {
 		alter:  "DROP COLUMN a, DROP b, ADD COLUMN (a INT NOT NULL DEFAULT 1, `b` VARCHAR(10) NOT NULL DEFAULT 'new')",
 	}})
 }
+
+// Issue 11 item 6: a primary key widened from (id) to (id, i) is accepted (id still identifies
+// each row); updates that change i, and deletes, during the copy land as ALTER TABLE has them.
+func TestNativeWidenedKey(t *testing.T) {
+	runNativeCases(t, []nativeCase{{
+		name:   "primary key (id) to (id, i)",
+		create: "CREATE TABLE %s (id INT NOT NULL, i INT NOT NULL, v VARCHAR(10) NULL, PRIMARY KEY (id)) ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s SELECT seq, seq % 3, 'v' FROM seq_1_to_30"},
+		writes: []string{"UPDATE %s SET i = 7 WHERE id = 25", "UPDATE %s SET i = 8, v = 'w' WHERE id = 2", "DELETE FROM %s WHERE id = 26", "INSERT INTO %s VALUES (40, 1, 'n')"},
+		alter:  "DROP PRIMARY KEY, ADD PRIMARY KEY (id, i)",
+	}})
+}

@@ -219,7 +219,11 @@ func TestRefusals(t *testing.T) {
 		refused(t, f, m, "duplicates on the new unique key")
 	})
 	t.Run("primary key changed", func(t *testing.T) {
-		refused(t, f, f.migration("DROP PRIMARY KEY, DROP KEY uk_u, ADD PRIMARY KEY (id, a)"), "share no usable unique key")
+		refused(t, f, f.migration("DROP PRIMARY KEY, DROP KEY uk_u, ADD PRIMARY KEY (a, id)"), "share no usable unique key")
+		f.exec("CREATE TABLE ekey (e ENUM('b','a','c') NOT NULL PRIMARY KEY, v INT) ENGINE=InnoDB")
+		m := f.migration("ENGINE=InnoDB")
+		m.Table = "ekey"
+		refused(t, f, m, "cannot be used whatever the ALTER: the server orders ENUM")
 	})
 	t.Run("bad alter", func(t *testing.T) {
 		refused(t, f, f.migration("ADD COLUMN"), "the ALTER fails on the (empty) ghost table")

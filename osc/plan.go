@@ -34,6 +34,10 @@ type Plan struct {
 	KeyName string
 	// GhostKeyName is the index name of the shared key in the ghost table.
 	GhostKeyName string
+	// KeyWidened: the ghost's key has more columns than Key, which it starts with (e.g. a primary
+	// key (id) widened to (id, i)); Key still identifies each row, and every update is applied as
+	// a delete by the old key and an insert, since a changed i would otherwise leave a second row.
+	KeyWidened bool
 	// NewUniqueKeys are unique keys of the ghost table that the original does not have.
 	NewUniqueKeys []string
 	// ChangedUniqueKeys are unique keys kept on the same columns whose type or collation changes
@@ -52,6 +56,9 @@ type Plan struct {
 func (p *Plan) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "copy %d columns paging by %s (%s)", len(p.Columns), p.KeyName, colNames(p.Key))
+	if p.KeyWidened {
+		fmt.Fprintf(&b, ", widened to %s in the new table", p.GhostKeyName)
+	}
 	if len(p.Renamed) > 0 {
 		var r []string
 		for o, n := range p.Renamed {
@@ -228,47 +235,108 @@ func (m *Migration) mapColumns(orig, ghost *schema.Table, info *alterInfo) (*Pla
 			candidates = append(candidates, n)
 		}
 	}
-	for _, n := range candidates {
-		var key []*schema.Column
-		var mapped []string
-		ok := true
-		for _, cn := range orig.UniqueKeys[n] {
-			c := orig.Column(cn)
-			if c == nil || c.Nullable || c.Generated || newName(c) == "" {
-				ok = false
-				break
+	// unchanged reports whether a copied column keeps its type, collation and NOT NULL.
+	unchanged := func(c *schema.Column) bool {
+		for _, cm := range p.Columns {
+			if cm.From == c {
+				return cm.From.ColumnType == cm.To.ColumnType && cm.From.Collation == cm.To.Collation && !cm.To.Nullable
 			}
-			switch c.DataType {
-			case "enum", "set", "float", "double", "bit", "json", "geometry":
-				ok = false
+		}
+		return false
+	}
+	// ghostKeyFor finds the ghost's unique key on exactly these columns, or (widened) one that
+	// starts with them: the original's key still identifies each row (every ghost row is a row of
+	// the original) and the ghost's index serves lookups by it.
+	ghostKeyFor := func(mapped []string, widened bool) (string, bool) {
+		want := strings.ToLower(strings.Join(mapped, ","))
+		if !widened {
+			name, ok := ghostUnique[want]
+			return name, ok
+		}
+		var found []string
+		for cols, name := range ghostUnique {
+			if strings.HasPrefix(cols, want+",") {
+				found = append(found, name)
 			}
-			key = append(key, c)
-			mapped = append(mapped, newName(c))
 		}
-		if !ok {
-			continue
+		sort.Strings(found)
+		if len(found) == 0 {
+			return "", false
 		}
-		ghostKey, shared := ghostUnique[strings.ToLower(strings.Join(mapped, ","))]
-		if !shared {
-			continue
-		}
-		// the key's values must compare the same in both tables
-		same := true
-		for _, c := range key {
-			for _, cm := range p.Columns {
-				if cm.From == c && (cm.From.ColumnType != cm.To.ColumnType || cm.From.Collation != cm.To.Collation || cm.To.Nullable) {
-					same = false
+		return found[0], true
+	}
+	var unusableTypes []string
+	for _, widened := range []bool{false, true} {
+		for _, n := range candidates {
+			var key []*schema.Column
+			var mapped []string
+			ok := true
+			for _, cn := range orig.UniqueKeys[n] {
+				c := orig.Column(cn)
+				if c == nil || c.Nullable || c.Generated || newName(c) == "" {
+					ok = false
+					break
 				}
+				switch c.DataType {
+				case "enum", "set", "float", "double", "bit", "json", "geometry":
+					if !widened {
+						unusableTypes = append(unusableTypes, fmt.Sprintf("%s (%s %s)", n, c.Name, c.DataType))
+					}
+					ok = false
+				}
+				if !ok {
+					break
+				}
+				key = append(key, c)
+				mapped = append(mapped, newName(c))
 			}
+			if !ok {
+				continue
+			}
+			ghostKey, shared := ghostKeyFor(mapped, widened)
+			if !shared {
+				continue
+			}
+			// the key's values must compare the same in both tables
+			same := true
+			for _, c := range key {
+				same = same && unchanged(c)
+			}
+			if !same {
+				continue
+			}
+			p.Key, p.KeyName, p.GhostKeyName, p.KeyWidened = key, n, ghostKey, widened
+			break
 		}
-		if !same {
-			continue
+		if p.Key != nil {
+			break
 		}
-		p.Key, p.KeyName, p.GhostKeyName = key, n, ghostKey
-		break
 	}
 	if p.Key == nil {
-		return nil, fmt.Errorf("%s and its altered form share no usable unique key (a PRIMARY or UNIQUE key on NOT NULL columns, kept with the same columns and types): ferry applies changes by that key; keep the primary key unchanged in this ALTER and change it in a separate migration", orig)
+		why := ""
+		if len(unusableTypes) > 0 {
+			why = fmt.Sprintf("; the unique key(s) %s of %s cannot be used whatever the ALTER: the server orders ENUM, SET, FLOAT, DOUBLE, BIT and JSON values differently from their values, so ferry cannot page by them: give the table a primary key on other columns first", strings.Join(unusableTypes, ", "), orig)
+		}
+		return nil, fmt.Errorf("%s and its altered form share no usable unique key: ferry pages the copy and applies changes by a PRIMARY or UNIQUE key of the original on NOT NULL columns that the new table keeps with the same types, as a unique key of its own or as the leading columns of one (a widened key such as (id) → (id, i))%s; otherwise keep that key in this ALTER and change it in a separate migration", orig, why)
+	}
+	// impliedByOriginal: a ghost unique key that contains all the columns of a unique key of the
+	// original, unchanged, is unique whenever the original is (no row can collide on it).
+	impliedByOriginal := func(cols []string) bool {
+		have := map[string]bool{}
+		for _, c := range cols {
+			have[strings.ToLower(c)] = true
+		}
+		for _, n := range names {
+			all := true
+			for _, cn := range orig.UniqueKeys[n] {
+				c := orig.Column(cn)
+				all = all && c != nil && newName(c) != "" && unchanged(c) && have[strings.ToLower(newName(c))]
+			}
+			if all {
+				return true
+			}
+		}
+		return false
 	}
 	var gnames []string
 	for n := range ghost.UniqueKeys {
@@ -278,7 +346,9 @@ func (m *Migration) mapColumns(orig, ghost *schema.Table, info *alterInfo) (*Pla
 	for _, n := range gnames {
 		desc := n + " (" + strings.Join(ghost.UniqueKeys[n], ", ") + ")"
 		if !origUnique[strings.ToLower(strings.Join(ghost.UniqueKeys[n], ","))] {
-			p.NewUniqueKeys = append(p.NewUniqueKeys, desc)
+			if !impliedByOriginal(ghost.UniqueKeys[n]) {
+				p.NewUniqueKeys = append(p.NewUniqueKeys, desc)
+			}
 			continue
 		}
 		for _, cn := range ghost.UniqueKeys[n] {
