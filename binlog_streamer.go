@@ -103,6 +103,10 @@ type SourceBinlogStreamer struct {
 	pos       Position
 	stopAt    *Position
 	lastEvent time.Time
+	// lastHeard is when anything (an event or a heartbeat) last came from the connection, and
+	// atHead whether that was a heartbeat: the source sends one only when it has nothing newer.
+	lastHeard time.Time
+	atHead    bool
 	connID    uint32
 	wake      context.CancelFunc
 	xa        []*PendingXA // prepared XA transactions of the current connection, oldest first
@@ -133,6 +137,23 @@ func (s *SourceBinlogStreamer) LastEventTime() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastEvent
+}
+
+// StreamState says when anything (an event or a heartbeat) last came from the binlog connection,
+// and whether the stream was then at the source's head (the last thing heard was a heartbeat, which
+// the source sends only after everything before it). The source sends a heartbeat every second
+// while idle, so a silence of several seconds means a stalled connection, not a quiet source.
+func (s *SourceBinlogStreamer) StreamState() (lastHeard time.Time, atHead bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastHeard, s.atHead
+}
+
+func (s *SourceBinlogStreamer) heard(ev *replication.BinlogEvent) {
+	_, heartbeat := ev.Event.(*replication.HeartbeatEvent)
+	s.mu.Lock()
+	s.lastHeard, s.atHead = time.Now(), heartbeat
+	s.mu.Unlock()
 }
 
 // ConnectionID is the source's connection id of the current binlog dump connection.
@@ -264,6 +285,7 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 			}
 			return progressed, classifyStreamError(err, *resume)
 		}
+		s.heard(ev)
 		committed, err := dec.handle(ctx, ev)
 		if err != nil {
 			return progressed, err

@@ -59,10 +59,12 @@ type TargetBinlogWriter struct {
 	queue    chan *BinlogBatch
 	closed   chan struct{}
 	mu       sync.Mutex
-	received []time.Time // receive times of queued batches, oldest first
-	applying time.Time
+	received []queuedBatch // queued batches, oldest first
+	applying queuedBatch
 	applied  Position
-	events   atomic.Int64
+	// appliedEvent is the source timestamp of the last batch applied that had one.
+	appliedEvent time.Time
+	events       atomic.Int64
 }
 
 func (w *TargetBinlogWriter) init() {
@@ -76,7 +78,7 @@ func (w *TargetBinlogWriter) init() {
 func (w *TargetBinlogWriter) Write(ctx context.Context, b *BinlogBatch) error {
 	w.init()
 	w.mu.Lock()
-	w.received = append(w.received, b.Received)
+	w.received = append(w.received, queuedBatch{received: b.Received, event: b.EventTime})
 	w.mu.Unlock()
 	select {
 	case w.queue <- b:
@@ -120,18 +122,38 @@ func (w *TargetBinlogWriter) Backlog() int {
 	return len(w.received)
 }
 
-// Lag is how long the oldest change not yet applied has been waiting (0 when caught up).
+// queuedBatch is when a batch was received, and its source timestamp.
+type queuedBatch struct{ received, event time.Time }
+
+// Lag is how long the oldest change not yet applied has been waiting inside ferry (0 when none
+// waits). It is not how far the target is behind the source: a stream reading old binlog hands
+// over changes the moment it reads them. EventTimes gives that.
 func (w *TargetBinlogWriter) Lag() time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	oldest := w.applying
-	if len(w.received) > 0 && (oldest.IsZero() || w.received[0].Before(oldest)) {
-		oldest = w.received[0]
+	oldest := w.applying.received
+	if len(w.received) > 0 && (oldest.IsZero() || w.received[0].received.Before(oldest)) {
+		oldest = w.received[0].received
 	}
 	if oldest.IsZero() {
 		return 0
 	}
 	return time.Since(oldest)
+}
+
+// EventTimes gives the source timestamps (second precision) of the oldest change received and not
+// yet applied (zero when none) and of the last change applied.
+func (w *TargetBinlogWriter) EventTimes() (oldestUnapplied, lastApplied time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	oldestUnapplied = w.applying.event
+	for _, q := range w.received {
+		if !q.event.IsZero() && (oldestUnapplied.IsZero() || q.event.Before(oldestUnapplied)) {
+			oldestUnapplied = q.event
+			break
+		}
+	}
+	return oldestUnapplied, w.appliedEvent
 }
 
 // Run implements BinlogWriter.
@@ -171,7 +193,12 @@ func (w *TargetBinlogWriter) Run(ctx context.Context) error {
 			}
 		}
 		w.mu.Lock()
-		w.applying = pending[0].Received
+		w.applying = w.received[0]
+		for _, q := range w.received[:len(pending)] {
+			if w.applying.event.IsZero() {
+				w.applying.event = q.event
+			}
+		}
 		w.received = w.received[len(pending):]
 		w.mu.Unlock()
 
@@ -184,10 +211,13 @@ func (w *TargetBinlogWriter) Run(ctx context.Context) error {
 			return err
 		}
 		w.mu.Lock()
-		w.applying = time.Time{}
+		w.applying = queuedBatch{}
 		for _, b := range pending {
 			if b.Commit != nil && b.Commit.Compare(w.applied) > 0 {
 				w.applied = *b.Commit
+			}
+			if !b.EventTime.IsZero() {
+				w.appliedEvent = b.EventTime
 			}
 		}
 		w.mu.Unlock()

@@ -86,12 +86,14 @@ type Ferry struct {
 	copyEnd    time.Time // when the last row was copied; read only after copyDone is closed
 	// rowsAtStart is what the checkpoint said was already copied when Start ran.
 	rowsAtStart int64
-	mu          sync.Mutex
-	throttle    throttler.Status
-	objects     []*SchemaObject
-	ownsSource  bool
-	ownsTarget  bool
-	loadData    bool
+	// lastBatch is when the copy last wrote a batch (UnixNano), to show a stalled copy.
+	lastBatch  atomic.Int64
+	mu         sync.Mutex
+	throttle   throttler.Status
+	objects    []*SchemaObject
+	ownsSource bool
+	ownsTarget bool
+	loadData   bool
 }
 
 // New returns a Ferry with default components for cfg.
@@ -560,6 +562,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 	f.started = true
 	f.rowsAtStart = f.rowsCopied()
 	f.startTime = time.Now()
+	f.lastBatch.Store(f.startTime.UnixNano())
 	f.log.WithField("position", f.startPos.String()).Info("ferry: binlog position recorded before the copy")
 	return nil
 }
@@ -672,6 +675,7 @@ func (f *Ferry) writeBatch(ctx context.Context, b *RowBatch) error {
 	if err := f.BatchWriter.WriteBatch(ctx, b); err != nil {
 		return err
 	}
+	f.lastBatch.Store(time.Now().UnixNano())
 	if o, ok := f.Verifier.(verifier.CopyObserver); ok {
 		o.RowsCopied(b.Table.Source, b.Rows)
 	}
@@ -728,7 +732,51 @@ func (f *Ferry) WaitUntilBinlogCaughtUp(ctx context.Context, maxLag time.Duratio
 	}
 }
 
-// BinlogLag is how long the oldest unapplied change has waited, if the writer reports it.
+// streamSilenceGrace is how long the binlog connection may stay silent before the silence counts
+// as lag: the source sends a heartbeat every second while it has nothing else to send.
+const streamSilenceGrace = 3 * time.Second
+
+// SourceLag is how far the target is behind the source — the "true lag" an operator asks for. It is
+// the age, by the source's clock (binlog timestamps have second precision), of the oldest change
+// received and not yet applied; or, while the stream still delivers older changes (no heartbeat
+// since the last event), of the last change applied; or 0 when the stream is at the source's head
+// with nothing left to apply. While the binlog connection is silent beyond its heartbeats (a
+// stalled network, a hung server) the lag is at least the silence, since the source may have moved
+// on meanwhile. An event's timestamp is when its statement started, so a long transaction shows its
+// duration as lag the moment it commits.
+func (f *Ferry) SourceLag() time.Duration {
+	now := time.Now()
+	var lag time.Duration
+	atHead, streaming := true, true
+	select {
+	case <-f.streamDone:
+		streaming = false
+	default:
+	}
+	var lastHeard time.Time
+	if s, ok := f.BinlogStreamer.(interface{ StreamState() (time.Time, bool) }); ok {
+		lastHeard, atHead = s.StreamState()
+	}
+	if w, ok := f.BinlogWriter.(interface{ EventTimes() (time.Time, time.Time) }); ok {
+		oldest, last := w.EventTimes()
+		switch {
+		case !oldest.IsZero():
+			lag = now.Sub(oldest)
+		case !atHead && !last.IsZero():
+			lag = now.Sub(last)
+		}
+	}
+	if streaming && !lastHeard.IsZero() {
+		if silent := now.Sub(lastHeard) - streamSilenceGrace; silent > lag {
+			lag = silent
+		}
+	}
+	return max(lag, 0)
+}
+
+// BinlogLag is how long the oldest unapplied change has waited inside ferry, if the writer reports
+// it: the cut-over waits for it to fall under its MaxLag. SourceLag is how far behind the source
+// the target is.
 func (f *Ferry) BinlogLag() time.Duration {
 	if l, ok := f.BinlogWriter.(interface{ Lag() time.Duration }); ok {
 		return l.Lag()

@@ -24,9 +24,21 @@ type Progress struct {
 	// do not dilute it, and rows a resumed run found already copied do not inflate it.
 	RowsPerSecond float64 `json:"rows_per_second"`
 	// ETA estimates the time left for the copy (0 when done or unknown).
-	ETA             time.Duration `json:"eta_ns"`
-	CopyComplete    bool          `json:"copy_complete"`
-	BinlogLag       time.Duration `json:"binlog_lag_ns"`
+	ETA          time.Duration `json:"eta_ns"`
+	CopyComplete bool          `json:"copy_complete"`
+	// BinlogLag is how far the target is behind the source (Ferry.SourceLag): from the source's
+	// binlog timestamps and heartbeats, growing while the stream is silent.
+	BinlogLag time.Duration `json:"binlog_lag_ns"`
+	// ApplyWait is how long the oldest received change has waited inside ferry (Ferry.BinlogLag).
+	ApplyWait time.Duration `json:"apply_wait_ns"`
+	// LastEventTime is the source's timestamp of the last binlog event received.
+	LastEventTime time.Time `json:"last_event_time"`
+	// StreamSilence is how long nothing, not even a heartbeat (sent every second while the source
+	// is idle), came from the binlog connection: a few seconds or more is a stalled connection.
+	StreamSilence time.Duration `json:"stream_silence_ns"`
+	// CopyIdle is, while the copy runs, how long since it last wrote a batch of rows (a stall when
+	// not throttled); 0 once the copy is complete.
+	CopyIdle        time.Duration `json:"copy_idle_ns"`
 	EventsApplied   int64         `json:"events_applied"`
 	AppliedPosition Position      `json:"applied_position"`
 	Throttled       bool          `json:"throttled"`
@@ -70,8 +82,25 @@ func (f *Ferry) Progress() Progress {
 	if !p.CopyComplete && p.RowsPerSecond > 0 && p.EstimatedRows > p.RowsCopied {
 		p.ETA = time.Duration(float64(p.EstimatedRows-p.RowsCopied) / p.RowsPerSecond * float64(time.Second))
 	}
+	if !p.CopyComplete && f.started {
+		p.CopyIdle = time.Since(time.Unix(0, f.lastBatch.Load()))
+	}
+	if s, ok := f.BinlogStreamer.(interface {
+		StreamState() (time.Time, bool)
+		LastEventTime() time.Time
+	}); ok {
+		p.LastEventTime = s.LastEventTime()
+		if heard, _ := s.StreamState(); !heard.IsZero() {
+			select {
+			case <-f.streamDone:
+			default:
+				p.StreamSilence = time.Since(heard)
+			}
+		}
+	}
 	if f.BinlogWriter != nil {
-		p.BinlogLag = f.BinlogLag()
+		p.BinlogLag = f.SourceLag()
+		p.ApplyWait = f.BinlogLag()
 		p.AppliedPosition = f.BinlogWriter.Applied()
 		if c, ok := f.BinlogWriter.(interface{ EventsApplied() int64 }); ok {
 			p.EventsApplied = c.EventsApplied()

@@ -47,3 +47,51 @@ func TestProgressRowsPerSecondIsTheCopysOwnRate(t *testing.T) {
 	must(t, f.FlushBinlogAndStopStreaming(ctx))
 	must(t, <-errc)
 }
+
+// A partitioned source: the copy and the binlog stream stop hearing from it. Progress says so —
+// the copy idle, the stream silent, the lag growing — instead of a lag of 0 and a steady ETA.
+func TestProgressShowsStallsAndTrueLag(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS stall", "CREATE DATABASE stall", "USE stall",
+		"CREATE TABLE stall.t (id INT PRIMARY KEY, v VARCHAR(20))",
+		"INSERT INTO stall.t SELECT seq, 'row' FROM seq_1_to_20000"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS stall"))
+	proxy := startFaultProxy(t, fmt.Sprintf("127.0.0.1:%d", source.Port))
+	src := conn(source)
+	src.Port = proxy.Port()
+	f, err := ferry.New(ferry.Config{Source: src, Target: conn(target), Tables: ferry.TableFilter{Databases: []string{"stall"}},
+		BatchSize: 50, CopyWorkers: 1, CreateTargetTables: true, Logger: testLogger(t)})
+	must(t, err)
+	defer f.Close()
+	must(t, f.Initialize(ctx))
+	must(t, f.Start(ctx))
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- f.Run(runCtx) }()
+	waitFor(t, ctx, "the copy under way and the stream heard", func() bool {
+		p := f.Progress()
+		return p.RowsCopied >= 200 && !p.CopyComplete && p.StreamSilence > 0 && p.StreamSilence < time.Second
+	})
+	if p := f.Progress(); p.BinlogLag > 2*time.Second || p.CopyIdle > 2*time.Second {
+		t.Errorf("before the partition: lag %s, copy idle %s", p.BinlogLag, p.CopyIdle)
+	}
+	proxy.Blackhole(true)
+	must(t, source.Exec(ctx, "UPDATE stall.t SET v = 'unseen' WHERE id = 20000"))
+	time.Sleep(5 * time.Second)
+	p := f.Progress()
+	t.Logf("partitioned 5s: %d rows, copy idle %s, stream silent %s, lag %s, apply wait %s, ETA %s",
+		p.RowsCopied, p.CopyIdle, p.StreamSilence, p.BinlogLag, p.ApplyWait, p.ETA)
+	if p.CopyIdle < 4*time.Second {
+		t.Errorf("copy idle %s after 5 s without any row copied", p.CopyIdle)
+	}
+	if p.StreamSilence < 4*time.Second {
+		t.Errorf("stream silence %s after 5 s without a byte from the source", p.StreamSilence)
+	}
+	if p.BinlogLag < time.Second {
+		t.Errorf("binlog lag %s while the stream has been silent for %s; want the lag to grow with the silence", p.BinlogLag, p.StreamSilence)
+	}
+	stop()
+	proxy.Close()
+	<-errc
+}

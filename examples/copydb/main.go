@@ -494,16 +494,43 @@ func printProgress(p ferry.Progress) {
 		fmt.Fprintf(tw, "  %s\t%d/%d rows\t%5.1f%%\t%s\n", t.Table, t.RowsCopied, t.EstimatedRows, t.Percent, state)
 	}
 	tw.Flush()
+	fmt.Printf("[%s] %s\n%s", p.Elapsed.Round(time.Second), progressLine(p), b.String())
+}
+
+// Stalls worth an operator's attention: the source sends a binlog heartbeat every second when idle,
+// and a copy batch takes well under a second unless something is wrong.
+const (
+	streamStall = 5 * time.Second
+	copyStall   = 10 * time.Second
+)
+
+// progressLine is the summary part of a progress line: rates, the true binlog lag, and any stall.
+func progressLine(p ferry.Progress) string {
 	eta := "-"
 	if p.ETA > 0 {
 		eta = p.ETA.Round(time.Second).String()
 	}
-	throttle := ""
-	if p.Throttled {
-		throttle = " throttled: " + p.ThrottleReason
+	var stalls []string
+	if p.CopyIdle >= copyStall && !p.Throttled {
+		eta = "- (stalled)"
+		stalls = append(stalls, fmt.Sprintf("STALLED: no rows copied for %s", p.CopyIdle.Round(time.Second)))
 	}
-	fmt.Printf("[%s] %d/%d rows, %.0f rows/s, ETA %s, binlog lag %s, %d events applied%s\n%s",
-		p.Elapsed.Round(time.Second), p.RowsCopied, p.EstimatedRows, p.RowsPerSecond, eta, p.BinlogLag.Round(time.Millisecond), p.EventsApplied, throttle, b.String())
+	if p.StreamSilence >= streamStall {
+		last := "none yet"
+		if !p.LastEventTime.IsZero() {
+			last = p.LastEventTime.UTC().Format("15:04:05")
+		}
+		stalls = append(stalls, fmt.Sprintf("STALLED: binlog stream silent for %s (last event %s UTC)", p.StreamSilence.Round(time.Second), last))
+	}
+	line := fmt.Sprintf("%d/%d rows, %.0f rows/s, ETA %s, binlog lag %s, %d events applied",
+		p.RowsCopied, p.EstimatedRows, p.RowsPerSecond, eta, p.BinlogLag.Round(time.Second), p.EventsApplied)
+	if p.Throttled {
+		line += " throttled: " + p.ThrottleReason
+	}
+	for _, s := range stalls {
+		line += "; " + s
+	}
+	return line
 }
 
 func printSummary(s *Summary) {
