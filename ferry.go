@@ -154,7 +154,8 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 		}
 		f.loadData = on.String == "1" || strings.EqualFold(on.String, "ON")
 		if !f.loadData && cfg.CopyWriteMethod == WriteLoadData {
-			return errors.New("target: CopyWriteMethod load-data needs local_infile=ON on the target (SET GLOBAL local_infile = 1); or use insert")
+			return &OptionError{What: "target: writing copied rows with LOAD DATA needs local_infile=ON on the target (SET GLOBAL local_infile = 1)",
+				Option: "CopyWriteMethod", Effect: "to insert (or leave it empty to choose by itself)"}
 		}
 	case WriteInsert:
 	default:

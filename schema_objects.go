@@ -176,7 +176,7 @@ func (f *Ferry) createEarlySchemaObjects(ctx context.Context) error {
 			}
 		}
 		if len(retry) == len(todo) {
-			return lastErr
+			return fmt.Errorf("%w; a view can only be created when every table and view it reads is on the target: copy those too, or do not ask for %s", lastErr, ObjectViews)
 		}
 		todo = retry
 	}

@@ -180,3 +180,22 @@ func TestCopydbListsSchemaObjectsNotCreated(t *testing.T) {
 	assertSameRows(t, db+".t", "", db+".t")
 	assertSameRows(t, db+".audit", "", db+".audit")
 }
+
+// A requested view that reads a table not copied cannot be created: Initialize fails naming the
+// view and what to do, and the list says why other objects were left out.
+func TestCreateSchemaObjectsViewOverUncopiedTable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS sobjv", "CREATE DATABASE sobjv",
+		"CREATE TABLE sobjv.a (id INT PRIMARY KEY)", "CREATE TABLE sobjv.b (id INT PRIMARY KEY)",
+		"CREATE VIEW sobjv.v AS SELECT id FROM sobjv.b"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS sobjv"))
+	f, err := ferry.New(ferry.Config{Source: conn(source), Target: conn(target), Tables: ferry.TableFilter{Include: []string{"sobjv.[av]"}},
+		CreateTargetTables: true, CreateSchemaObjects: []string{ferry.ObjectViews}, Logger: testLogger(t)})
+	must(t, err)
+	defer f.Close()
+	err = f.Initialize(ctx)
+	if err == nil || !strings.Contains(err.Error(), "create view sobjv.v") || !strings.Contains(err.Error(), "every table and view it reads") {
+		t.Fatalf("want a refusal naming the view and its cause, got %v", err)
+	}
+}

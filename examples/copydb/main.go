@@ -177,6 +177,7 @@ var cliFlags = map[string]string{
 	"AllowNonEmptyTarget":     "-allow-nonempty-target",
 	"AllowForeignKeyCascades": "-allow-fk-cascades",
 	"AllowTargetTriggers":     "-allow-target-triggers",
+	"CopyWriteMethod":         "-write-method",
 }
 
 // describe is err's message with library option names replaced by copydb's flags.
