@@ -12,6 +12,12 @@
 // are never printed or logged. Every flag can also be set in a config file given with -config: one
 // "name = value" per line, '#' starts a comment. Logs: -log-level, -log-format text|json.
 //
+// With -create-tables it creates the missing target tables; -create-objects also creates the
+// databases' views and routines (before the copy) and triggers and events (with writes stopped,
+// right before the swap, so they never fire on copied rows); the summary lists every object that
+// was not created. Tables changed by cascading foreign keys are refused unless -allow-fk-cascades,
+// target tables with triggers unless -allow-target-triggers.
+//
 // While it runs it prints, every -progress interval, each table's rows copied, percentage, rate and
 // ETA, and the binlog lag. With -state-file it checkpoints its progress atomically; after a crash,
 // run the same command with -resume to continue where it stopped.
