@@ -86,7 +86,8 @@ func (h ReadOnlyHooks) Unlock(ctx context.Context, swapped bool) error {
 }
 
 // Cutover drives a Ferry's cut-over around the host's hooks: wait for the copy and the binlog to be
-// caught up, Lock, apply the last changes, verify (optional), stop streaming, Swap, Unlock. The
+// caught up, Lock, apply the last changes, verify (optional), create the requested triggers and
+// events (Config.CreateSchemaObjects), Swap, stop streaming, Unlock. The
 // window between Lock returning and Unlock being called is measured and bounded by Timeout; on any
 // failure the source is unlocked and the error says which step failed. A failure up to and including
 // Swap (a lock that fails, a verification mismatch, a Swap hook returning an error) leaves the Ferry
