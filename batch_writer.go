@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 )
 
@@ -51,7 +52,7 @@ func (w *TargetBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error {
 	if log == nil {
 		log = logrus.StandardLogger()
 	}
-	return retry(ctx, max(w.MaxRetries, 1), log, "write batch to "+b.Table.TargetName(), func() error {
+	return retry.Do(ctx, max(w.MaxRetries, 1), log, "write batch to "+b.Table.TargetName(), func() error {
 		if err := execInTx(ctx, w.DB, stmts); err != nil {
 			return fmt.Errorf("insert into %s: %w", b.Table.TargetName(), err)
 		}

@@ -14,6 +14,8 @@ import (
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 	"github.com/sirupsen/logrus"
+
+	"github.com/ferrykit/ferry/internal/retry"
 )
 
 // DMLType is the kind of a row change.
@@ -189,7 +191,7 @@ func (s *SourceBinlogStreamer) Run(ctx context.Context, from Position) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if perr, ok := asPermanent(err); ok {
+		if perr, ok := retry.AsPermanent(err); ok {
 			return fmt.Errorf("binlog stream: %w", perr)
 		}
 		if progressed {
@@ -219,7 +221,7 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 	if host == "" {
 		h, port, err := net.SplitHostPort(s.Conn.Addr())
 		if err != nil {
-			return false, permanent(err)
+			return false, retry.Permanent(err)
 		}
 		host = h
 		p, _ = strconv.Atoi(port)
@@ -300,10 +302,10 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 func classifyStreamError(err error, at Position) error {
 	var me *gomysql.MyError
 	if errors.As(err, &me) && me.Code == 1236 {
-		return permanent(fmt.Errorf("the source no longer has the binlog at %s (purged?): %v; the copy must start over, or keep binlogs longer (expire_logs_days / binlog_expire_logs_seconds)", at, err))
+		return retry.Permanent(fmt.Errorf("the source no longer has the binlog at %s (%w?): %w; the copy must start over, or keep binlogs longer (expire_logs_days / binlog_expire_logs_seconds)", at, ErrBinlogPurged, err))
 	}
 	if strings.Contains(err.Error(), "1236") {
-		return permanent(fmt.Errorf("the source no longer has the binlog at %s (purged?): %v; the copy must start over, or keep binlogs longer", at, err))
+		return retry.Permanent(fmt.Errorf("the source no longer has the binlog at %s (%w?): %w; the copy must start over, or keep binlogs longer", at, ErrBinlogPurged, err))
 	}
 	return err
 }
@@ -337,7 +339,7 @@ func (d *eventDecoder) setPos(pos uint32, ts uint32) {
 func (d *eventDecoder) deliver(ctx context.Context, b *BinlogBatch) error {
 	for _, l := range d.s.listeners {
 		if err := l(ctx, b); err != nil {
-			return permanent(err)
+			return retry.Permanent(err)
 		}
 	}
 	return nil
@@ -420,7 +422,7 @@ func (d *eventDecoder) handle(ctx context.Context, ev *replication.BinlogEvent) 
 		case xa != "": // XA END
 		default:
 			if err := d.s.checkStatement(string(e.Schema), q); err != nil {
-				return nil, permanent(err)
+				return nil, retry.Permanent(err)
 			}
 			if !d.inTxn {
 				return d.commit(ctx, h)
@@ -457,12 +459,12 @@ func (d *eventDecoder) rows(ctx context.Context, h *replication.EventHeader, e *
 			}
 		}
 		if len(mapping) != int(e.ColumnCount) {
-			return permanent(fmt.Errorf("table %s has %d columns in the binlog but %d when the copy started: its schema changed mid-run; ferry stopped before writing rows under the wrong schema", name, e.ColumnCount, len(cols)))
+			return retry.Permanent(fmt.Errorf("table %s has %d columns in the binlog but %d when the copy started: its %w mid-run; ferry stopped before writing rows under the wrong schema", name, e.ColumnCount, len(cols), ErrSchemaChanged))
 		}
 	}
 	for i := range e.SkippedColumns {
 		if len(e.SkippedColumns[i]) > 0 {
-			return permanent(fmt.Errorf("table %s: a row event without the full row image (binlog_row_image is not FULL for some session); set binlog_row_image=FULL globally", name))
+			return retry.Permanent(fmt.Errorf("table %s: a row event without the full row image (binlog_row_image is not FULL for some session); set binlog_row_image=FULL globally", name))
 		}
 	}
 	image := func(raw []any) []any {

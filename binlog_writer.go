@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/throttler"
 	"github.com/ferrykit/ferry/verifier"
 )
@@ -316,7 +317,7 @@ func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, 
 		return err
 	}
 	stmts := applyStatements(ops)
-	err = retry(ctx, max(w.MaxRetries, 1), log, "target transaction", func() error {
+	err = retry.Do(ctx, max(w.MaxRetries, 1), log, "target transaction", func() error {
 		return execInTx(ctx, w.DB, stmts)
 	})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 )
 
@@ -108,7 +109,7 @@ func (c *TableCheckpoint) Save(ctx context.Context, s *State) error {
 	if err != nil {
 		return err
 	}
-	return retry(ctx, 3, logrus.StandardLogger(), "save checkpoint to "+c.qualified(), func() error {
+	return retry.Do(ctx, 3, logrus.StandardLogger(), "save checkpoint to "+c.qualified(), func() error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if !c.created {

@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/throttler"
 )
@@ -123,13 +124,13 @@ func (it *SourceDataIterator) copyRange(ctx context.Context, task copyTask, sink
 		}
 		var n int
 		var last Key
-		err := retry(ctx, max(it.MaxRetries, 1), log, "copy "+t.String(), func() error {
+		err := retry.Do(ctx, max(it.MaxRetries, 1), log, "copy "+t.String(), func() error {
 			var err error
 			n, last, err = it.copyPage(ctx, t, keyCols, keyIdx, r, size, sink)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("copy %s: %w", t, unwrapPermanent(err))
+			return fmt.Errorf("copy %s: %w", t, retry.Unwrap(err))
 		}
 		t.recordCopied(task.index, last, n, n < size)
 		if n < size {
@@ -150,7 +151,7 @@ func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCol
 	if lower != nil {
 		vals, err := keyArgs(keyCols, lower)
 		if err != nil {
-			return 0, nil, permanent(err)
+			return 0, nil, retry.Permanent(err)
 		}
 		c, a := keyCompare(keyCols, vals, ">", false)
 		conds, args = append(conds, c), append(args, a...)
@@ -158,7 +159,7 @@ func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCol
 	if r.End != nil {
 		vals, err := keyArgs(keyCols, r.End)
 		if err != nil {
-			return 0, nil, permanent(err)
+			return 0, nil, retry.Permanent(err)
 		}
 		c, a := keyCompare(keyCols, vals, "<", true)
 		conds, args = append(conds, c), append(args, a...)
@@ -208,7 +209,7 @@ func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCol
 		last[i] = lastRow[k]
 	}
 	if err := sink(ctx, &RowBatch{Table: t, Rows: batch}); err != nil {
-		return 0, nil, permanent(err)
+		return 0, nil, retry.Permanent(err)
 	}
 	// The locks are released only now, after the rows are committed on the target.
 	return len(batch), toKey(last), tx.Commit()

@@ -135,10 +135,10 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 	} else if err := checkHostPool(ctx, f.Target, "Target", true); err != nil {
 		return err
 	}
-	if f.SourceFlavor, err = detectFlavor(ctx, f.Source); err != nil {
+	if f.SourceFlavor, err = DetectFlavor(ctx, f.Source); err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
-	if f.TargetFlavor, err = detectFlavor(ctx, f.Target); err != nil {
+	if f.TargetFlavor, err = DetectFlavor(ctx, f.Target); err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
 	f.log.WithFields(logrus.Fields{"source": cfg.Source.String(), "source_version": f.SourceFlavor.Version,
@@ -311,7 +311,7 @@ func (f *Ferry) checkTarget(ctx context.Context, t *TableCopy) error {
 		resumed = f.Config.Resume.Tables[t.Source.String()]
 	}
 	if errors.Is(err, schema.ErrNoTable) && resumed != nil && (resumed.RowsCopied > 0 || resumed.Completed || len(resumed.Ranges) > 0) {
-		return fmt.Errorf("resume: target table %s does not exist, but the checkpoint says %d rows of %s were copied into it; the copy of this table must start over (run without resume)", t.TargetName(), resumed.RowsCopied, t.Source)
+		return fmt.Errorf("%w: target table %s does not exist, but the checkpoint says %d rows of %s were copied into it; the copy of this table must start over (run without resume)", ErrResumeMismatch, t.TargetName(), resumed.RowsCopied, t.Source)
 	}
 	if errors.Is(err, schema.ErrNoTable) && f.Config.CreateTargetTables {
 		create := strings.Replace(t.Source.CreateTable, "CREATE TABLE "+schema.QuoteIdent(t.Source.Name), "CREATE TABLE "+t.TargetName(), 1)
@@ -416,7 +416,7 @@ func (f *Ferry) checkResumedTarget(ctx context.Context, t *TableCopy, ts *TableS
 		}
 		err := f.Source.QueryRowContext(ctx, "SELECT 1 FROM "+t.Source.QualifiedName()+" WHERE "+strings.Join(conds, " AND ")+" LIMIT 1", args...).Scan(&one)
 		if err == nil {
-			return fmt.Errorf("resume: target table %s is empty, but the checkpoint says %d rows of %s were copied into it and the source still has rows in the copied key range; is this the same target? The copy of this table must start over (run without resume)", t.TargetName(), ts.RowsCopied, t.Source)
+			return fmt.Errorf("%w: target table %s is empty, but the checkpoint says %d rows of %s were copied into it and the source still has rows in the copied key range; is this the same target? The copy of this table must start over (run without resume)", ErrResumeMismatch, t.TargetName(), ts.RowsCopied, t.Source)
 		}
 		if err != sql.ErrNoRows {
 			return fmt.Errorf("source: %w", err)
@@ -428,10 +428,10 @@ func (f *Ferry) checkResumedTarget(ctx context.Context, t *TableCopy, ts *TableS
 func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 	st := f.Config.Resume
 	if st.Version != StateVersion {
-		return fmt.Errorf("resume: state has format version %d, this build reads %d", st.Version, StateVersion)
+		return fmt.Errorf("%w: state has format version %d, this build reads %d", ErrResumeMismatch, st.Version, StateVersion)
 	}
 	if st.Applied.IsZero() {
-		return errors.New("resume: the state has no binlog position; it cannot be resumed")
+		return fmt.Errorf("%w: the state has no binlog position", ErrResumeMismatch)
 	}
 	for _, t := range tables {
 		ts, ok := st.Tables[t.Source.String()]
@@ -440,7 +440,7 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 			continue // a table added since the checkpoint is copied from the start
 		}
 		if ts.Fingerprint != t.Source.Fingerprint() {
-			return fmt.Errorf("resume: table %s changed since the checkpoint (%s); the copy of this table must start over", t.Source, fingerprintDiff(ts.Fingerprint, t.Source.Fingerprint()))
+			return fmt.Errorf("%w: table %s changed since the checkpoint (%s); the copy of this table must start over", ErrResumeMismatch, t.Source, fingerprintDiff(ts.Fingerprint, t.Source.Fingerprint()))
 		}
 		f.log.WithFields(logrus.Fields{"table": t.Source.String(), "rows_copied": ts.RowsCopied, "completed": ts.Completed}).Info("ferry: resume: table restored from the checkpoint")
 		c := *ts
@@ -451,7 +451,7 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 		}
 		t.state = &c
 	}
-	files, err := binlogFiles(ctx, f.Source)
+	files, err := BinlogFiles(ctx, f.Source)
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
@@ -462,7 +462,7 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("resume: the source no longer has binlog file %s (purged); the changes since the checkpoint are lost to ferry, so the copy must start over", st.Applied.File)
+	return fmt.Errorf("%w: the source no longer has binlog file %s (%w); the changes since the checkpoint are lost to ferry, so the copy must start over", ErrResumeMismatch, st.Applied.File, ErrBinlogPurged)
 }
 
 // fingerprintDiff says which parts of a table definition's fingerprint (columns, key) changed.
@@ -507,7 +507,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 		return errors.New("ferry: Start called before Initialize")
 	}
 	if f.startPos.IsZero() {
-		pos, err := currentPosition(ctx, f.Source, f.SourceFlavor)
+		pos, err := CurrentPosition(ctx, f.Source, f.SourceFlavor)
 		if err != nil {
 			return fmt.Errorf("source: %w", err)
 		}
@@ -549,7 +549,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 			MaxRetries: cfg.MaxRetries, Logger: f.log}
 	}
 	f.BinlogStreamer.AddListener(f.BinlogWriter.Write)
-	files, err := binlogFiles(ctx, f.Source)
+	files, err := BinlogFiles(ctx, f.Source)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
@@ -779,7 +779,7 @@ func (f *Ferry) SourceLag() time.Duration {
 // it: the cut-over waits for it to fall under its MaxLag. SourceLag is how far behind the source
 // the target is.
 func (f *Ferry) BinlogLag() time.Duration {
-	if l, ok := f.BinlogWriter.(interface{ Lag() time.Duration }); ok {
+	if l, ok := f.BinlogWriter.(LagReporter); ok {
 		return l.Lag()
 	}
 	return 0
@@ -788,7 +788,7 @@ func (f *Ferry) BinlogLag() time.Duration {
 // FlushBinlog applies every change committed on the source up to now, and keeps streaming. With the
 // source's writes stopped, the target then equals the source.
 func (f *Ferry) FlushBinlog(ctx context.Context) (Position, error) {
-	pos, err := currentPosition(ctx, f.Source, f.SourceFlavor)
+	pos, err := CurrentPosition(ctx, f.Source, f.SourceFlavor)
 	if err != nil {
 		return Position{}, fmt.Errorf("flush binlog: %w", err)
 	}

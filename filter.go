@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 )
 
@@ -52,7 +53,7 @@ func (e *sourceEvaluator) True(ctx context.Context, query string, args ...any) (
 		return v, nil
 	}
 	var r sql.NullBool
-	err := retry(ctx, max(e.maxRetries, 1), e.log, "evaluate copy filter on the source", func() error {
+	err := retry.Do(ctx, max(e.maxRetries, 1), e.log, "evaluate copy filter on the source", func() error {
 		return e.db.QueryRowContext(ctx, query, args...).Scan(&r)
 	})
 	if err != nil {

@@ -21,10 +21,7 @@ type Flavor struct {
 }
 
 // DetectFlavor asks the server what it is.
-func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, error) { return detectFlavor(ctx, db) }
-
-// detectFlavor asks the server what it is.
-func detectFlavor(ctx context.Context, db *sql.DB) (Flavor, error) {
+func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, error) {
 	var v string
 	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&v); err != nil {
 		return Flavor{}, fmt.Errorf("detect server version: %w", err)
@@ -118,14 +115,6 @@ func fileSeq(name string) int64 {
 	return n
 }
 
-// CurrentPosition reads the server's binlog position now, with its GTID position.
-func CurrentPosition(ctx context.Context, db *sql.DB, f Flavor) (Position, error) {
-	return currentPosition(ctx, db, f)
-}
-
-// BinlogFiles lists the binary logs the server still has, oldest first.
-func BinlogFiles(ctx context.Context, db *sql.DB) ([]string, error) { return binlogFiles(ctx, db) }
-
 // Consistent snapshots (package snapshot). A snapshot of several tables read on several connections
 // is consistent only if every connection's transaction sees the same set of committed transactions,
 // and that set is exactly the binlog up to one position.
@@ -187,8 +176,8 @@ func (f Flavor) SnapshotLock() (lock []string, unlock string) {
 	return []string{"FLUSH TABLES WITH READ LOCK"}, "UNLOCK TABLES"
 }
 
-// currentPosition reads the source's binlog position now.
-func currentPosition(ctx context.Context, db *sql.DB, f Flavor) (Position, error) {
+// CurrentPosition reads the server's binlog position now, with its GTID position.
+func CurrentPosition(ctx context.Context, db *sql.DB, f Flavor) (Position, error) {
 	rows, err := db.QueryContext(ctx, f.binlogStatusQuery())
 	if err != nil {
 		return Position{}, fmt.Errorf("read binlog position (%s): %w", f.binlogStatusQuery(), err)
@@ -222,8 +211,8 @@ func currentPosition(ctx context.Context, db *sql.DB, f Flavor) (Position, error
 	return p, nil
 }
 
-// binlogFiles lists the binary logs the server still has.
-func binlogFiles(ctx context.Context, db *sql.DB) ([]string, error) {
+// BinlogFiles lists the binary logs the server still has, oldest first.
+func BinlogFiles(ctx context.Context, db *sql.DB) ([]string, error) {
 	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
 	if err != nil {
 		return nil, fmt.Errorf("list binary logs: %w", err)

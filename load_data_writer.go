@@ -14,6 +14,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 )
 
@@ -79,7 +80,7 @@ func (w *LoadDataBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error
 	if log == nil {
 		log = logrus.StandardLogger()
 	}
-	return retry(ctx, max(w.MaxRetries, 1), log, "load batch into "+b.Table.TargetName(), func() error {
+	return retry.Do(ctx, max(w.MaxRetries, 1), log, "load batch into "+b.Table.TargetName(), func() error {
 		return w.load(ctx, q, b.Table)
 	})
 }
@@ -101,7 +102,7 @@ func (w *LoadDataBatchWriter) load(ctx context.Context, q string, t *TableCopy) 
 	}
 	if err := CheckLoadDataWarnings(ctx, tx, t.TargetName(), true); err != nil {
 		if errors.Is(err, ErrLoadDataAdjusted) {
-			return permanent(err)
+			return retry.Permanent(err)
 		}
 		return err
 	}

@@ -195,6 +195,9 @@ type DDLError struct {
 	Query string // the statement
 }
 
+// Is makes a DDLError an ErrSchemaChanged for errors.Is.
+func (e *DDLError) Is(target error) bool { return target == ErrSchemaChanged }
+
 func (e *DDLError) Error() string {
 	return fmt.Sprintf("DDL on copied table %s during the copy (%q): ferry stopped so no row is written under the wrong schema; start the copy again after the schema change", e.Table, abbreviateSQL(e.Query))
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 )
 
@@ -77,7 +78,7 @@ func newApplier(m *Migration, db *sql.DB, orig, changelog *schema.Table) *applie
 			if cm.From == k {
 				e := valueExpr(cm)
 				if isChar(cm.To) && e == "?" {
-					e = keyPlaceholder(cm.To) // compare in the column's collation, so the index is used
+					e = schema.KeyPlaceholder(cm.To) // compare in the column's collation, so the index is used
 				}
 				kc = append(kc, q(cm.To.Name)+" = "+e)
 			}
@@ -341,7 +342,7 @@ func (a *applier) apply(ctx context.Context, ops []op) error {
 		stmts = append(stmts, stmt{sb.String(), args})
 		i = j
 	}
-	err := withRetry(ctx, 20, func() error {
+	err := retry.Do(ctx, 20, a.m.log, "apply row changes to the ghost table", func() error {
 		tx, err := a.db.BeginTx(ctx, nil)
 		if err != nil {
 			return err

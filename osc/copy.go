@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/throttler"
 )
@@ -58,7 +60,7 @@ func (m *Migration) copyRows(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	upTo, upToArgs := keyCompare(p.Key, maxArgs, "<", true)
+	upTo, upToArgs := schema.KeyCompare(p.Key, maxArgs, "<", true)
 
 	insert := m.copyInsert()
 
@@ -88,7 +90,7 @@ func (m *Migration) copyRows(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			c, a := keyCompare(p.Key, lastArgs, ">", false)
+			c, a := schema.KeyCompare(p.Key, lastArgs, ">", false)
 			where = append(where, c)
 			args = append(args, a...)
 		}
@@ -109,16 +111,16 @@ func (m *Migration) copyRows(ctx context.Context) error {
 		var cargs []any
 		if last != nil {
 			lastArgs, _ := keyArgs(p.Key, last)
-			c, a := keyCompare(p.Key, lastArgs, ">", false)
+			c, a := schema.KeyCompare(p.Key, lastArgs, ">", false)
 			cw = append(cw, c)
 			cargs = append(cargs, a...)
 		}
-		c, a := keyCompare(p.Key, endArgs, "<", true)
+		c, a := schema.KeyCompare(p.Key, endArgs, "<", true)
 		cw = append(cw, c)
 		cargs = append(cargs, a...)
 		var n int64
 		chunkWhere := strings.Join(cw, " AND ")
-		err = withRetry(ctx, 10, func() error {
+		err = retry.Do(ctx, 10, m.log, "copy chunk", func() error {
 			var err error
 			n, err = m.copyChunk(ctx, insert, chunkWhere, cargs)
 			return err
@@ -167,7 +169,7 @@ func descKeys(cols []string) string {
 // them (nil: no row).
 func (m *Migration) readKey(ctx context.Context, query string, args ...any) ([][]byte, error) {
 	var out [][]byte
-	err := withRetry(ctx, 10, func() error {
+	err := retry.Do(ctx, 10, m.log, "read key", func() error {
 		out = nil
 		rows, err := m.db.QueryContext(ctx, query, args...)
 		if err != nil {
@@ -201,7 +203,7 @@ func (m *Migration) readKey(ctx context.Context, query string, args ...any) ([][
 func keyArgs(cols []*schema.Column, vals [][]byte) ([]any, error) {
 	out := make([]any, len(cols))
 	for i, c := range cols {
-		v, err := keyArg(c, vals[i])
+		v, err := schema.KeyArg(c, vals[i])
 		if err != nil {
 			return nil, err
 		}
@@ -258,7 +260,7 @@ func (m *Migration) copyChunk(ctx context.Context, insert, where string, args []
 			n, _ := res.RowsAffected()
 			return n, nil
 		}
-		if retryable(err) || ctx.Err() != nil {
+		if retry.Transient(err) || ctx.Err() != nil {
 			return 0, err
 		}
 		key, dup := duplicateKey(err, m.ghostName())
@@ -283,7 +285,7 @@ func (m *Migration) copyRowByRow(ctx context.Context, insert, where string, args
 	eq := make([]string, len(m.plan.Key))
 	for i, c := range m.plan.Key {
 		keyList[i] = q(c.Name)
-		eq[i] = q(c.Name) + " = " + keyPlaceholder(c)
+		eq[i] = q(c.Name) + " = " + schema.KeyPlaceholder(c)
 	}
 	rows, err := m.db.QueryContext(ctx, "SELECT "+strings.Join(keyList, ", ")+" FROM "+m.qualified(m.Table)+" WHERE "+where+" ORDER BY "+strings.Join(keyList, ", "), args...)
 	if err != nil {
@@ -325,7 +327,7 @@ func (m *Migration) copyRowByRow(ctx context.Context, insert, where string, args
 		if key, dup := duplicateKey(err, m.ghostName()); dup && (key == m.plan.GhostKeyName || !m.plan.atRisk(key)) {
 			continue
 		}
-		if retryable(err) {
+		if retry.Transient(err) {
 			return copied, err
 		}
 		desc := make([]string, len(k))
@@ -340,7 +342,7 @@ func (m *Migration) copyRowByRow(ctx context.Context, insert, where string, args
 
 // waitApplied waits (at most 10s) until the apply reached the binlog position of now.
 func (m *Migration) waitApplied(ctx context.Context) {
-	pos, err := currentPosition(ctx, m.db, m.flavor)
+	pos, err := ferry.CurrentPosition(ctx, m.db, m.flavor)
 	if err != nil {
 		return
 	}
@@ -352,7 +354,7 @@ func (m *Migration) waitApplied(ctx context.Context) {
 
 // duplicateKey returns the index name of a duplicate-key error (1062).
 func duplicateKey(err error, table string) (string, bool) {
-	if mysqlErrno(err) != 1062 {
+	if retry.Code(err) != retry.CodeDuplicateKey {
 		return "", false
 	}
 	msg := err.Error()

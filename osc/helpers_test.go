@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/sandbox"
 )
 
@@ -253,11 +254,11 @@ func (l *load) one(db *sql.DB, rng *rand.Rand, rows int, tolerateMissing bool) e
 			}
 			return tx.Commit()
 		}()
-		if tolerateMissing && mysqlErrno(err) == 1146 && attempt < 200 {
+		if tolerateMissing && retry.Code(err) == 1146 && attempt < 200 {
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
-		if err == nil || attempt > 20 || !(retryable(err) || mysqlErrno(err) == 1412) {
+		if err == nil || attempt > 20 || !(retry.Transient(err) || retry.Code(err) == retry.CodeTableDefChanged) {
 			return err // 1412: the table was swapped under a transaction's snapshot; retry
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/throttler"
 )
@@ -335,7 +336,7 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 	defer db.Close()
 	db.SetMaxOpenConns(16)
 	m.db = db
-	if m.flavor, err = detectFlavor(ctx, db); err != nil {
+	if m.flavor, err = ferry.DetectFlavor(ctx, db); err != nil {
 		return nil, err
 	}
 	release, err := m.lockMigration(ctx)
@@ -649,7 +650,7 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 			m.copiedUpTo.Store(&k)
 		}
 		m.copyDone.Store(rcp.CopyDone)
-	} else if pos, err = currentPosition(ctx, db, m.flavor); err != nil {
+	} else if pos, err = ferry.CurrentPosition(ctx, db, m.flavor); err != nil {
 		return nil, err
 	}
 	m.log.WithField("position", pos.String()).Info("osc: streaming the binlog from here")
@@ -797,7 +798,7 @@ func (m *Migration) instant(ctx context.Context) (*Result, error) {
 			m.runHook(context.WithoutCancel(ctx), HookSuccess, nil)
 			return &m.result, nil
 		}
-		if mysqlErrno(err) != 1205 || attempt >= m.CutOverAttempts || ctx.Err() != nil {
+		if retry.Code(err) != retry.CodeLockWaitTimeout || attempt >= m.CutOverAttempts || ctx.Err() != nil {
 			return &m.result, fmt.Errorf("osc: ALTER ... ALGORITHM=INSTANT: %w; the table is unchanged", err)
 		}
 		m.log.WithError(err).WithField("attempt", attempt).Warn("osc: instant ALTER could not get the table's metadata lock; retrying")

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferrykit/ferry/internal/retry"
 )
 
 // nativeCase is one ALTER checked against the server's own ALTER TABLE: the table t and its twin
@@ -72,7 +74,7 @@ func runNative(t *testing.T, c nativeCase) {
 	case nativeErr == nil && runErr != nil:
 		t.Fatalf("the native ALTER succeeds but the migration failed: %v", runErr)
 	case nativeErr != nil:
-		if got, want := mysqlErrno(runErr), mysqlErrno(nativeErr); got != want {
+		if got, want := retry.Code(runErr), retry.Code(nativeErr); got != want {
 			t.Fatalf("migration failed with error %d (%v), the native ALTER with %d (%v)", got, runErr, want, nativeErr)
 		}
 		if c.errContains != "" && !strings.Contains(runErr.Error(), c.errContains) {

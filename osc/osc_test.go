@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/throttler"
 )
 
@@ -506,7 +507,7 @@ func TestTypes(t *testing.T) {
 					}
 					return tx.Commit()
 				}()
-				if err != nil && !(retryable(err) || mysqlErrno(err) == 1412) {
+				if err != nil && !(retry.Transient(err) || retry.Code(err) == retry.CodeTableDefChanged) {
 					fails.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 				}
@@ -613,7 +614,7 @@ func TestStringKeyAndDropLeftovers(t *testing.T) {
 					}
 					return tx.Commit()
 				}()
-				if err != nil && !(retryable(err) || mysqlErrno(err) == 1412) {
+				if err != nil && !(retry.Transient(err) || retry.Code(err) == retry.CodeTableDefChanged) {
 					fails.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 				}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -146,8 +147,8 @@ func (m *Migration) prepareResume(ctx context.Context) (*checkpoint, error) {
 	if cp == nil || !ghost {
 		if ghost || changelog {
 			if !ghost && cp != nil {
-				return nil, fmt.Errorf("osc: cannot resume: %s has a checkpoint but %s is missing (was the migration completed? check %s); drop %s to start again",
-					m.qualified(m.changelogName()), m.qualified(m.ghostName()), m.qualified(m.oldName()), m.qualified(m.changelogName()))
+				return nil, fmt.Errorf("osc: %w: %s has a checkpoint but %s is missing (was the migration completed? check %s); drop %s to start again",
+					ferry.ErrResumeMismatch, m.qualified(m.changelogName()), m.qualified(m.ghostName()), m.qualified(m.oldName()), m.qualified(m.changelogName()))
 			}
 			m.log.Warn("osc: resume: the earlier run stopped before its first checkpoint; starting again")
 			for _, t := range []string{m.ghostName(), m.changelogName()} {
@@ -161,55 +162,32 @@ func (m *Migration) prepareResume(ctx context.Context) (*checkpoint, error) {
 		return nil, nil
 	}
 	if cp.Alter != m.Alter {
-		return nil, fmt.Errorf("osc: cannot resume: the checkpoint is of ALTER %q, not %q", cp.Alter, m.Alter)
+		return nil, fmt.Errorf("osc: %w: the checkpoint is of ALTER %q, not %q", ferry.ErrResumeMismatch, cp.Alter, m.Alter)
 	}
 	fp, err := m.fingerprint(ctx, m.Table)
 	if err != nil {
 		return nil, err
 	}
 	if fp != cp.Original {
-		return nil, fmt.Errorf("osc: cannot resume: the definition of %s changed since the checkpoint; %s", m.qualified(m.Table), m.cleanupHint())
+		return nil, fmt.Errorf("osc: %w: the definition of %s changed since the checkpoint; %s", ferry.ErrResumeMismatch, m.qualified(m.Table), m.cleanupHint())
 	}
 	if fp, err = m.fingerprint(ctx, m.ghostName()); err != nil {
 		return nil, err
 	}
 	if fp != cp.Ghost {
-		return nil, fmt.Errorf("osc: cannot resume: the definition of the ghost table %s changed since the checkpoint; %s", m.qualified(m.ghostName()), m.cleanupHint())
+		return nil, fmt.Errorf("osc: %w: the definition of the ghost table %s changed since the checkpoint; %s", ferry.ErrResumeMismatch, m.qualified(m.ghostName()), m.cleanupHint())
 	}
 	if cp.Position.IsZero() {
-		return nil, errors.New("osc: cannot resume: the checkpoint has no binlog position")
+		return nil, fmt.Errorf("osc: %w: the checkpoint has no binlog position", ferry.ErrResumeMismatch)
 	}
-	have, err := binlogFileExists(ctx, m.db, cp.Position.File)
+	files, err := ferry.BinlogFiles(ctx, m.db)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("osc: %w", err)
 	}
-	if !have {
-		return nil, fmt.Errorf("osc: cannot resume: binlog file %s (checkpoint position %s) is no longer on the server (purged?), so the changes since the checkpoint cannot be applied; %s",
-			cp.Position.File, cp.Position, m.cleanupHint())
+	if !slices.Contains(files, cp.Position.File) {
+		return nil, fmt.Errorf("osc: %w: binlog file %s (checkpoint position %s) is no longer on the server (%w?), so the changes since the checkpoint cannot be applied; %s",
+			ferry.ErrResumeMismatch, cp.Position.File, cp.Position, ferry.ErrBinlogPurged, m.cleanupHint())
 	}
 	m.log.WithField("position", cp.Position.String()).WithField("copy_done", cp.CopyDone).WithField("rows_copied", cp.RowsCopied).Info("osc: resuming from the checkpoint")
 	return cp, nil
-}
-
-func binlogFileExists(ctx context.Context, db *sql.DB, file string) (bool, error) {
-	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
-	if err != nil {
-		return false, fmt.Errorf("osc: SHOW BINARY LOGS: %w", err)
-	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	for rows.Next() {
-		vals := make([]sql.RawBytes, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return false, err
-		}
-		if string(vals[0]) == file {
-			return true, nil
-		}
-	}
-	return false, rows.Err()
 }

@@ -11,12 +11,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/internal/retry"
 )
 
 // oscRun is one examples/osc process.
@@ -84,7 +88,7 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 		var v string
 		err := f.db.QueryRow("SELECT value FROM _t_ghc WHERE id = ? AND hint = 'checkpoint'", checkpointID).Scan(&v)
 		if err != nil {
-			if errors.Is(err, sql.ErrNoRows) || mysqlErrno(err) == 1146 {
+			if errors.Is(err, sql.ErrNoRows) || retry.Code(err) == 1146 {
 				return nil
 			}
 			t.Fatal(err)
@@ -229,21 +233,21 @@ func TestResumeRefusals(t *testing.T) {
 		return m
 	}
 	refused(t, f, f.migration(alter), "with Resume (--resume)")
-	refused(t, f, resume("ADD COLUMN y INT NULL"), "the checkpoint is of ALTER")
+	refusedResume(t, f, resume("ADD COLUMN y INT NULL"), "the checkpoint is of ALTER")
 	// The server keeps a binlog file a dump thread reads (the interrupted run's may linger a moment):
 	// kill such threads and purge until the checkpoint's file is gone.
 	f.exec("FLUSH BINARY LOGS")
-	flavor, err := detectFlavor(context.Background(), f.db)
+	flavor, err := ferry.DetectFlavor(context.Background(), f.db)
 	must(t, err)
-	pos, err := currentPosition(context.Background(), f.db, flavor)
+	pos, err := ferry.CurrentPosition(context.Background(), f.db, flavor)
 	must(t, err)
 	cpFile := ""
 	must(t, f.db.QueryRow("SELECT JSON_VALUE(value, '$.position.file') FROM _t_ghc WHERE id = ?", checkpointID).Scan(&cpFile))
 	for i := 0; ; i++ {
 		f.exec("PURGE BINARY LOGS TO '" + pos.File + "'")
-		if ok, err := binlogFileExists(context.Background(), f.db, cpFile); err != nil {
+		if files, err := ferry.BinlogFiles(context.Background(), f.db); err != nil {
 			t.Fatal(err)
-		} else if !ok {
+		} else if !slices.Contains(files, cpFile) {
 			break
 		}
 		if i == 100 {
@@ -263,7 +267,26 @@ func TestResumeRefusals(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	refused(t, f, resume(alter), "is no longer on the server (purged?)")
+	refusedResume(t, f, resume(alter), "is no longer on the server (purged?)", ferry.ErrBinlogPurged)
 	f.exec("ALTER TABLE t ADD COLUMN z INT NULL")
-	refused(t, f, resume(alter), "the definition of `"+f.name+"`.`t` changed since the checkpoint")
+	refusedResume(t, f, resume(alter), "the definition of `"+f.name+"`.`t` changed since the checkpoint")
+}
+
+// refusedResume is refused for a Resume the checkpoint does not fit: the error says why (want) and
+// wraps ferry.ErrResumeMismatch and any other sentinel named, for hosts that test with errors.Is.
+func refusedResume(t *testing.T, f *fixture, m *Migration, want string, also ...error) {
+	t.Helper()
+	before := strings.Join(f.tables(), ",")
+	_, err := m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one containing %q", err, want)
+	}
+	for _, sentinel := range append([]error{ferry.ErrResumeMismatch}, also...) {
+		if !errors.Is(err, sentinel) {
+			t.Errorf("error %v does not wrap %v", err, sentinel)
+		}
+	}
+	if after := strings.Join(f.tables(), ","); after != before {
+		t.Errorf("tables before %s, after the refused migration %s", before, after)
+	}
 }

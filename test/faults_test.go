@@ -168,6 +168,7 @@ type rsRestartCase struct {
 	maxRetries    int
 	down          time.Duration // how long the server stays down
 	wantStop      bool          // the run must give up (and is resumed from its checkpoint)
+	wantErr       string        // what the give-up error says; default "giving up after"
 	readOnly      bool          // instead of a restart, make the target read-only for a while (a failover)
 }
 
@@ -233,8 +234,12 @@ func rsRunRestart(t *testing.T, src, dst *sandbox.Server, c rsRestartCase) {
 			t.Fatal("the run did not stop after running out of retries")
 		}
 		f.Close()
-		if err == nil || !strings.Contains(err.Error(), "giving up after") {
-			t.Fatalf("want a clear give-up error, got %v", err)
+		want := c.wantErr
+		if want == "" {
+			want = "giving up after"
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("want a clear give-up error containing %q, got %v", want, err)
 		}
 		t.Logf("run stopped: %v", err)
 		st, lerr := ferry.LoadCheckpointFile(stateFile)
@@ -286,10 +291,11 @@ func TestTargetRestartMidCopy(t *testing.T) {
 	t.Run("stops-and-resumes", func(t *testing.T) {
 		rsRunRestart(t, source, dst, rsRestartCase{maxRetries: 3, down: 1500 * time.Millisecond, wantStop: true})
 	})
-	// A failover makes the old target read-only (error 1290) for a moment: retried like a lost
-	// connection.
+	// A read-only target (error 1290: a failover made it a replica, or it was never the primary) is
+	// not waited out: writing on would go to a server that is no longer the one to write to. The run
+	// stops at once with the server's error, and a resumed run finishes once the target is writable.
 	t.Run("read-only", func(t *testing.T) {
-		rsRunRestart(t, source, dst, rsRestartCase{readOnly: true, down: time.Second})
+		rsRunRestart(t, source, dst, rsRestartCase{readOnly: true, down: time.Second, wantStop: true, wantErr: "--read-only"})
 	})
 }
 
@@ -326,6 +332,9 @@ func TestAlterOnSourceStopsRun(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "DDL on copied table "+db+".big") || !strings.Contains(err.Error(), "ALTER TABLE") {
 		t.Fatalf("want a clear DDL error naming the table and the statement, got %v", err)
 	}
+	if !errors.Is(err, ferry.ErrSchemaChanged) {
+		t.Errorf("the DDL error does not wrap ferry.ErrSchemaChanged: %v", err)
+	}
 	t.Logf("run stopped: %v", err)
 	st, lerr := ferry.LoadCheckpointFile(stateFile)
 	must(t, lerr)
@@ -341,6 +350,9 @@ func TestAlterOnSourceStopsRun(t *testing.T) {
 	err = f2.Initialize(ctx)
 	if err == nil || !strings.Contains(err.Error(), "resume: table "+db+".big changed since the checkpoint") {
 		t.Fatalf("want resume refused because the table changed, got %v", err)
+	}
+	if !errors.Is(err, ferry.ErrResumeMismatch) {
+		t.Errorf("the refusal does not wrap ferry.ErrResumeMismatch: %v", err)
 	}
 	t.Logf("resume refused: %.200s", err)
 }
@@ -456,6 +468,9 @@ func TestResumeRefusedAfterBinlogPurge(t *testing.T) {
 	f3.Close()
 	if err == nil || !strings.Contains(err.Error(), "no longer has binlog file "+st.Applied.File+" (purged)") {
 		t.Fatalf("want resume refused because the binlog was purged, got %v", err)
+	}
+	if !errors.Is(err, ferry.ErrResumeMismatch) || !errors.Is(err, ferry.ErrBinlogPurged) {
+		t.Errorf("the refusal does not wrap ferry.ErrResumeMismatch and ferry.ErrBinlogPurged: %v", err)
 	}
 	t.Logf("resume refused: %v", err)
 	db2.Close()

@@ -1,7 +1,12 @@
-// Package retry is the one place that decides which errors are worth retrying and how: every part
-// of ferry that talks to a server (the copy, the binlog writer, the checkpoint store, the verifiers)
-// retries through Do, so a dropped connection, a server restart, a deadlock or a lock-wait timeout
-// is absorbed the same way everywhere, and a permanent error is never retried.
+// Package retry is ferry's one retry policy, shared by the copy, the binlog apply, the verifiers and
+// the online schema change: which errors are transient (the same statement can succeed a moment
+// later, so retrying it cannot change the result) and how long to keep trying.
+//
+// The hazard it answers is a retry that is not harmless: only errors after which the statement or
+// transaction did not take effect, or takes effect idempotently when repeated, are listed. An error
+// that will not go away by waiting — read_only on a server that was failed over (error 1290), a
+// missing table, a duplicate key — is permanent: retrying it would only hide the cause for as long
+// as the retries last.
 package retry
 
 import (
@@ -18,6 +23,45 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
+// Server error numbers ferry decides on (MySQL and MariaDB share them).
+const (
+	CodeTooManyConnections = 1040 // ER_CON_COUNT_ERROR
+	CodeServerShutdown     = 1053 // ER_SERVER_SHUTDOWN
+	CodeLockWaitTimeout    = 1205 // ER_LOCK_WAIT_TIMEOUT
+	CodeDeadlock           = 1213 // ER_LOCK_DEADLOCK
+	CodeDuplicateKey       = 1062 // ER_DUP_ENTRY
+	CodeOptionPrevents     = 1290 // ER_OPTION_PREVENTS_STATEMENT, e.g. --read-only: permanent
+	CodeQueryInterrupted   = 1317 // ER_QUERY_INTERRUPTED
+	CodeTableDefChanged    = 1412 // ER_TABLE_DEF_CHANGED
+	CodeBinlogUnavailable  = 1236 // ER_MASTER_FATAL_ERROR_READING_BINLOG (purged binlog)
+	CodeReadOnlyMode       = 1836 // ER_READ_ONLY_MODE
+	CodeConnectionKilled   = 1927 // ER_CONNECTION_KILLED (MariaDB)
+	CodeServerGone         = 2006 // CR_SERVER_GONE_ERROR
+	CodeServerLost         = 2013 // CR_SERVER_LOST
+)
+
+// transientCodes are the server errors worth another attempt of the same statement.
+var transientCodes = map[uint16]bool{
+	CodeTooManyConnections: true,
+	CodeServerShutdown:     true,
+	CodeLockWaitTimeout:    true,
+	CodeDeadlock:           true,
+	CodeQueryInterrupted:   true,
+	CodeReadOnlyMode:       true,
+	CodeConnectionKilled:   true,
+	CodeServerGone:         true,
+	CodeServerLost:         true,
+}
+
+// Code returns the server error number of err, or 0 when err is not a server error.
+func Code(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
 // Transient reports errors worth retrying: the same statement can succeed a moment later.
 func Transient(err error) bool {
 	if err == nil {
@@ -29,19 +73,7 @@ func Transient(err error) bool {
 	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
-		switch me.Number {
-		case 1205, // lock wait timeout
-			1213, // deadlock
-			1040, // too many connections
-			1053, // server shutdown in progress
-			1290, // --read-only (failover)
-			1836, // read-only mode
-			1927, // connection killed (MariaDB)
-			1317, // query interrupted
-			2006, 2013:
-			return true
-		}
-		return false
+		return transientCodes[me.Number]
 	}
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
@@ -52,10 +84,19 @@ func Transient(err error) bool {
 	return errors.As(err, &ne)
 }
 
-// Do runs op until it succeeds, fails with a permanent error, runs out of attempts or ctx ends.
-// Backoff doubles from 50ms up to 5s.
+// Backoff bounds: the delay doubles from MinDelay up to MaxDelay between attempts.
+const (
+	MinDelay = 50 * time.Millisecond
+	MaxDelay = 5 * time.Second
+)
+
+// Do runs op until it succeeds, fails with an error that is not Transient, runs out of attempts
+// (at least one) or ctx ends. Each retry is logged as a warning naming what.
 func Do(ctx context.Context, attempts int, log logrus.FieldLogger, what string, op func() error) error {
-	delay := 50 * time.Millisecond
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	delay := MinDelay
 	var err error
 	for i := 1; ; i++ {
 		err = op()
@@ -71,10 +112,7 @@ func Do(ctx context.Context, attempts int, log logrus.FieldLogger, what string, 
 			return ctx.Err()
 		case <-time.After(delay):
 		}
-		delay *= 2
-		if delay > 5*time.Second {
-			delay = 5 * time.Second
-		}
+		delay = min(delay*2, MaxDelay)
 	}
 }
 
@@ -85,7 +123,7 @@ type permanentError struct{ err error }
 func (p permanentError) Error() string { return p.err.Error() }
 func (p permanentError) Unwrap() error { return p.err }
 
-// Permanent marks err so that Do does not retry it.
+// Permanent marks err as not to be retried, whatever it wraps.
 func Permanent(err error) error {
 	if err == nil {
 		return nil

@@ -1,0 +1,31 @@
+package ferry
+
+import (
+	"errors"
+	"time"
+)
+
+// Decisions a host can test for with errors.Is. The error ferry returns wraps one of these and says,
+// in its own text, what exactly was found and what to do about it; the sentinel's text is a word or
+// two of that sentence.
+var (
+	// ErrBinlogPurged: the source no longer has the binary log the stream (or a resume) must read,
+	// so the changes in it are lost to ferry: the copy must start over, and the source should keep
+	// its binlogs longer.
+	ErrBinlogPurged = errors.New("purged")
+	// ErrSchemaChanged: the definition of a copied table changed while ferry was running (DDL on it,
+	// or a binlog row of a different shape); ferry stopped before writing a row under the wrong
+	// schema.
+	ErrSchemaChanged = errors.New("schema changed")
+	// ErrResumeMismatch: a checkpoint cannot be resumed on what it was handed (another ALTER, a
+	// table whose definition changed, a missing or different target table, a purged binlog, an
+	// unknown state format): the work must start over.
+	ErrResumeMismatch = errors.New("cannot resume")
+)
+
+// LagReporter is the optional capability of a BinlogWriter to say how far behind the source it is;
+// Ferry.BinlogLag and the cut-over's wait for the catch-up use it when the writer has it.
+type LagReporter interface {
+	// Lag is how long the oldest change not yet applied has been waiting (0 when caught up).
+	Lag() time.Duration
+}
