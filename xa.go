@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/replication"
+
+	"github.com/ferrykit/ferry/internal/retry"
 )
 
 // XA transactions in the binlog.
@@ -84,7 +86,7 @@ func (d *eventDecoder) bufferXA(b *BinlogBatch) error {
 		total += x.Changes
 	}
 	if total > d.s.maxPendingXAChanges() {
-		return permanent(fmt.Errorf("prepared XA transactions hold more than %d row changes of copied tables awaiting XA COMMIT (the one being read was prepared at %s); ferry keeps them in memory until then: raise MaxPendingXAChanges or commit XA transactions in smaller pieces", d.s.maxPendingXAChanges(), d.xa.Start))
+		return retry.Permanent(fmt.Errorf("prepared XA transactions hold more than %d row changes of copied tables awaiting XA COMMIT (the one being read was prepared at %s); ferry keeps them in memory until then: raise MaxPendingXAChanges or commit XA transactions in smaller pieces", d.s.maxPendingXAChanges(), d.xa.Start))
 	}
 	return nil
 }
@@ -93,12 +95,12 @@ func (d *eventDecoder) bufferXA(b *BinlogBatch) error {
 func (d *eventDecoder) prepareXA(ctx context.Context, h *replication.EventHeader, data []byte) (*Position, error) {
 	xid, onePhase, err := decodeXAPrepare(data)
 	if err != nil {
-		return nil, permanent(fmt.Errorf("XA PREPARE event at %s:%d: %w", d.file, h.LogPos, err))
+		return nil, retry.Permanent(fmt.Errorf("XA PREPARE event at %s:%d: %w", d.file, h.LogPos, err))
 	}
 	x := d.xa
 	d.xa = nil
 	if x == nil { // a prepare whose start the stream did not see cannot happen: the group starts it
-		return nil, permanent(fmt.Errorf("XA PREPARE %s at %s:%d without its XA START", xid, d.file, h.LogPos))
+		return nil, retry.Permanent(fmt.Errorf("XA PREPARE %s at %s:%d without its XA START", xid, d.file, h.LogPos))
 	}
 	x.XID = xid
 	if onePhase { // MySQL's XA COMMIT … ONE PHASE: committed right here
@@ -131,7 +133,7 @@ func (d *eventDecoder) completeXA(ctx context.Context, h *replication.EventHeade
 	}
 	d.s.mu.Unlock()
 	if x == nil && commit {
-		return nil, permanent(fmt.Errorf("%s at %s:%d commits an XA transaction prepared before the stream started: its changes were neither copied (uncommitted then) nor streamed, so ferry stopped; start the copy again while no XA transaction is prepared on the source (XA RECOVER lists them)", abbreviateSQL(query), d.file, h.LogPos))
+		return nil, retry.Permanent(fmt.Errorf("%s at %s:%d commits an XA transaction prepared before the stream started: its changes were neither copied (uncommitted then) nor streamed, so ferry stopped; start the copy again while no XA transaction is prepared on the source (XA RECOVER lists them)", abbreviateSQL(query), d.file, h.LogPos))
 	}
 	if x != nil && commit {
 		for _, b := range x.batches {
