@@ -154,7 +154,8 @@ func TestCopydbListsSchemaObjectsNotCreated(t *testing.T) {
 	defer cancel()
 	const db = "sobjcli"
 	sobjCreate(t, ctx, db)
-	out, code := runCopydb(t, ctx, rsBuildCopydb(t, t.TempDir()), "-databases", db, "-create-tables", "-cutover", "none", "-verify", "none")
+	bin := rsBuildCopydb(t, t.TempDir())
+	out, code := runCopydb(t, ctx, bin, "-databases", db, "-create-tables", "-cutover", "none", "-verify", "none")
 	if code != 0 {
 		t.Fatalf("copydb exit %d:\n%s", code, out)
 	}
@@ -173,7 +174,7 @@ func TestCopydbListsSchemaObjectsNotCreated(t *testing.T) {
 	// With -create-objects all and -cutover none the triggers and event are created after the
 	// stream stopped.
 	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
-	out, code = runCopydb(t, ctx, rsBuildCopydb(t, t.TempDir()), "-databases", db, "-create-tables", "-create-objects", "all", "-cutover", "none", "-verify", "none")
+	out, code = runCopydb(t, ctx, bin, "-databases", db, "-create-tables", "-create-objects", "all", "-cutover", "none", "-verify", "none")
 	if code != 0 || strings.Contains(out, "NOT created") || len(targetObjects(t, db)) != 7 {
 		t.Fatalf("copydb -create-objects all: exit %d, target objects %v:\n%s", code, targetObjects(t, db), out)
 	}
