@@ -184,7 +184,11 @@ type CopyFilter interface {
 
 // ColumnEquals is a CopyFilter selecting rows whose Column equals Value, in every table that has the
 // column (tables without it are copied whole), e.g. ColumnEquals{Column: "tenant_id", Value: 42}.
-// Value must be an integer or a string.
+// Value must be an integer or a string. It is written as a literal of the column's kind, so the
+// comparison is exact: an integer literal for an integer column (a string there must hold an
+// integer: MySQL compares an integer column with a string as doubles, where BIGINT values above
+// 2^53 match their neighbours), an exact decimal literal for a DECIMAL column, a string
+// literal otherwise (so 7 selects '7' in a VARCHAR column, not '07' or '7.0').
 //
 // Equality is the source server's, on both paths: the copy selects rows with "column = value", and
 // a binlog row image is judged by the source server evaluating that same condition on the image's
@@ -206,13 +210,11 @@ func (f ColumnEquals) Condition(t *schema.Table) (string, error) {
 	if _, err := rowValueExpr(c); err != nil {
 		return "", fmt.Errorf("ColumnEquals on %s.%s: %w", t, c.Name, err)
 	}
-	switch v := f.Value.(type) {
-	case int, int32, int64, uint, uint32, uint64:
-		return fmt.Sprintf("%s = %d", schema.QuoteIdent(c.Name), v), nil
-	case string:
-		return fmt.Sprintf("%s = %s", schema.QuoteIdent(c.Name), schema.QuoteString(v)), nil
+	lit, err := filterLiteral(c, f.Value)
+	if err != nil {
+		return "", fmt.Errorf("ColumnEquals on %s.%s: %w", t, c.Name, err)
 	}
-	return "", fmt.Errorf("ColumnEquals: value %v (%T) is not an integer or string", f.Value, f.Value)
+	return schema.QuoteIdent(c.Name) + " = " + lit, nil
 }
 
 // Matches implements CopyFilter: the source server evaluates Condition on the row's value.

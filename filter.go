@@ -69,6 +69,37 @@ func (e *sourceEvaluator) True(ctx context.Context, query string, args ...any) (
 	return v, nil
 }
 
+var (
+	integerLiteral = regexp.MustCompile(`^[-+]?[0-9]+$`)
+	decimalLiteral = regexp.MustCompile(`^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$`)
+)
+
+// filterLiteral writes v as an SQL literal of c's kind (see ColumnEquals).
+func filterLiteral(c *schema.Column, v any) (string, error) {
+	var s string
+	switch x := v.(type) {
+	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64:
+		s = fmt.Sprint(x)
+	case string:
+		s = x
+	default:
+		return "", fmt.Errorf("value %v (%T) is not an integer or string", v, v)
+	}
+	switch c.DataType {
+	case "tinyint", "smallint", "mediumint", "int", "bigint", "year":
+		if !integerLiteral.MatchString(s) {
+			return "", fmt.Errorf("value %q is not an integer, and the column is %s", s, c.ColumnType)
+		}
+		return s, nil
+	case "decimal":
+		if !decimalLiteral.MatchString(s) {
+			return "", fmt.Errorf("value %q is not a decimal number, and the column is %s", s, c.ColumnType)
+		}
+		return s, nil
+	}
+	return schema.QuoteString(s), nil
+}
+
 var typeArgs = regexp.MustCompile(`^[a-z]+(\([0-9, ]+\))?`)
 
 // rowValueExpr returns SQL turning one placeholder, bound to a binlog value of column c as

@@ -10,31 +10,39 @@ import (
 
 	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/schema"
+	"github.com/ferrykit/ferry/verifier"
 )
 
 // filterCase is one table filtered by ColumnEquals on its tenant column: the column's type, the
-// filter's value, and the stored values rows cycle through (SQL literals), some of which equal the
-// value under the column's own comparison rules and some not.
+// filter's value, the stored values rows cycle through (SQL literals), some of which equal the
+// value under the column's own comparison rules and some not, and the WHERE clause (written by
+// hand, the meaning a user expects) selecting the rows that belong on the target.
 type filterCase struct {
 	table, column string
 	value         any
 	variants      []string
+	where         string
 }
 
 var filterCases = []filterCase{
 	// PAD SPACE, case-insensitive: 'ACME', 'acme ', 'Acme' are all the tenant 'acme'.
 	{"vc_ci", "VARCHAR(12) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci", "acme",
-		[]string{"'acme'", "'ACME'", "'acme '", "'Acme  '", "'acmé'", "'acm'", "' acme'", "'other'", "NULL"}},
+		[]string{"'acme'", "'ACME'", "'acme '", "'Acme  '", "'acmé'", "'acm'", "' acme'", "'other'", "NULL"}, "tenant = 'acme'"},
 	{"ch_latin1", "CHAR(8) CHARACTER SET latin1", "acme",
-		[]string{"'acme'", "'ACME'", "'acme '", "'acmé'", "'acm'", "'zeta'", "NULL"}},
+		[]string{"'acme'", "'ACME'", "'acme '", "'acmé'", "'acm'", "'zeta'", "NULL"}, "tenant = 'acme'"},
 	// _bin is case-sensitive but still PAD SPACE.
 	{"vc_bin", "VARCHAR(12) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", "acme",
-		[]string{"'acme'", "'ACME'", "'acme '", "'acme\t'", "'other'", "NULL"}},
-	{"vb", "VARBINARY(12)", "acme", []string{"'acme'", "'ACME'", "'acme '", "x'61636D6500'", "NULL"}},
-	{"decim", "DECIMAL(6,2)", "12.5", []string{"12.5", "12.50", "'12.500'", "12.51", "-12.5", "0", "NULL"}},
-	{"dt", "DATE", "2024-03-01", []string{"'2024-03-01'", "'2024-3-1'", "20240301", "'2024-03-02'", "'0000-00-00'", "NULL"}},
-	{"dtm", "DATETIME(3)", "2024-03-01 10:00:00", []string{"'2024-03-01 10:00:00'", "'2024-03-01 10:00:00.000'", "'2024-03-01 10:00:00.001'", "'2024-03-01'", "NULL"}},
-	{"num", "INT", 7, []string{"7", "'7'", "8", "-7", "0", "NULL"}},
+		[]string{"'acme'", "'ACME'", "'acme '", "'acme\t'", "'other'", "NULL"}, "tenant = 'acme'"},
+	{"vb", "VARBINARY(12)", "acme", []string{"'acme'", "'ACME'", "'acme '", "x'61636D6500'", "NULL"}, "tenant = 'acme'"},
+	{"decim", "DECIMAL(6,2)", "12.5", []string{"12.5", "12.50", "'12.500'", "12.51", "-12.5", "0", "NULL"}, "tenant = 12.5"},
+	{"dt", "DATE", "2024-03-01", []string{"'2024-03-01'", "'2024-3-1'", "20240301", "'2024-03-02'", "'0000-00-00'", "NULL"}, "tenant = DATE '2024-03-01'"},
+	{"dtm", "DATETIME(3)", "2024-03-01 10:00:00", []string{"'2024-03-01 10:00:00'", "'2024-03-01 10:00:00.000'", "'2024-03-01 10:00:00.001'", "'2024-03-01'", "NULL"}, "tenant = TIMESTAMP '2024-03-01 10:00:00'"},
+	// An integer value on a string column is the string, not a number ('07' and '7.0' are not 7).
+	{"vc_num", "VARCHAR(8)", 7, []string{"'7'", "'07'", "'7.0'", "' 7'", "'7 '", "'8'", "NULL"}, "tenant = '7'"},
+	// A string value on a BIGINT column is written as an integer (MySQL compares an integer column
+	// with a string as doubles, where 2^53+1 equals its neighbours).
+	{"bigi", "BIGINT", "9007199254740993", []string{"9007199254740993", "9007199254740992", "9007199254740994", "-9007199254740993", "NULL"}, "tenant = 9007199254740993"},
+	{"num", "INT", 7, []string{"7", "'7'", "8", "-7", "0", "NULL"}, "tenant = 7"},
 }
 
 // perTable applies each table's own ColumnEquals (a test-side composition; ferry takes one filter).
@@ -126,6 +134,7 @@ func TestStringTenantFilter(t *testing.T) {
 	must(t, err)
 	defer f.Close()
 	must(t, f.Initialize(ctx))
+	f.Verifier = &verifier.Inline{Source: f.Source, Target: f.Target}
 	// Slow the copy down so the load races it.
 	f.BatchWriter = &slowWriter{inner: &ferry.TargetBatchWriter{DB: f.Target, MaxRetries: 5}, delay: 5 * time.Millisecond}
 	must(t, f.Start(ctx))
@@ -135,15 +144,24 @@ func TestStringTenantFilter(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	runLoad(2, 400) // after the copy: every change reaches the target through the binlog only
+	_, err = f.FlushBinlog(ctx)
+	must(t, err)
+	// The inline verifier must compare the filtered rows, not report a match over none.
+	res, err := f.Verifier.Verify(ctx, verifier.DuringCutover, f.TablePairs())
+	must(t, err)
+	if !res.Match() {
+		t.Errorf("inline verifier: %s", res)
+	}
+	for _, tr := range res.Tables {
+		if tr.RowsCompared == 0 {
+			t.Errorf("inline verifier compared no row of %s", tr.Source)
+		}
+	}
 	must(t, f.FlushBinlogAndStopStreaming(ctx))
 	must(t, <-errc)
 
 	for _, c := range filterCases {
-		where := fmt.Sprintf("tenant = '%v'", c.value) // the server's own comparison, on the source
-		if _, ok := c.value.(int); ok {
-			where = fmt.Sprintf("tenant = %v", c.value)
-		}
-		n := assertSameRows(t, db+"."+c.table, where, db+"."+c.table)
+		n := assertSameRows(t, db+"."+c.table, c.where, db+"."+c.table)
 		var total int
 		must(t, srcDB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+c.table).Scan(&total))
 		t.Logf("%s: %d of %d rows in the filter", c.table, n, total)
