@@ -66,6 +66,7 @@ func newApplier(m *Migration, db *sql.DB, orig, changelog *schema.Table) *applie
 		if cm.To.DataType == "json" && !m.flavor.MariaDB && e == "?" {
 			e = "CAST(CONVERT(? USING utf8mb4) AS JSON)" // MySQL refuses binary strings as JSON
 		}
+		e = m.convertExpr(cm, e)
 		ph = append(ph, e)
 		a.valueIdx = append(a.valueIdx, cm.From.Ordinal)
 	}
@@ -110,7 +111,7 @@ func valueExpr(cm ColumnMap) string {
 		// e.g. VARCHAR → INT: let the server read the bytes as text of the old character set
 		return "CONVERT(CAST(? AS BINARY) USING " + cm.From.Charset + ")"
 	}
-	return "?"
+	return sourceTypeExpr(cm)
 }
 
 func isBinaryType(c *schema.Column) bool {

@@ -243,7 +243,7 @@ func (m *Migration) copyInsert() string {
 }
 
 // copyExpr is the SELECT expression the copy reads an original column with.
-func (m *Migration) copyExpr(cm ColumnMap) string { return "o." + q(cm.From.Name) }
+func (m *Migration) copyExpr(cm ColumnMap) string { return m.convertExpr(cm, "o."+q(cm.From.Name)) }
 
 // copyChunk copies one chunk. A duplicate (1062) on a unique key the original has unchanged is a
 // race with the apply, never a duplicate in the data: the ghost holds an older image of another

@@ -38,6 +38,13 @@ type Migration struct {
 	// it meanwhile) and is retried like a cut-over. Without it, a possible instant ALTER is only
 	// reported.
 	UseInstant bool
+	// SQLMode is the sql_mode the ghost table's DDL, the copy and the apply run under; default the
+	// server's @@GLOBAL.sql_mode (what a plain ALTER TABLE would run under). STRICT_ALL_TABLES and
+	// NO_AUTO_VALUE_ON_ZERO are always added.
+	SQLMode string
+	// TimeZone is the time zone in which the server converts between TIMESTAMP and other types for
+	// this ALTER (and reads TIMESTAMP defaults); default the server's @@GLOBAL.time_zone.
+	TimeZone string
 	// ChunkSize is the rows copied per INSERT ... SELECT; default 1000 (10..100000).
 	ChunkSize int
 	// AllowForeignKeys lets a table that has or is referenced by foreign keys be migrated. The
@@ -163,6 +170,8 @@ type Migration struct {
 	cp             checkpoint  // the checkpoint's fixed fields
 	resumeFrom     *checkpoint // set when resuming
 	copiedUpTo     atomic.Pointer[[][]byte]
+	// zone is the time zone the server converts TIMESTAMP values in ("+00:00": no conversion)
+	zone string
 	// changelogCreated: this run created the changelog (dropped with the ghost if validation fails)
 	changelogCreated bool
 	// ghostAutoIncrement: the ghost table has an AUTO_INCREMENT column (its counter is carried over)
@@ -329,7 +338,23 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("osc: %w", err)
 	}
 	m.info = info
-	db, err := m.Conn.Open(ctx)
+	probe, err := m.Conn.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mode, zone, err := m.serverSettings(ctx, probe)
+	probe.Close()
+	if err != nil {
+		return nil, err
+	}
+	m.zone = zone
+	conn := m.Conn
+	conn.Params = map[string]string{}
+	for k, v := range m.Conn.Params {
+		conn.Params[k] = v
+	}
+	conn.Params["sql_mode"] = "'" + mode + "'"
+	db, err := conn.Open(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -424,6 +449,10 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 	}
 	m.plan = plan
 	m.result.Plan = plan
+	if err := m.checkTimeZone(ctx); err != nil {
+		m.dropGhost(ctx)
+		return nil, err
+	}
 	if len(plan.NewUniqueKeys) > 0 {
 		if !m.AllowNewUniqueKey {
 			m.dropGhost(ctx)
@@ -573,14 +602,16 @@ func (m *Migration) createGhost(ctx context.Context, orig *schema.Table) error {
 		// dry run with a leftover that DropLeftovers would drop
 		return fmt.Errorf("osc: table %s already exists; drop it or run with DropLeftovers", m.qualified(m.ghostName()))
 	}
-	if _, err := m.db.ExecContext(ctx, "CREATE TABLE "+m.qualified(m.ghostName())+" LIKE "+orig.QualifiedName()); err != nil {
-		return fmt.Errorf("osc: create ghost table: %w", err)
-	}
-	if _, err := m.db.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.ghostName())+" "+m.Alter); err != nil {
-		m.dropGhost(ctx)
-		return fmt.Errorf("osc: the ALTER fails on the (empty) ghost table, the original was not touched: %w", err)
-	}
-	return nil
+	return m.inZone(ctx, func(conn *sql.Conn) error {
+		if _, err := conn.ExecContext(ctx, "CREATE TABLE "+m.qualified(m.ghostName())+" LIKE "+orig.QualifiedName()); err != nil {
+			return fmt.Errorf("osc: create ghost table: %w", err)
+		}
+		if _, err := conn.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.ghostName())+" "+m.Alter); err != nil {
+			m.dropGhost(ctx)
+			return fmt.Errorf("osc: the ALTER fails on the (empty) ghost table, the original was not touched: %w", err)
+		}
+		return nil
+	})
 }
 
 // instantPossible tries the ALTER with ALGORITHM=INSTANT on a second empty copy of the table.

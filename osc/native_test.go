@@ -24,6 +24,9 @@ type nativeCase struct {
 	setup  func(m *Migration)
 	// errContains, when the native ALTER fails, must be in ferry's error (besides the errno).
 	errContains string
+	// globals are server settings (SET GLOBAL ...) for the case, reset afterwards: the migration
+	// and the native ALTER both see them.
+	globals []string
 }
 
 func runNativeCases(t *testing.T, cases []nativeCase) {
@@ -38,6 +41,16 @@ func runNative(t *testing.T, c nativeCase) {
 	f := newFixture(t, 0)
 	f.exec("DROP TABLE t")
 	f.exec("DROP TABLE twin")
+	for _, g := range c.globals {
+		name := strings.TrimSpace(g[:strings.Index(g, "=")])
+		var old string
+		must(t, f.db.QueryRow("SELECT @@GLOBAL."+name).Scan(&old))
+		f.exec("SET GLOBAL " + g)
+		t.Cleanup(func() { srv.Exec(context.Background(), "SET GLOBAL "+name+" = '"+old+"'") })
+	}
+	native, err := srv.DB(f.name) // sessions opened from here see the globals
+	must(t, err)
+	defer native.Close()
 	for _, table := range []string{"t", "twin"} {
 		f.exec(fmt.Sprintf(c.create, table))
 		for _, s := range c.rows {
@@ -67,7 +80,7 @@ func runNative(t *testing.T, c nativeCase) {
 	if len(c.writes) > 0 && runErr == nil && !wrote {
 		t.Fatal("no chunk was copied: the writes did not run during the copy")
 	}
-	_, nativeErr := f.db.Exec("ALTER TABLE twin " + c.alter)
+	_, nativeErr := native.Exec("ALTER TABLE twin " + c.alter)
 	switch {
 	case nativeErr != nil && runErr == nil:
 		t.Fatalf("the native ALTER fails (%v) but the migration succeeded", nativeErr)
@@ -195,5 +208,50 @@ func TestNativeWidenedKey(t *testing.T) {
 		rows:   []string{"INSERT INTO %s SELECT seq, seq % 3, 'v' FROM seq_1_to_30"},
 		writes: []string{"UPDATE %s SET i = 7 WHERE id = 25", "UPDATE %s SET i = 8, v = 'w' WHERE id = 2", "DELETE FROM %s WHERE id = 26", "INSERT INTO %s VALUES (40, 1, 'n')"},
 		alter:  "DROP PRIMARY KEY, ADD PRIMARY KEY (id, i)",
+	}})
+}
+
+// Issue 11 item 2: values are converted as the native ALTER converts them: under the server's
+// time zone (not UTC) and sql_mode, through the same expression for copied rows and for rows
+// changed during the copy.
+func TestNativeConversions(t *testing.T) {
+	runNativeCases(t, []nativeCase{{
+		name:    "TIMESTAMP to DATETIME in a +05:00 server",
+		globals: []string{"time_zone = '+05:00'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, ts TIMESTAMP(3) NULL, ts0 TIMESTAMP NULL) ENGINE=InnoDB",
+		rows:    []string{"INSERT INTO %s SELECT seq, '2020-01-01 00:00:00.125' + INTERVAL seq HOUR, '2021-06-01 23:30:00' FROM seq_1_to_30"},
+		writes:  []string{"UPDATE %s SET ts = ts + INTERVAL 1 MINUTE, ts0 = '2022-02-02 02:02:02' WHERE id IN (2, 25)", "INSERT INTO %s VALUES (31, '2023-03-03 03:03:03.5', NULL)"},
+		alter:   "MODIFY ts DATETIME(3) NULL, MODIFY ts0 VARCHAR(30) NULL",
+	}, {
+		name:    "DATETIME to TIMESTAMP in a +05:00 server",
+		globals: []string{"time_zone = '+05:00'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, dt DATETIME NULL) ENGINE=InnoDB",
+		rows:    []string{"INSERT INTO %s SELECT seq, '2020-01-01 10:00:00' + INTERVAL seq DAY FROM seq_1_to_30"},
+		writes:  []string{"UPDATE %s SET dt = '2024-04-04 04:04:04' WHERE id IN (3, 26)"},
+		alter:   "MODIFY dt TIMESTAMP NULL",
+	}, {
+		name:   "FLOAT and DOUBLE to strings, DECIMAL to INT",
+		create: "CREATE TABLE %s (id INT PRIMARY KEY, f FLOAT NULL, d DOUBLE NULL, n DECIMAL(10,2) NULL) ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s SELECT seq, seq / 10, seq / 3, seq + 0.5 FROM seq_1_to_30"},
+		writes: []string{"UPDATE %s SET f = 0.1, d = 0.3, n = 2.5 WHERE id IN (1, 27)", "INSERT INTO %s VALUES (31, 1.1, 2.2, 7.49)"},
+		alter:  "MODIFY f VARCHAR(40) NULL, MODIFY d VARCHAR(40) NULL, MODIFY n INT NULL",
+	}, {
+		name:   "strings to numbers and a charset change",
+		create: "CREATE TABLE %s (id INT PRIMARY KEY, s VARCHAR(20) CHARACTER SET latin1 NULL, l VARCHAR(20) CHARACTER SET latin1 NULL) ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s SELECT seq, CONCAT(seq, '.5'), CONCAT('caf', CHAR(233 USING latin1), seq) FROM seq_1_to_30"},
+		writes: []string{"UPDATE %s SET s = '12.25', l = CONCAT('na', CHAR(239 USING latin1), 've') WHERE id IN (4, 28)"},
+		alter:  "MODIFY s DECIMAL(8,1) NULL, MODIFY l VARCHAR(20) CHARACTER SET utf8mb4 NULL",
+	}, {
+		name:   "ENUM reordered and to VARCHAR",
+		create: "CREATE TABLE %s (id INT PRIMARY KEY, e ENUM('a','b','c') NOT NULL, e2 ENUM('x','y') NULL) ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s SELECT seq, ELT(1 + seq % 3, 'a', 'b', 'c'), IF(seq % 2, 'x', 'y') FROM seq_1_to_30"},
+		writes: []string{"UPDATE %s SET e = 'c', e2 = 'y' WHERE id IN (5, 29)"},
+		alter:  "MODIFY e ENUM('c','b','a','d') NOT NULL, MODIFY e2 VARCHAR(5) NULL",
+	}, {
+		name:    "zero dates refused under the server's NO_ZERO_DATE",
+		globals: []string{"sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,NO_ENGINE_SUBSTITUTION'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, d DATE NULL) ENGINE=InnoDB",
+		rows:    []string{"SET SESSION sql_mode = ''; INSERT INTO %s SELECT seq, IF(seq = 20, '0000-00-00', '2020-01-01') FROM seq_1_to_30"},
+		alter:   "MODIFY d DATETIME NULL",
 	}})
 }
