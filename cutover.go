@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/ferrykit/ferry/verifier"
@@ -140,8 +141,11 @@ type CutoverReport struct {
 	// Flush is the part of Blocked spent applying the last changes.
 	Flush  time.Duration `json:"flush_ns"`
 	Verify time.Duration `json:"verify_ns"`
-	// VerifyBeforeLock is the verification pass run while writes still went on.
+	// VerifyBeforeLock is the time of the verification pass run while writes still went on, and
+	// ResultBeforeLock its result (with Result, the pass under the lock, it tells per table how many
+	// rows each pass compared and what the verifier cannot see).
 	VerifyBeforeLock time.Duration    `json:"verify_before_lock_ns"`
+	ResultBeforeLock *verifier.Result `json:"verification_before_lock,omitempty"`
 	Position         Position         `json:"position"`
 	Result           *verifier.Result `json:"verification,omitempty"`
 	Swapped          bool             `json:"swapped"`
@@ -169,6 +173,11 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 	if v == nil {
 		v = f.Verifier
 	}
+	if o, ok := v.(verifier.BinlogObserver); ok && !sameObserver(o, f.observer) {
+		// Its pass under the lock would trust a record of changed rows that nobody keeps.
+		return nil, fmt.Errorf("cutover: verifier %T relies on being told the binlog's changes, but the binlog writer does not report to it: "+
+			"set it as Ferry.Verifier before Start (the default binlog writer reports to that one)", v)
+	}
 	rep = &CutoverReport{StartedAt: time.Now()}
 	if err := f.WaitUntilRowCopyIsComplete(ctx); err != nil {
 		return rep, fmt.Errorf("cutover: wait for row copy: %w", err)
@@ -189,6 +198,7 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 			return rep, fmt.Errorf("cutover: verify before lock: %w", err)
 		}
 		rep.VerifyBeforeLock = time.Since(vstart)
+		rep.ResultBeforeLock = res
 		if !res.Match() {
 			f.log.WithField("result", res.String()).Warn("ferry: differences before the lock (rows may be in flight); checking again under the lock")
 		}
@@ -273,4 +283,13 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 		return rep, fmt.Errorf("cutover: after swap: stop streaming: %w", lctx.Err())
 	}
 	return rep, nil
+}
+
+// sameObserver reports whether a and b are the same observer (false for values that cannot be
+// compared).
+func sameObserver(a, b verifier.BinlogObserver) bool {
+	if a == nil || b == nil || !reflect.TypeOf(a).Comparable() || reflect.TypeOf(a) != reflect.TypeOf(b) {
+		return false
+	}
+	return a == b
 }

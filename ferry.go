@@ -94,6 +94,8 @@ type Ferry struct {
 	ownsSource bool
 	ownsTarget bool
 	loadData   bool
+	// observer is the verifier the default binlog writer reports changed keys to.
+	observer verifier.BinlogObserver
 }
 
 // New returns a Ferry with default components for cfg.
@@ -530,6 +532,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 			Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log}
 		if o, ok := f.Verifier.(verifier.BinlogObserver); ok {
 			w.Observer = o
+			f.observer = o
 		}
 		w.SetApplied(f.startPos)
 		f.BinlogWriter = w

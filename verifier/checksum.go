@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/ferrykit/ferry/throttler"
 )
 
@@ -49,6 +51,10 @@ type Checksum struct {
 	RecheckDelay time.Duration
 	// Throttler, if set, is waited on before each chunk.
 	Throttler throttler.Throttler
+	// MaxRetries bounds the attempts at one chunk on transient errors (lost connections, a server
+	// restart, deadlocks); default 10. Logger receives the retries; default logrus's standard logger.
+	MaxRetries int
+	Logger     logrus.FieldLogger
 
 	stats stats
 }
@@ -59,20 +65,18 @@ func (c *Checksum) Stats() Stats { return c.stats.snapshot() }
 // Verify implements Verifier.
 func (c *Checksum) Verify(ctx context.Context, phase Phase, tables []TablePair) (*Result, error) {
 	start := time.Now()
-	plans := make([]*plan, len(tables))
-	for i, p := range tables {
-		pl, err := newPlan(ctx, c.Target, p, c.Strict)
-		if err != nil {
-			return nil, err
-		}
-		plans[i] = pl
-	}
-	results, err := c.verifyPlans(ctx, phase, plans)
+	plans, err := newPlans(ctx, c.Target, tables, c.Strict)
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Verifier: "checksum", Phase: phase, Tables: results, Duration: time.Since(start)}, nil
+	results, err := c.verifyPlans(ctx, phase, plans, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Verifier: "checksum", Phase: phase, Scope: AllRows, CannotSee: checksumCannotSee, Tables: results, Duration: time.Since(start)}, nil
 }
+
+const checksumCannotSee = "two unequal chunks whose 64-bit checksums collide (about 2^-64 per chunk)"
 
 type chunk struct {
 	pl     *plan
@@ -81,7 +85,9 @@ type chunk struct {
 	lo, hi keyVal
 }
 
-func (c *Checksum) verifyPlans(ctx context.Context, phase Phase, plans []*plan) ([]*TableResult, error) {
+// verifyPlans checksums every chunk of every plan. onDiff, if set, is told each chunk found
+// different (after the rechecks), whatever the drill-down then finds.
+func (c *Checksum) verifyPlans(ctx context.Context, phase Phase, plans []*plan, onDiff func(pl *plan, lo, hi keyVal)) ([]*TableResult, error) {
 	size := c.ChunkSize
 	if size <= 0 {
 		size = 1000
@@ -100,6 +106,7 @@ func (c *Checksum) verifyPlans(ctx context.Context, phase Phase, plans []*plan) 
 	if workers < 1 {
 		return nil, fmt.Errorf("verifier: checksum needs at least 2 source and 1 target connections; the pools allow %d and %d", poolLimit(c.Source), poolLimit(c.Target))
 	}
+	r := newRetrier(c.MaxRetries, c.Logger)
 	smps := make([]*samples, len(plans))
 	for i := range plans {
 		smps[i] = &samples{cap: sampleSize(c.SampleSize)}
@@ -108,15 +115,20 @@ func (c *Checksum) verifyPlans(ctx context.Context, phase Phase, plans []*plan) 
 	chunks := make(chan chunk)
 	g.Go(func() error {
 		defer close(chunks)
-		s, err := pin(gctx, c.Source, &c.stats.s)
-		if err != nil {
-			return err
-		}
-		defer s.release()
+		sc := newConn(c.Source, &c.stats.s)
+		defer sc.release()
 		for i, pl := range plans {
 			var lo keyVal
 			for idx := 0; ; idx++ {
-				hi, err := pl.boundary(gctx, s, lo, size)
+				var hi keyVal
+				err := r.do(gctx, "chunk bounds of "+pl.s.table, func() error {
+					s, err := sc.get(gctx)
+					if err != nil {
+						return err
+					}
+					hi, err = pl.boundary(gctx, s, lo, size)
+					return err
+				}, sc)
 				if err != nil {
 					return err
 				}
@@ -135,18 +147,11 @@ func (c *Checksum) verifyPlans(ctx context.Context, phase Phase, plans []*plan) 
 	})
 	for w := 0; w < workers; w++ {
 		g.Go(func() error {
-			src, err := pin(gctx, c.Source, &c.stats.s)
-			if err != nil {
-				return err
-			}
+			src, tgt := newConn(c.Source, &c.stats.s), newConn(c.Target, &c.stats.t)
 			defer src.release()
-			tgt, err := pin(gctx, c.Target, &c.stats.t)
-			if err != nil {
-				return err
-			}
 			defer tgt.release()
 			for ck := range chunks {
-				if err := c.check(gctx, phase, src, tgt, ck); err != nil {
+				if err := c.checkWithRetries(gctx, r, phase, src, tgt, ck, onDiff); err != nil {
 					return err
 				}
 			}
@@ -157,14 +162,30 @@ func (c *Checksum) verifyPlans(ctx context.Context, phase Phase, plans []*plan) 
 		return nil, err
 	}
 	out := make([]*TableResult, len(plans))
+	src := newConn(c.Source, &c.stats.s)
+	defer src.release()
 	for i, pl := range plans {
 		out[i] = pl.newResult()
 		smps[i].fill(out[i])
+		if err := pl.checkCompared(ctx, r, src, out[i]); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
 
-func (c *Checksum) check(ctx context.Context, phase Phase, src, tgt *session, ck chunk) error {
+// checkWithRetries checks one chunk, retrying it on fresh connections after a transient error.
+func (c *Checksum) checkWithRetries(ctx context.Context, r retrier, phase Phase, src, tgt *conn, ck chunk, onDiff func(pl *plan, lo, hi keyVal)) error {
+	return r.do(ctx, "checksum "+ck.pl.s.table, func() error {
+		s, t, err := sessions(ctx, src, tgt)
+		if err != nil {
+			return err
+		}
+		return c.check(ctx, phase, s, t, ck, onDiff)
+	}, src, tgt)
+}
+
+func (c *Checksum) check(ctx context.Context, phase Phase, src, tgt *session, ck chunk, onDiff func(pl *plan, lo, hi keyVal)) error {
 	if err := throttler.Wait(ctx, c.Throttler, nil); err != nil {
 		return err
 	}
@@ -193,6 +214,9 @@ func (c *Checksum) check(ctx context.Context, phase Phase, src, tgt *session, ck
 		return err
 	}
 	ck.smp.add(d, ck.idx)
+	if onDiff != nil {
+		onDiff(pl, ck.lo, ck.hi)
+	}
 	return nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // ErrNotApplicable is returned (wrapped, with the reason) by ChecksumTable for a table pair its fast
@@ -33,6 +35,10 @@ type ChecksumTable struct {
 	// Fallback names the rows of mismatched tables; nil means a Checksum with default settings. Its
 	// unset Source and Target are set to these; its Strict has no effect here (there is no filter).
 	Fallback *Checksum
+	// MaxRetries bounds the attempts at one table's checksums on transient errors; default 10.
+	// Logger receives the retries; default logrus's standard logger.
+	MaxRetries int
+	Logger     logrus.FieldLogger
 }
 
 // Verify implements Verifier.
@@ -65,28 +71,32 @@ func (c *ChecksumTable) Verify(ctx context.Context, phase Phase, tables []TableP
 	if sv != tv {
 		return nil, fmt.Errorf("verifier: %w: server versions differ (%s, %s)", ErrNotApplicable, sv, tv)
 	}
-	res := &Result{Verifier: "checksum-table", Phase: phase}
+	res := &Result{Verifier: "checksum-table", Phase: phase, Scope: AllRows,
+		CannotSee: "two unequal tables whose CHECKSUM TABLE values collide (a 32-bit checksum: about 2^-32 per table)"}
+	r := newRetrier(c.MaxRetries, c.Logger)
 	var mismatched []*plan
 	var mismatchedAt []int
 	for _, pl := range plans {
 		var sum, tsum sql.NullString
 		var count int64
-		err := both(ctx,
-			func(ctx context.Context) error {
-				if err := c.Source.QueryRowContext(ctx, "CHECKSUM TABLE "+pl.s.table+" EXTENDED").Scan(new(string), &sum); err != nil {
-					return fmt.Errorf("verifier: checksum table %s: %w", pl.s.table, err)
-				}
-				if err := c.Source.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+pl.s.table).Scan(&count); err != nil {
-					return fmt.Errorf("verifier: count %s: %w", pl.s.table, err)
-				}
-				return nil
-			},
-			func(ctx context.Context) error {
-				if err := c.Target.QueryRowContext(ctx, "CHECKSUM TABLE "+pl.t.table+" EXTENDED").Scan(new(string), &tsum); err != nil {
-					return fmt.Errorf("verifier: checksum table %s: %w", pl.t.table, err)
-				}
-				return nil
-			})
+		err := r.do(ctx, "checksum table "+pl.s.table, func() error {
+			return both(ctx,
+				func(ctx context.Context) error {
+					if err := c.Source.QueryRowContext(ctx, "CHECKSUM TABLE "+pl.s.table+" EXTENDED").Scan(new(string), &sum); err != nil {
+						return fmt.Errorf("verifier: checksum table %s: %w", pl.s.table, err)
+					}
+					if err := c.Source.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+pl.s.table).Scan(&count); err != nil {
+						return fmt.Errorf("verifier: count %s: %w", pl.s.table, err)
+					}
+					return nil
+				},
+				func(ctx context.Context) error {
+					if err := c.Target.QueryRowContext(ctx, "CHECKSUM TABLE "+pl.t.table+" EXTENDED").Scan(new(string), &tsum); err != nil {
+						return fmt.Errorf("verifier: checksum table %s: %w", pl.t.table, err)
+					}
+					return nil
+				})
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -114,7 +124,10 @@ func (c *ChecksumTable) Verify(ctx context.Context, phase Phase, tables []TableP
 		if fb.Target == nil {
 			fb.Target = c.Target
 		}
-		trs, err := fb.verifyPlans(ctx, phase, mismatched)
+		if fb.Logger == nil {
+			fb.Logger = c.Logger
+		}
+		trs, err := fb.verifyPlans(ctx, phase, mismatched, nil)
 		if err != nil {
 			return nil, err
 		}

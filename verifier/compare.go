@@ -2,10 +2,13 @@ package verifier
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferrykit/ferry/throttler"
 )
 
 // DefaultSampleSize is how many keys per category (missing, extra, different) a TableResult keeps
@@ -287,6 +290,123 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// compareKeys reads the given keys on both sides, batch keys per query (default 200), and compares
+// them column by column. It returns what differs and the keys that still differ. Each batch is a
+// unit of work retried on fresh connections after a transient error.
+func (pl *plan) compareKeys(ctx context.Context, r retrier, src, tgt *conn, keys map[string]keyVal, batch int, thr throttler.Throttler, capN int) (*rangeDiff, map[string]keyVal, error) {
+	if batch <= 0 {
+		batch = 200
+	}
+	// A deterministic order for the batches (presentation only: which keys are read together).
+	ids := make([]string, 0, len(keys))
+	for id := range keys {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	d := &rangeDiff{}
+	differing := map[string]keyVal{}
+	for b := 0; b < len(ids); b += batch {
+		if err := throttler.Wait(ctx, thr, nil); err != nil {
+			return nil, nil, err
+		}
+		end := min(b+batch, len(ids))
+		ks := make([]keyVal, 0, end-b)
+		for _, id := range ids[b:end] {
+			ks = append(ks, keys[id])
+		}
+		var srows, trows []row
+		err := r.do(ctx, "read keys of "+pl.s.table, func() error {
+			s, t, err := sessions(ctx, src, tgt)
+			if err != nil {
+				return err
+			}
+			srows, trows = nil, nil
+			return both(ctx,
+				func(ctx context.Context) error {
+					return pl.readKeys(ctx, s, &pl.s, ks, func(r row) error { srows = append(srows, r); return nil })
+				},
+				func(ctx context.Context) error {
+					return pl.readKeys(ctx, t, &pl.t, ks, func(r row) error { trows = append(trows, r); return nil })
+				})
+		}, src, tgt)
+		if err != nil {
+			return nil, nil, err
+		}
+		tindex := make(map[string]int, len(trows))
+		for i, r := range trows {
+			tindex[r.key.id()] = i
+		}
+		matched := make([]bool, len(trows))
+		for _, s := range srows {
+			id := s.key.id()
+			i, ok := tindex[id]
+			if !ok {
+				d.nMissing++
+				differing[id] = s.key
+				if len(d.missing) < capN {
+					d.missing = append(d.missing, at[Key]{b + len(d.missing), pl.displayKey(s.key)})
+				}
+				continue
+			}
+			matched[i] = true
+			if cols := pl.differingColumns(s.hashes, trows[i].hashes); len(cols) > 0 {
+				d.nDiff++
+				differing[id] = s.key
+				if len(d.different) < capN {
+					d.different = append(d.different, at[RowDiff]{b + len(d.different), RowDiff{Key: pl.displayKey(s.key), Columns: cols}})
+				}
+			}
+		}
+		for i, t := range trows {
+			if !matched[i] {
+				d.nExtra++
+				differing[t.key.id()] = t.key
+				if len(d.extra) < capN {
+					d.extra = append(d.extra, at[Key]{b + len(d.extra), pl.displayKey(t.key)})
+				}
+			}
+		}
+	}
+	return d, differing, nil
+}
+
+// ---- tables with nothing compared ----
+
+// unprovenEmpty is TableResult.Unproven of a table whose source has rows none of which were
+// compared.
+const unprovenEmpty = "the source holds rows (within the copy filter) but none were compared"
+
+// checkCompared marks tr Unproven when no row was compared although the source holds rows: an empty
+// comparison must never read as a pass. It costs one indexed probe, only for such tables.
+func (pl *plan) checkCompared(ctx context.Context, r retrier, src *conn, tr *TableResult) error {
+	if tr.RowsCompared+tr.BaseRowsCompared != 0 || !tr.Match() {
+		return nil
+	}
+	var c cond
+	pl.s.filter(&c)
+	var has bool
+	err := r.do(ctx, "probe "+pl.s.table, func() error {
+		s, err := src.get(ctx)
+		if err != nil {
+			return err
+		}
+		rows, err := s.query(ctx, "SELECT 1 FROM "+pl.s.table+" WHERE "+c.String()+" LIMIT 1", c.args...)
+		if err != nil {
+			return fmt.Errorf("probe %s: %w", pl.s.table, err)
+		}
+		defer rows.Close()
+		has = rows.Next()
+		return rows.Err()
+	}, src)
+	if err != nil {
+		return err
+	}
+	if has {
+		tr.Unproven = unprovenEmpty
+	}
+	return nil
 }
 
 // ---- a small error group ----

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/ferrykit/ferry/throttler"
 )
 
@@ -38,6 +40,10 @@ type Differ struct {
 	RecheckDelay time.Duration
 	// Throttler, if set, is waited on before each page.
 	Throttler throttler.Throttler
+	// MaxRetries bounds the attempts at one page on transient errors (lost connections, a server
+	// restart, deadlocks); default 10. Logger receives the retries; default logrus's standard logger.
+	MaxRetries int
+	Logger     logrus.FieldLogger
 
 	stats stats
 }
@@ -48,7 +54,7 @@ func (d *Differ) Stats() Stats { return d.stats.snapshot() }
 // Verify implements Verifier.
 func (d *Differ) Verify(ctx context.Context, phase Phase, tables []TablePair) (*Result, error) {
 	start := time.Now()
-	res := &Result{Verifier: "rowdiff", Phase: phase}
+	res := &Result{Verifier: "rowdiff", Phase: phase, Scope: AllRows, CannotSee: "two unequal rows whose MD5 hashes collide"}
 	for _, p := range tables {
 		pl, err := newPlan(ctx, d.Target, p, d.Strict)
 		if err != nil {
@@ -80,25 +86,30 @@ func (d *Differ) verifyTable(ctx context.Context, phase Phase, pl *plan) (*Table
 	}
 	capN := sampleSize(d.SampleSize)
 	smp := &samples{cap: capN}
+	r := newRetrier(d.MaxRetries, d.Logger)
 	g, gctx := newGroup(ctx)
 	pages := make(chan page, 1)
 	g.Go(func() error { // reads source pages ahead of the merge
 		defer close(pages)
-		s, err := pin(gctx, d.Source, &d.stats.s)
-		if err != nil {
-			return err
-		}
-		defer s.release()
+		sc := newConn(d.Source, &d.stats.s)
+		defer sc.release()
 		var lo keyVal
 		for idx := 0; ; idx++ {
 			if err := throttler.Wait(gctx, d.Throttler, nil); err != nil {
 				return err
 			}
 			p := page{idx: idx, lo: lo}
-			err := pl.readRows(gctx, s, &pl.s, lo, nil, false, size, func(r row) error {
-				p.rows = append(p.rows, r)
-				return nil
-			})
+			err := r.do(gctx, "read "+pl.s.table, func() error {
+				p.rows = p.rows[:0]
+				s, err := sc.get(gctx)
+				if err != nil {
+					return err
+				}
+				return pl.readRows(gctx, s, &pl.s, lo, nil, false, size, func(r row) error {
+					p.rows = append(p.rows, r)
+					return nil
+				})
+			}, sc)
 			if err != nil {
 				return err
 			}
@@ -117,24 +128,25 @@ func (d *Differ) verifyTable(ctx context.Context, phase Phase, pl *plan) (*Table
 		}
 	})
 	g.Go(func() error { // merges each page with the target's rows of the same range
-		src, err := pin(gctx, d.Source, &d.stats.s)
-		if err != nil {
-			return err
-		}
-		defer src.release()
-		tgt, err := pin(gctx, d.Target, &d.stats.t)
-		if err != nil {
-			return err
-		}
-		defer tgt.release()
+		srcC, tgtC := newConn(d.Source, &d.stats.s), newConn(d.Target, &d.stats.t)
+		defer srcC.release()
+		defer tgtC.release()
 		for p := range pages {
 			wants := func(row int) bool { return smp.wantsDifferent(pos{p.idx, row}) }
-			rd, err := pl.compareRows(gctx, src, tgt, p.rows, p.lo, p.hi, false, capN, wants)
-			for attempt := 0; err == nil && !rd.empty() && phase == BeforeCutover && attempt < rechecks(d.Rechecks); attempt++ {
-				if err = sleep(gctx, recheckDelay(d.RecheckDelay)); err == nil {
-					rd, err = pl.compareRange(gctx, src, tgt, p.lo, p.hi, false, capN, wants)
+			var rd *rangeDiff
+			err := r.do(gctx, "compare "+pl.s.table, func() error {
+				src, tgt, err := sessions(gctx, srcC, tgtC)
+				if err != nil {
+					return err
 				}
-			}
+				rd, err = pl.compareRows(gctx, src, tgt, p.rows, p.lo, p.hi, false, capN, wants)
+				for attempt := 0; err == nil && !rd.empty() && phase == BeforeCutover && attempt < rechecks(d.Rechecks); attempt++ {
+					if err = sleep(gctx, recheckDelay(d.RecheckDelay)); err == nil {
+						rd, err = pl.compareRange(gctx, src, tgt, p.lo, p.hi, false, capN, wants)
+					}
+				}
+				return err
+			}, srcC, tgtC)
 			if err != nil {
 				return err
 			}
@@ -147,5 +159,10 @@ func (d *Differ) verifyTable(ctx context.Context, phase Phase, pl *plan) (*Table
 	}
 	tr := pl.newResult()
 	smp.fill(tr)
+	src := newConn(d.Source, &d.stats.s)
+	defer src.release()
+	if err := pl.checkCompared(ctx, r, src, tr); err != nil {
+		return nil, err
+	}
 	return tr, nil
 }

@@ -7,11 +7,12 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/throttler"
@@ -68,6 +69,11 @@ type Inline struct {
 	RecheckDelay time.Duration
 	// Throttler, if set, is waited on before each page and batch.
 	Throttler throttler.Throttler
+	// MaxRetries bounds the attempts at one page or batch on transient errors (lost connections, a
+	// server restart, deadlocks); default 10. Logger receives the retries; default logrus's
+	// standard logger.
+	MaxRetries int
+	Logger     logrus.FieldLogger
 
 	mu     sync.Mutex
 	tables map[string]*inlineTable
@@ -89,6 +95,7 @@ type inlineTable struct {
 	touched map[string]keyVal // since the current pass started
 	pending map[string]keyVal // differed at the last pass
 	epoch   uint32            // passes started
+	base    int64             // rows compared by the last full pass
 	err     error
 }
 
@@ -203,14 +210,10 @@ func (v *Inline) RowChanged(table *schema.Table, key []any) {
 		st.fail(fmt.Errorf("verifier: inline: %s: changed key has %d values, want %d", table, len(key), len(st.key)))
 		return
 	}
-	k := make(keyVal, len(key))
-	for i, kc := range st.key {
-		b, err := kc.canonical(key[i])
-		if err != nil {
-			st.fail(fmt.Errorf("verifier: inline: %s: %w", table, err))
-			return
-		}
-		k[i] = b
+	k, err := canonicalKey(st.key, key)
+	if err != nil {
+		st.fail(fmt.Errorf("verifier: inline: %s: %w", table, err))
+		return
 	}
 	id := k.id()
 	st.mu.Lock()
@@ -229,7 +232,7 @@ func (st *inlineTable) fail(err error) {
 // Verify implements Verifier.
 func (v *Inline) Verify(ctx context.Context, phase Phase, tables []TablePair) (*Result, error) {
 	start := time.Now()
-	res := &Result{Verifier: "inline", Phase: phase}
+	res := &Result{Verifier: "inline", Phase: phase, Scope: CopiedRows, CannotSee: inlineCannotSee}
 	for _, p := range tables {
 		pl, err := newPlan(ctx, v.Target, p, v.Strict)
 		if err != nil {
@@ -240,6 +243,9 @@ func (v *Inline) Verify(ctx context.Context, phase Phase, tables []TablePair) (*
 		err = st.err
 		full := phase == BeforeCutover || st.epoch == 0
 		st.mu.Unlock()
+		if !full {
+			res.Scope = ChangedRows
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -253,16 +259,13 @@ func (v *Inline) Verify(ctx context.Context, phase Phase, tables []TablePair) (*
 	return res, nil
 }
 
+const inlineCannotSee = "source rows the copy never read and the binlog never changed (a row a faulty copy filter skipped), " +
+	"and changes that never reach the binlog (foreign-key cascades, sql_log_bin=0 sessions on the source, triggers or other writers on the target) made after a row was copied"
+
 func (v *Inline) verifyTable(ctx context.Context, phase Phase, pl *plan, st *inlineTable, full bool) (_ *TableResult, err error) {
-	src, err := pin(ctx, v.Source, &v.stats.s)
-	if err != nil {
-		return nil, err
-	}
+	r := newRetrier(v.MaxRetries, v.Logger)
+	src, tgt := newConn(v.Source, &v.stats.s), newConn(v.Target, &v.stats.t)
 	defer src.release()
-	tgt, err := pin(ctx, v.Target, &v.stats.t)
-	if err != nil {
-		return nil, err
-	}
 	defer tgt.release()
 
 	st.mu.Lock()
@@ -287,7 +290,7 @@ func (v *Inline) verifyTable(ctx context.Context, phase Phase, pl *plan, st *inl
 	var compared int64
 	candFP := map[string][16]byte{}
 	if full {
-		n, err := v.scanTarget(ctx, tgt, pl, st, epoch, check, candFP)
+		n, err := v.scanTarget(ctx, r, tgt, pl, st, epoch, check, candFP)
 		if err != nil {
 			return nil, err
 		}
@@ -301,7 +304,7 @@ func (v *Inline) verifyTable(ctx context.Context, phase Phase, pl *plan, st *inl
 		st.mu.Unlock()
 	}
 	capN := sampleSize(v.SampleSize)
-	d, differing, err := v.recheck(ctx, src, tgt, pl, check, capN)
+	d, differing, err := v.recheck(ctx, r, src, tgt, pl, check, capN)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +313,7 @@ func (v *Inline) verifyTable(ctx context.Context, phase Phase, pl *plan, st *inl
 			return nil, err
 		}
 		var again map[string]keyVal
-		if d, again, err = v.recheck(ctx, src, tgt, pl, differing, capN); err != nil {
+		if d, again, err = v.recheck(ctx, r, src, tgt, pl, differing, capN); err != nil {
 			return nil, err
 		}
 		differing = again
@@ -334,22 +337,31 @@ func (v *Inline) verifyTable(ctx context.Context, phase Phase, pl *plan, st *inl
 			}
 		}
 	}
-	st.mu.Unlock()
-	if !full {
+	if full {
+		st.base = compared
+	} else {
 		compared = int64(len(check))
 	}
+	base := st.base
+	st.mu.Unlock()
 	smp := &samples{cap: capN}
 	smp.add(d, 0)
 	tr := pl.newResult()
 	smp.fill(tr)
 	tr.RowsCompared = compared
+	if !full {
+		tr.BaseRowsCompared = base
+	}
+	if err := pl.checkCompared(ctx, r, src, tr); err != nil {
+		return nil, err
+	}
 	return tr, nil
 }
 
 // scanTarget reads the whole target (key + server-computed fingerprint) and adds to check every row
 // whose fingerprint does not match the copied one (and its target fingerprint to candFP). It returns
 // the number of target rows read.
-func (v *Inline) scanTarget(ctx context.Context, tgt *session, pl *plan, st *inlineTable, epoch uint32, check map[string]keyVal, candFP map[string][16]byte) (int64, error) {
+func (v *Inline) scanTarget(ctx context.Context, r retrier, tgtC *conn, pl *plan, st *inlineTable, epoch uint32, check map[string]keyVal, candFP map[string][16]byte) (int64, error) {
 	size := v.PageSize
 	if size <= 0 {
 		size = 2000
@@ -399,10 +411,6 @@ func (v *Inline) scanTarget(ctx context.Context, tgt *session, pl *plan, st *inl
 		pl.t.filter(&c)
 		q := "SELECT " + pl.keySelect() + ", " + vals + inFilter + " FROM " + pl.t.table + pl.t.index +
 			" WHERE " + c.String() + pl.orderBy() + " LIMIT " + strconv.Itoa(size)
-		rows, err := tgt.query(ctx, q, c.args...)
-		if err != nil {
-			return n, fmt.Errorf("verifier: inline: scan %s: %w", pl.t.table, err)
-		}
 		type seen struct {
 			id  string
 			key keyVal
@@ -410,37 +418,51 @@ func (v *Inline) scanTarget(ctx context.Context, tgt *session, pl *plan, st *inl
 			ok  bool // inside the filter
 		}
 		var page []seen
-		raw := make([]sql.RawBytes, nk+1+len(floats)+boolInt(inFilter != ""))
-		ptrs := make([]any, len(raw))
-		for i := range raw {
-			ptrs[i] = &raw[i]
-		}
-		for rows.Next() {
-			if err := rows.Scan(ptrs...); err != nil {
-				rows.Close()
-				return n, fmt.Errorf("verifier: inline: scan %s: %w", pl.t.table, err)
+		err := r.do(ctx, "scan "+pl.t.table, func() error {
+			page = nil
+			tgt, err := tgtC.get(ctx)
+			if err != nil {
+				return err
 			}
-			k := make(keyVal, nk)
-			for i := range k {
-				k[i] = append([]byte{}, raw[i]...)
+			rows, err := tgt.query(ctx, q, c.args...)
+			if err != nil {
+				return fmt.Errorf("verifier: inline: scan %s: %w", pl.t.table, err)
 			}
-			fv := make([]any, len(floats))
-			for i := range floats {
-				if b := raw[nk+1+i]; b != nil {
-					fv[i] = []byte(b)
+			defer rows.Close()
+			raw := make([]sql.RawBytes, nk+1+len(floats)+boolInt(inFilter != ""))
+			ptrs := make([]any, len(raw))
+			for i := range raw {
+				ptrs[i] = &raw[i]
+			}
+			for rows.Next() {
+				if err := rows.Scan(ptrs...); err != nil {
+					return fmt.Errorf("verifier: inline: scan %s: %w", pl.t.table, err)
 				}
+				k := make(keyVal, nk)
+				for i := range k {
+					k[i] = append([]byte{}, raw[i]...)
+				}
+				fv := make([]any, len(floats))
+				for i := range floats {
+					if b := raw[nk+1+i]; b != nil {
+						fv[i] = []byte(b)
+					}
+				}
+				s := seen{id: k.id(), key: k, fp: combine(raw[nk], fv), ok: true}
+				if inFilter != "" {
+					s.ok = string(raw[len(raw)-1]) == "1"
+				}
+				page = append(page, s)
 			}
-			s := seen{id: k.id(), key: k, fp: combine(raw[nk], fv), ok: true}
-			if inFilter != "" {
-				s.ok = string(raw[len(raw)-1]) == "1"
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("verifier: inline: scan %s: %w", pl.t.table, err)
 			}
-			page = append(page, s)
+			return nil
+		}, tgtC)
+		if err != nil {
+			return n, err
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return n, fmt.Errorf("verifier: inline: scan %s: %w", pl.t.table, err)
-		}
-		tgt.stats.rows.Add(int64(len(page)))
+		v.stats.t.rows.Add(int64(len(page)))
 		n += int64(len(page))
 		st.mu.Lock()
 		for _, s := range page {
@@ -471,75 +493,8 @@ func boolInt(b bool) int {
 
 // recheck reads the given keys on both sides and compares them column by column. It returns what
 // differs and the keys that still differ.
-func (v *Inline) recheck(ctx context.Context, src, tgt *session, pl *plan, keys map[string]keyVal, capN int) (*rangeDiff, map[string]keyVal, error) {
-	batch := v.BatchSize
-	if batch <= 0 {
-		batch = 200
-	}
-	// A deterministic order for the batches (presentation only: which keys are read together).
-	ids := make([]string, 0, len(keys))
-	for id := range keys {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	d := &rangeDiff{}
-	differing := map[string]keyVal{}
-	for b := 0; b < len(ids); b += batch {
-		if err := throttler.Wait(ctx, v.Throttler, nil); err != nil {
-			return nil, nil, err
-		}
-		end := min(b+batch, len(ids))
-		ks := make([]keyVal, 0, end-b)
-		for _, id := range ids[b:end] {
-			ks = append(ks, keys[id])
-		}
-		var srows, trows []row
-		err := both(ctx,
-			func(ctx context.Context) error {
-				return pl.readKeys(ctx, src, &pl.s, ks, func(r row) error { srows = append(srows, r); return nil })
-			},
-			func(ctx context.Context) error {
-				return pl.readKeys(ctx, tgt, &pl.t, ks, func(r row) error { trows = append(trows, r); return nil })
-			})
-		if err != nil {
-			return nil, nil, err
-		}
-		tindex := make(map[string]int, len(trows))
-		for i, r := range trows {
-			tindex[r.key.id()] = i
-		}
-		matched := make([]bool, len(trows))
-		for _, s := range srows {
-			id := s.key.id()
-			i, ok := tindex[id]
-			if !ok {
-				d.nMissing++
-				differing[id] = s.key
-				if len(d.missing) < capN {
-					d.missing = append(d.missing, at[Key]{b + len(d.missing), pl.displayKey(s.key)})
-				}
-				continue
-			}
-			matched[i] = true
-			if cols := pl.differingColumns(s.hashes, trows[i].hashes); len(cols) > 0 {
-				d.nDiff++
-				differing[id] = s.key
-				if len(d.different) < capN {
-					d.different = append(d.different, at[RowDiff]{b + len(d.different), RowDiff{Key: pl.displayKey(s.key), Columns: cols}})
-				}
-			}
-		}
-		for i, t := range trows {
-			if !matched[i] {
-				d.nExtra++
-				differing[t.key.id()] = t.key
-				if len(d.extra) < capN {
-					d.extra = append(d.extra, at[Key]{b + len(d.extra), pl.displayKey(t.key)})
-				}
-			}
-		}
-	}
-	return d, differing, nil
+func (v *Inline) recheck(ctx context.Context, r retrier, src, tgt *conn, pl *plan, keys map[string]keyVal, capN int) (*rangeDiff, map[string]keyVal, error) {
+	return pl.compareKeys(ctx, r, src, tgt, keys, v.BatchSize, v.Throttler, capN)
 }
 
 // keyFromID decodes keyVal.id.

@@ -299,6 +299,23 @@ func (k keyCol) canonical(v any) ([]byte, error) {
 	return nil, fmt.Errorf("key column %s: unsupported value type %T", k.col.Name, v)
 }
 
+// canonicalKey turns a key as a binlog reader hands it over (one value per key column, in key
+// order) into canonical key bytes.
+func canonicalKey(cols []keyCol, vals []any) (keyVal, error) {
+	if len(vals) != len(cols) {
+		return nil, fmt.Errorf("changed key has %d values, want %d", len(vals), len(cols))
+	}
+	k := make(keyVal, len(vals))
+	for i, kc := range cols {
+		b, err := kc.canonical(vals[i])
+		if err != nil {
+			return nil, err
+		}
+		k[i] = b
+	}
+	return k, nil
+}
+
 // keyVal is a key as canonical bytes, one element per key column.
 type keyVal [][]byte
 
@@ -411,6 +428,19 @@ func newPlan(ctx context.Context, target *sql.DB, p TablePair, strict bool) (*pl
 		return nil, fmt.Errorf("verifier: target of %s: %w", p.Source, err)
 	}
 	return buildPlan(p, tgt, strict)
+}
+
+// newPlans is newPlan for each table pair.
+func newPlans(ctx context.Context, target *sql.DB, tables []TablePair, strict bool) ([]*plan, error) {
+	plans := make([]*plan, len(tables))
+	for i, p := range tables {
+		pl, err := newPlan(ctx, target, p, strict)
+		if err != nil {
+			return nil, err
+		}
+		plans[i] = pl
+	}
+	return plans, nil
 }
 
 func buildPlan(p TablePair, tgt *schema.Table, strict bool) (*plan, error) {

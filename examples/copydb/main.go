@@ -108,7 +108,9 @@ func run() int {
 	fs.BoolVar(&o.allowTargetTriggers, "allow-target-triggers", false, "copy into target tables that have triggers (they fire on every copied and applied row)")
 	fs.BoolVar(&o.allowNonEmpty, "allow-nonempty-target", false, "copy into target tables that already hold rows")
 	fs.StringVar(&o.cutover, "cutover", "none", "how to cut over once caught up: none (stop after verifying, source untouched), read-only (set the source read_only, flush, swap), or wait (keep streaming until SIGUSR1, then read-only cut-over)")
-	fs.StringVar(&o.verify, "verify", "checksum", "verifier during cut-over: checksum, inline, none")
+	fs.StringVar(&o.verify, "verify", "checksum", "verification at the cut-over: checksum (every row checksummed before the lock; under the lock only the rows changed since), "+
+		"checksum-under-lock (every row checksummed again under the lock: also sees changes that bypass the binlog after the first pass, but blocks writes for a whole table scan), "+
+		"inline (fingerprints taken while copying; cannot see source rows the copy never read), none")
 	fs.StringVar(&o.stateFile, "state-file", "", "checkpoint file, written atomically every -checkpoint-interval, on error and on SIGINT/SIGTERM")
 	fs.DurationVar(&o.checkpointEvery, "checkpoint-interval", time.Second, "how often -state-file is written")
 	fs.BoolVar(&o.resume, "resume", false, "resume from -state-file")
@@ -236,10 +238,13 @@ type Summary struct {
 	RowsPerSecond float64               `json:"rows_per_second"`
 	EventsApplied int64                 `json:"events_applied"`
 	BlockedMS     float64               `json:"write_blocked_ms"`
-	Verification  *verifier.Result      `json:"verification,omitempty"`
-	CutOver       bool                  `json:"cut_over"`
-	SchemaObjects []ferry.SchemaObject  `json:"schema_objects,omitempty"`
-	Result        string                `json:"result"`
+	// VerificationBeforeLock is the pass run while writes went on; Verification the pass under the
+	// lock (with -cutover none, the only pass).
+	VerificationBeforeLock *verifier.Result     `json:"verification_before_lock,omitempty"`
+	Verification           *verifier.Result     `json:"verification,omitempty"`
+	CutOver                bool                 `json:"cut_over"`
+	SchemaObjects          []ferry.SchemaObject `json:"schema_objects,omitempty"`
+	Result                 string               `json:"result"`
 }
 
 func split(s string) []string {
@@ -359,18 +364,21 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	if len(throttlers) > 0 {
 		f.Throttler = throttlers
 	}
+	checksum := &verifier.Checksum{Source: f.Source, Target: f.Target, Logger: log}
 	switch o.verify {
 	case "checksum":
-		f.Verifier = &verifier.Checksum{Source: f.Source, Target: f.Target}
+		f.Verifier = &verifier.Incremental{Checksum: checksum}
+	case "checksum-under-lock":
+		f.Verifier = checksum
 	case "inline":
 		if o.resume {
-			f.Verifier = &verifier.Checksum{Source: f.Source, Target: f.Target} // fingerprints of the earlier run are gone
+			f.Verifier = &verifier.Incremental{Checksum: checksum} // fingerprints of the earlier run are gone
 		} else {
-			f.Verifier = &verifier.Inline{Source: f.Source, Target: f.Target}
+			f.Verifier = &verifier.Inline{Source: f.Source, Target: f.Target, Logger: log}
 		}
 	case "none":
 	default:
-		return nil, fmt.Errorf("-verify %q: want checksum, inline or none", o.verify)
+		return nil, fmt.Errorf("-verify %q: want checksum, checksum-under-lock, inline or none", o.verify)
 	}
 	if err := f.Start(ctx); err != nil {
 		return nil, err
@@ -462,6 +470,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		if rep.Result != nil {
 			sum.Verification = rep.Result
 		}
+		sum.VerificationBeforeLock = rep.ResultBeforeLock
 		sum.CutOver = rep.Swapped && o.cutover != "none"
 	}
 	if err != nil {
@@ -546,6 +555,9 @@ func printSummary(s *Summary) {
 		fmt.Printf(", cut over with writes blocked for %.1f ms", s.BlockedMS)
 	}
 	fmt.Println()
+	if s.VerificationBeforeLock != nil {
+		fmt.Print(s.VerificationBeforeLock.String())
+	}
 	if s.Verification != nil {
 		fmt.Print(s.Verification.String())
 	}
