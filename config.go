@@ -208,11 +208,13 @@ func (f ColumnEquals) Condition(t *schema.Table) (string, error) {
 		return "", nil
 	}
 	if _, err := rowValueExpr(c); err != nil {
-		return "", fmt.Errorf("ColumnEquals on %s.%s: %w", t, c.Name, err)
+		return "", &OptionError{What: fmt.Sprintf("row filter on %s.%s: %v", t, c.Name, err), Option: "Filter.Column",
+			Effect: "to an integer, string, DECIMAL or temporal column"}
 	}
 	lit, err := filterLiteral(c, f.Value)
 	if err != nil {
-		return "", fmt.Errorf("ColumnEquals on %s.%s: %w", t, c.Name, err)
+		return "", &OptionError{What: fmt.Sprintf("row filter on %s.%s: %v", t, c.Name, err), Option: "Filter.Value",
+			Effect: "to a value of the column's type"}
 	}
 	return schema.QuoteIdent(c.Name) + " = " + lit, nil
 }

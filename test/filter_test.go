@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -182,4 +183,39 @@ type slowWriter struct {
 func (w *slowWriter) WriteBatch(ctx context.Context, b *ferry.RowBatch) error {
 	time.Sleep(w.delay)
 	return w.inner.WriteBatch(ctx, b)
+}
+
+// A filter column whose binlog values cannot be compared as the server compares it, or a value that
+// is not of the column's kind, is refused by Initialize before anything is written; copydb names
+// its flag.
+func TestFilterRefusals(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS filtref", "CREATE DATABASE filtref",
+		"CREATE TABLE filtref.f (id INT PRIMARY KEY, tenant FLOAT)", "CREATE TABLE filtref.i (id INT PRIMARY KEY, n INT)",
+		"INSERT INTO filtref.f VALUES (1, 1.5)", "INSERT INTO filtref.i VALUES (1, 1)"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS filtref"))
+	for _, c := range []struct {
+		filter ferry.ColumnEquals
+		option string
+		names  string
+	}{
+		{ferry.ColumnEquals{Column: "tenant", Value: "1.5"}, "Filter.Column", "filtref.f.tenant: a float column"},
+		{ferry.ColumnEquals{Column: "n", Value: "acme"}, "Filter.Value", `filtref.i.n: value "acme" is not an integer`},
+	} {
+		f, err := ferry.New(ferry.Config{Source: conn(source), Target: conn(target), Tables: ferry.TableFilter{Databases: []string{"filtref"}},
+			Filter: c.filter, CreateTargetTables: true, Logger: testLogger(t)})
+		must(t, err)
+		err = f.Initialize(ctx)
+		f.Close()
+		assertRefusal(t, err, c.option, []string{c.names}, nil)
+	}
+	if n := count(t, target, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'filtref'"); n != 0 {
+		t.Fatal("the refusal came after writing: the target database was created")
+	}
+	bin := rsBuildCopydb(t, t.TempDir())
+	out, code := runCopydb(t, ctx, bin, "-databases", "filtref", "-create-tables", "-filter-column", "tenant", "-filter-value", "1.5")
+	if code != 1 || !strings.Contains(out, "set -filter-column to an integer, string, DECIMAL or temporal column") || strings.Contains(out, "Filter.Column") {
+		t.Fatalf("copydb exit %d; want 1 and a refusal naming -filter-column:\n%s", code, out)
+	}
 }

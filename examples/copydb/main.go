@@ -186,6 +186,8 @@ var cliFlags = map[string]string{
 	"AllowForeignKeyCascades": "-allow-fk-cascades",
 	"AllowTargetTriggers":     "-allow-target-triggers",
 	"CopyWriteMethod":         "-write-method",
+	"Filter.Column":           "-filter-column",
+	"Filter.Value":            "-filter-value",
 }
 
 // describe is err's message with library option names replaced by copydb's flags.
