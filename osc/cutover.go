@@ -47,7 +47,7 @@ func (m *Migration) cutOver(ctx context.Context, s *stream) error {
 		m.resultMu.Unlock()
 		if err == nil {
 			m.log.WithField("write_blocked", blocked.Round(time.Microsecond).String()).WithField("attempt", attempt).Info("osc: cut-over done")
-			return nil
+			return m.nameTriggers(ctx)
 		}
 		if ctx.Err() != nil {
 			return err
@@ -175,6 +175,7 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 			return
 		}
 		cctx := context.WithoutCancel(ctx)
+		m.dropGhostTriggers(cctx)
 		if err := m.dropStaleSentry(cctx); err != nil {
 			m.log.WithError(err).Warn("osc: could not drop the sentry table")
 		}
@@ -231,6 +232,10 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 		return time.Since(lockStart), err
 	}
 	if err := m.markOldTable(ctx); err != nil {
+		unlock()
+		return time.Since(lockStart), err
+	}
+	if err := m.createGhostTriggers(ctx); err != nil {
 		unlock()
 		return time.Since(lockStart), err
 	}
@@ -498,6 +503,9 @@ func (m *Migration) cutOverTwoStep(ctx context.Context, s *stream) (time.Duratio
 	if err == nil {
 		err = m.markOldTable(ctx)
 	}
+	if err == nil {
+		err = m.createGhostTriggers(ctx)
+	}
 	if err != nil {
 		unlock()
 		m.applier.forget(token)
@@ -505,6 +513,7 @@ func (m *Migration) cutOverTwoStep(ctx context.Context, s *stream) (time.Duratio
 		return time.Since(lockStart), err
 	}
 	if _, err := connA.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.Table)+" RENAME TO "+m.qualified(m.oldName())); err != nil {
+		m.dropGhostTriggers(context.WithoutCancel(ctx))
 		unlock()
 		m.applier.forget(token)
 		m.restartStream(ctx, s)

@@ -55,6 +55,9 @@ type Migration struct {
 	// AllowTriggers lets a table with triggers be migrated. The triggers stay on the original table
 	// (they move with it to <t>_del): recreate them on the new table after the cut-over.
 	AllowTriggers bool
+	// IncludeTriggers recreates the table's triggers on the new table within the cut-over, under
+	// their own names, as ALTER TABLE keeps them (see triggers.go); the old table keeps none.
+	IncludeTriggers bool
 	// ApproveRenamedColumns approves every column rename the ALTER makes (CHANGE old new, RENAME
 	// COLUMN old TO new): the values of old are copied into new. Without approval a rename is
 	// refused, since a CHANGE that renames by mistake would otherwise drop a column's data.
@@ -170,6 +173,8 @@ type Migration struct {
 	cp             checkpoint  // the checkpoint's fixed fields
 	resumeFrom     *checkpoint // set when resuming
 	copiedUpTo     atomic.Pointer[[][]byte]
+	// triggers are recreated on the new table (IncludeTriggers)
+	triggers []trigger
 	// zone is the time zone the server converts TIMESTAMP values in ("+00:00": no conversion)
 	zone string
 	// changelogCreated: this run created the changelog (dropped with the ghost if validation fails)
@@ -546,8 +551,15 @@ func (m *Migration) validateBeforeWrites(ctx context.Context) (*schema.Table, er
 		m.Database, m.Table).Scan(&triggers); err != nil {
 		return nil, fmt.Errorf("osc: check triggers: %w", err)
 	}
-	if triggers > 0 && !m.AllowTriggers {
-		return nil, fmt.Errorf("osc: %s has %d trigger(s); they would stay on the old table at cut-over; set AllowTriggers (--allow-triggers) and recreate them on the new table afterwards", orig, triggers)
+	if triggers > 0 && m.IncludeTriggers {
+		if m.triggers, err = m.readTriggers(ctx); err != nil {
+			return nil, err
+		}
+		if err := m.checkTriggerNames(ctx); err != nil {
+			return nil, err
+		}
+	} else if triggers > 0 && !m.AllowTriggers {
+		return nil, fmt.Errorf("osc: %s has %d trigger(s); they would stay on the old table at cut-over; set IncludeTriggers (--include-triggers) to recreate them on the new table within the cut-over, or AllowTriggers (--allow-triggers) to leave them on the old table", orig, triggers)
 	}
 	l, err := m.readLeftovers(ctx)
 	if err != nil {

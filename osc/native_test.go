@@ -3,6 +3,7 @@ package osc
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,10 @@ type nativeCase struct {
 	setup  func(m *Migration)
 	// errContains, when the native ALTER fails, must be in ferry's error (besides the errno).
 	errContains string
+	// after are statements on %s run once both tables are altered (writes after the cut-over).
+	after []string
+	// also are more tables to compare, as "%s_name" (t_name with twin_name).
+	also []string
 	// globals are server settings (SET GLOBAL ...) for the case, reset afterwards: the migration
 	// and the native ALTER both see them.
 	globals []string
@@ -52,7 +57,7 @@ func runNative(t *testing.T, c nativeCase) {
 	must(t, err)
 	defer native.Close()
 	for _, table := range []string{"t", "twin"} {
-		f.exec(fmt.Sprintf(c.create, table))
+		f.exec(strings.ReplaceAll(c.create, "%s", table))
 		for _, s := range c.rows {
 			f.exec(strings.ReplaceAll(s, "%s", table))
 		}
@@ -95,7 +100,30 @@ func runNative(t *testing.T, c nativeCase) {
 		}
 		t.Logf("both fail: %v", runErr)
 	}
+	for _, table := range []string{"t", "twin"} {
+		for _, s := range c.after {
+			if _, err := native.Exec(strings.ReplaceAll(s, "%s", table)); err != nil && nativeErr == nil {
+				t.Fatalf("after the migration: %v", err)
+			}
+		}
+	}
 	sameTable(t, f, "t", "twin")
+	for _, a := range c.also {
+		sameTable(t, f, strings.ReplaceAll(a, "%s", "t"), strings.ReplaceAll(a, "%s", "twin"))
+	}
+	if got, want := f.triggersOf("t"), f.triggersOf("twin"); got != want {
+		t.Errorf("triggers of t:\n%s\nexpected (as on twin):\n%s", got, want)
+	}
+}
+
+// triggersOf lists a table's triggers (name, timing, event, order, statement), with the table's own
+// name written as %s.
+func (f *fixture) triggersOf(table string) string {
+	var out []string
+	for _, r := range f.rowsQuery("SELECT TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER, ACTION_STATEMENT, SQL_MODE, DEFINER FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = '" + table + "' ORDER BY 1") {
+		out = append(out, regexp.MustCompile(`\b`+table+`(_|\b)`).ReplaceAllString(string(r), "%s$1"))
+	}
+	return strings.Join(out, "\n")
 }
 
 // sameTable checks that two tables have the same definition (AUTO_INCREMENT counter included) and
@@ -254,4 +282,38 @@ func TestNativeConversions(t *testing.T) {
 		rows:    []string{"SET SESSION sql_mode = ''; INSERT INTO %s SELECT seq, IF(seq = 20, '0000-00-00', '2020-01-01') FROM seq_1_to_30"},
 		alter:   "MODIFY d DATETIME NULL",
 	}})
+}
+
+// Issue 11 item 5: with IncludeTriggers the triggers are on the new table after the cut-over,
+// under their own names, as ALTER TABLE keeps them; they never fire on ferry's own writes (a BEFORE
+// trigger's change is copied once, not applied twice), and the old table keeps none.
+func TestNativeTriggers(t *testing.T) {
+	runNativeCases(t, []nativeCase{{
+		name: "before and after triggers",
+		create: "CREATE TABLE %s (id INT PRIMARY KEY, v INT NOT NULL, w VARCHAR(10) NULL) ENGINE=InnoDB; " +
+			"CREATE TABLE %s_audit (n INT AUTO_INCREMENT PRIMARY KEY, id INT, what VARCHAR(10)) ENGINE=InnoDB; " +
+			"CREATE TRIGGER %s_double BEFORE INSERT ON %s FOR EACH ROW SET NEW.v = NEW.v * 2; " +
+			"CREATE TRIGGER %s_log AFTER UPDATE ON %s FOR EACH ROW INSERT INTO %s_audit (id, what) VALUES (NEW.id, 'update')",
+		rows:   []string{"INSERT INTO %s (id, v) SELECT seq, seq FROM seq_1_to_30"},
+		writes: []string{"INSERT INTO %s (id, v) VALUES (31, 100)", "UPDATE %s SET w = 'x' WHERE id IN (2, 28)"},
+		alter:  "ADD COLUMN z INT NULL, MODIFY w VARCHAR(20) NULL",
+		setup:  func(m *Migration) { m.IncludeTriggers = true },
+		after:  []string{"INSERT INTO %s (id, v) VALUES (32, 7)", "UPDATE %s SET w = 'after' WHERE id = 3"},
+		also:   []string{"%s_audit"},
+	}})
+	t.Run("the old table keeps none", func(t *testing.T) {
+		f := newFixture(t, 10)
+		f.exec("CREATE TRIGGER trg BEFORE UPDATE ON t FOR EACH ROW SET NEW.a = NEW.a + 1")
+		m := f.migration("ADD COLUMN z INT NULL")
+		m.IncludeTriggers = true
+		m.CutOverTwoStep = true
+		_, err := m.Run(context.Background())
+		must(t, err)
+		if got := f.triggersOf("t"); !strings.HasPrefix(got, "'trg'|'BEFORE'|'UPDATE'") {
+			t.Errorf("triggers of t: %s", got)
+		}
+		if got := f.triggersOf("t_del"); got != "" {
+			t.Errorf("triggers of t_del: %s", got)
+		}
+	})
 }

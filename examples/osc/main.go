@@ -67,6 +67,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		approveRenames  = fs.Bool("approve-renamed-columns", false, "approve the column renames the ALTER makes (CHANGE old new, RENAME COLUMN)")
 		allowFK         = fs.Bool("allow-foreign-keys", false, "migrate a table with foreign keys (they do not follow the cut-over; fix them after)")
 		allowTriggers   = fs.Bool("allow-triggers", false, "migrate a table with triggers (they stay on the old table; recreate them after)")
+		includeTriggers = fs.Bool("include-triggers", false, "recreate the table's triggers on the new table within the cut-over, under their own names")
+		sqlMode         = fs.String("sql-mode", "", "sql_mode for the ghost table's DDL, the copy and the apply (default: the server's; STRICT_ALL_TABLES and NO_AUTO_VALUE_ON_ZERO are added)")
+		timeZone        = fs.String("time-zone", "", "time zone in which TIMESTAMP values are converted to and from other types (default: the server's time_zone)")
 		allowUnique     = fs.Bool("allow-new-unique-key", false, "allow adding a unique key (duplicates checked before the copy, row counts at cut-over)")
 		dropLeftovers   = fs.Bool("drop-leftovers", false, "drop _<t>_gho, _<t>_ghc, <t>_del left by an earlier run")
 		resume          = fs.Bool("resume", false, "resume a migration interrupted earlier from the checkpoint in its leftover _<t>_ghc (starts afresh if there is none)")
@@ -152,7 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	m := &osc.Migration{
 		Conn: conn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
 		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
-		AllowTriggers: *allowTriggers, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
+		AllowTriggers: *allowTriggers, IncludeTriggers: *includeTriggers, SQLMode: *sqlMode, TimeZone: *timeZone, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
 		DropOldTable: *dropOld, CutOverTwoStep: *cutOverKind == "two-step", CutOverLockTimeout: *lockTimeout, CutOverAttempts: *attempts,
 		PostponeFlagFile: *postponeFile, MaxLag: *maxLag, Throttler: th, SocketPath: *serveSocket,
 		StatusInterval: *statusInterval, Logger: log,
