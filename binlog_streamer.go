@@ -83,10 +83,12 @@ type BinlogStreamer interface {
 //
 // It registers as a replica with its own server_id and decodes row events of the copied tables
 // only. It refuses, with an error, anything it cannot apply faithfully: statement-format DML and DDL
-// on a copied table, a row image that is not FULL, a table whose column count changed. After a lost
-// connection it reconnects from the last transaction boundary it handed to the listeners; the
-// events after it are delivered again, which the writer applies harmlessly (a row image applied
-// twice is the same row).
+// that may change a copied table (classified from a SQL parser's syntax tree, see statement.go), a
+// row image that is not FULL, a table whose column count changed. The changes of a prepared XA
+// transaction are handed over at its XA COMMIT and dropped at XA ROLLBACK (see xa.go). After a lost
+// connection it reconnects from the last transaction boundary it handed to the listeners (never
+// beyond a pending XA prepare); the events after it are delivered again, which the writer applies
+// harmlessly (a row image applied twice is the same row).
 type SourceBinlogStreamer struct {
 	Conn     ConnConfig
 	Flavor   Flavor
