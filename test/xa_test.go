@@ -18,7 +18,7 @@ import (
 func TestXATransactions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS xa_db", "CREATE DATABASE xa_db",
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS xa_db", "CREATE DATABASE xa_db", "DROP DATABASE IF EXISTS xa_other", "CREATE DATABASE xa_other",
 		"CREATE TABLE xa_db.t (id INT PRIMARY KEY, v VARCHAR(40))",
 		"INSERT INTO xa_db.t VALUES (1, 'one'), (2, 'two'), (3, 'three'), (4, 'four'), (5, 'five')"))
 	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS xa_db"))
@@ -106,6 +106,12 @@ func TestXATransactions(t *testing.T) {
 	sync()
 	run(b, "XA COMMIT 'ib'")
 	run(a, "XA ROLLBACK 'ia'")
+
+	// A read-only XA transaction, and one that changed only a table that is not copied.
+	run(session(), "XA START 'ro'", "SELECT COUNT(*) FROM xa_db.t", "XA END 'ro'", "XA PREPARE 'ro'", "XA COMMIT 'ro'")
+	must(t, source.Exec(ctx, "CREATE TABLE IF NOT EXISTS xa_other.t (id INT PRIMARY KEY)"))
+	run(session(), "XA START 'other'", "INSERT INTO xa_other.t VALUES (1)", "XA END 'other'", "XA PREPARE 'other'", "XA COMMIT 'other'")
+	sync()
 
 	must(t, f.FlushBinlogAndStopStreaming(ctx))
 	must(t, <-errc)
