@@ -61,19 +61,25 @@ func (c *ChecksumTable) Verify(ctx context.Context, phase Phase, tables []TableP
 		}
 		plans[i] = pl
 	}
+	r := newRetrier(c.MaxRetries, c.Logger)
 	var sv, tv string
-	if err := c.Source.QueryRowContext(ctx, "SELECT @@version").Scan(&sv); err != nil {
-		return nil, fmt.Errorf("verifier: source version: %w", err)
-	}
-	if err := c.Target.QueryRowContext(ctx, "SELECT @@version").Scan(&tv); err != nil {
-		return nil, fmt.Errorf("verifier: target version: %w", err)
+	err := r.do(ctx, "server versions", func() error {
+		if err := c.Source.QueryRowContext(ctx, "SELECT @@version").Scan(&sv); err != nil {
+			return fmt.Errorf("verifier: source version: %w", err)
+		}
+		if err := c.Target.QueryRowContext(ctx, "SELECT @@version").Scan(&tv); err != nil {
+			return fmt.Errorf("verifier: target version: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if sv != tv {
 		return nil, fmt.Errorf("verifier: %w: server versions differ (%s, %s)", ErrNotApplicable, sv, tv)
 	}
 	res := &Result{Verifier: "checksum-table", Phase: phase, Scope: AllRows,
 		CannotSee: "two unequal tables whose CHECKSUM TABLE values collide (a 32-bit checksum: about 2^-32 per table)"}
-	r := newRetrier(c.MaxRetries, c.Logger)
 	var mismatched []*plan
 	var mismatchedAt []int
 	for _, pl := range plans {

@@ -44,7 +44,9 @@ import (
 // its bytes plus about 60 bytes until the next pass.
 type Incremental struct {
 	// Checksum runs the full passes and re-checks differing chunks; its Source, Target, Strict,
-	// SampleSize, Throttler, MaxRetries and Logger apply to the re-checks by key too. Required.
+	// SampleSize, MaxRetries and Logger apply to the re-checks by key too. Its Throttler paces the
+	// full passes only: the pass over changed rows runs with writes stopped, where waiting would
+	// only lengthen the write-blocked window. Required.
 	Checksum *Checksum
 	// BatchSize is the number of keys read per query under the lock; default 200.
 	BatchSize int
@@ -256,7 +258,7 @@ func (v *Incremental) changesOf(ctx context.Context, r retrier, src, tgt *conn, 
 	smp := &samples{cap: capN}
 	var differingRanges [][2]keyVal
 	for i, rg := range ranges {
-		ck := chunk{pl: pl, smp: smp, idx: i, lo: rg[0], hi: rg[1]}
+		ck := chunk{pl: pl, smp: smp, idx: i, lo: rg[0], hi: rg[1], unthrottled: true}
 		err := c.checkWithRetries(ctx, r, DuringCutover, src, tgt, ck, func(_ *plan, lo, hi keyVal) {
 			differingRanges = append(differingRanges, [2]keyVal{lo, hi})
 		})
@@ -264,7 +266,7 @@ func (v *Incremental) changesOf(ctx context.Context, r retrier, src, tgt *conn, 
 			return nil, err
 		}
 	}
-	d, differing, err := pl.compareKeys(ctx, r, src, tgt, keys, v.BatchSize, c.Throttler, capN)
+	d, differing, err := pl.compareKeys(ctx, r, src, tgt, keys, v.BatchSize, nil, capN)
 	if err != nil {
 		return nil, err
 	}

@@ -66,13 +66,13 @@ func run(copydb string, orders, rate int) error {
 	step("starting a write load of ~%d transactions/s on the source", rate)
 	load := startLoad(src, orders, rate)
 
-	step("running copydb with -cutover read-only -verify inline")
+	step("running copydb with -cutover read-only -verify checksum (every row before the lock, changed rows under it)")
 	sumFile := filepath.Join(os.TempDir(), fmt.Sprintf("ferry-demo-summary-%d.json", os.Getpid()))
 	defer os.Remove(sumFile)
 	cmd := exec.CommandContext(ctx, copydb,
 		"-source-host", "127.0.0.1", "-source-port", fmt.Sprint(src.Port), "-source-user", "root",
 		"-target-host", "127.0.0.1", "-target-port", fmt.Sprint(dst.Port), "-target-user", "root",
-		"-databases", "shop", "-create-tables", "-cutover", "read-only", "-verify", "inline",
+		"-databases", "shop", "-create-tables", "-cutover", "read-only", "-verify", "checksum",
 		"-log-level", "warn", "-progress", "2s", "-summary-json", sumFile)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	started := time.Now()
