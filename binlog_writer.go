@@ -54,7 +54,10 @@ type TargetBinlogWriter struct {
 	OnThrottle func(throttler.Status)
 	// Observer, when set, is told the key of every row changed, after the change is committed.
 	Observer verifier.BinlogObserver
-	Logger   logrus.FieldLogger
+	// OnApplied, when set, is told of each committed apply: its row changes by kind and how long
+	// it took.
+	OnApplied func(byKind map[DMLType]int, took time.Duration)
+	Logger    logrus.FieldLogger
 
 	once     sync.Once
 	queue    chan *BinlogBatch
@@ -208,8 +211,18 @@ func (w *TargetBinlogWriter) Run(ctx context.Context) error {
 				return fmt.Errorf("binlog apply: %w", err)
 			}
 		}
+		began := time.Now()
 		if err := w.apply(ctx, pending, log); err != nil {
 			return err
+		}
+		if w.OnApplied != nil && n > 0 {
+			byKind := map[DMLType]int{}
+			for _, b := range pending {
+				for _, e := range b.Events {
+					byKind[e.Type]++
+				}
+			}
+			w.OnApplied(byKind, time.Since(began))
 		}
 		w.mu.Lock()
 		w.applying = queuedBatch{}

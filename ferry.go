@@ -59,6 +59,9 @@ type Ferry struct {
 	// Verifier, when set, is used by Cutover; if it implements verifier.CopyObserver or
 	// verifier.BinlogObserver it is also shown copied rows and changed keys.
 	Verifier verifier.Verifier
+	// Observer, when set, is told of every copy batch and binlog apply as it happens (package
+	// metrics turns these into Prometheus histograms and counters).
+	Observer Observer
 	// Checkpoints, when set, receives the resumable state when Run starts, periodically, on error
 	// and at the end.
 	Checkpoints CheckpointSink
@@ -96,6 +99,16 @@ type Ferry struct {
 	loadData   bool
 	// observer is the verifier the default binlog writer reports changed keys to.
 	observer verifier.BinlogObserver
+}
+
+// Observer is told of the copy's batches and the binlog apply's transactions as they happen. Its
+// methods must be quick and safe for concurrent use: they run on the copy and apply paths.
+type Observer interface {
+	// BatchCopied: a batch of rows of table (named as in TableProgress) was written to the target; bytes is the
+	// size of the values as read.
+	BatchCopied(table string, rows int, bytes int64, took time.Duration)
+	// ChangesApplied: row changes, counted by kind, were committed on the target.
+	ChangesApplied(byKind map[DMLType]int, took time.Duration)
 }
 
 // New returns a Ferry with default components for cfg.
@@ -530,6 +543,9 @@ func (f *Ferry) Start(ctx context.Context) error {
 	if f.BinlogWriter == nil {
 		w := &TargetBinlogWriter{DB: f.Target, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, MaxRetries: cfg.MaxRetries,
 			Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log}
+		if f.Observer != nil {
+			w.OnApplied = f.Observer.ChangesApplied
+		}
 		if o, ok := f.Verifier.(verifier.BinlogObserver); ok {
 			w.Observer = o
 			f.observer = o
@@ -676,10 +692,23 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 }
 
 func (f *Ferry) writeBatch(ctx context.Context, b *RowBatch) error {
+	began := time.Now()
 	if err := f.BatchWriter.WriteBatch(ctx, b); err != nil {
 		return err
 	}
-	f.lastBatch.Store(time.Now().UnixNano())
+	now := time.Now()
+	f.lastBatch.Store(now.UnixNano())
+	if f.Observer != nil {
+		var size int64
+		for _, r := range b.Rows {
+			for _, v := range r {
+				if bs, ok := v.([]byte); ok {
+					size += int64(len(bs))
+				}
+			}
+		}
+		f.Observer.BatchCopied(b.Table.String(), len(b.Rows), size, now.Sub(began))
+	}
 	if o, ok := f.Verifier.(verifier.CopyObserver); ok {
 		o.RowsCopied(b.Table.Source, b.Rows)
 	}
