@@ -304,10 +304,10 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 func classifyStreamError(err error, at Position) error {
 	var me *gomysql.MyError
 	if errors.As(err, &me) && me.Code == 1236 {
-		return retry.Permanent(fmt.Errorf("the source no longer has the binlog at %s (%w?): %w; the copy must start over, or keep binlogs longer (expire_logs_days / binlog_expire_logs_seconds)", at, ErrBinlogPurged, err))
+		return retry.Permanent(fmt.Errorf("the source no longer has the binlog at %s (%w): %w; %s, and keep binlogs longer than the copy takes (binlog_expire_logs_seconds)", at, ErrBinlogPurged, err, startOver))
 	}
 	if strings.Contains(err.Error(), "1236") {
-		return retry.Permanent(fmt.Errorf("the source no longer has the binlog at %s (%w?): %w; the copy must start over, or keep binlogs longer", at, ErrBinlogPurged, err))
+		return retry.Permanent(fmt.Errorf("the source no longer has the binlog at %s (%w): %w; %s, and keep binlogs longer than the copy takes (binlog_expire_logs_seconds)", at, ErrBinlogPurged, err, startOver))
 	}
 	return err
 }
@@ -461,7 +461,7 @@ func (d *eventDecoder) rows(ctx context.Context, h *replication.EventHeader, e *
 			}
 		}
 		if len(mapping) != int(e.ColumnCount) {
-			return retry.Permanent(fmt.Errorf("table %s has %d columns in the binlog but %d when the copy started: its %w mid-run; ferry stopped before writing rows under the wrong schema", name, e.ColumnCount, len(cols), ErrSchemaChanged))
+			return retry.Permanent(fmt.Errorf("table %s has %d columns in the binlog but %d when the copy started: its %w mid-run; ferry stopped before writing rows under the wrong schema; %s", name, e.ColumnCount, len(cols), ErrSchemaChanged, startOver))
 		}
 	}
 	for i := range e.SkippedColumns {

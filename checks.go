@@ -2,7 +2,9 @@ package ferry
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strings"
@@ -256,4 +258,116 @@ func (f *Ferry) checkTargetTriggers(ctx context.Context, tables []*TableCopy) er
 		Option: "AllowTargetTriggers",
 		Effect: "to copy anyway, accepting what the triggers do to the copied rows",
 	}
+}
+
+// globalVariables reads the named global variables; a variable the server does not have is absent
+// from the result (MariaDB has no super_read_only or server_uuid).
+func globalVariables(ctx context.Context, db *sql.DB, names ...string) (map[string]string, error) {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = "'" + n + "'"
+	}
+	rows, err := db.QueryContext(ctx, "SHOW GLOBAL VARIABLES WHERE Variable_name IN ("+strings.Join(quoted, ",")+")")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	vars := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		vars[strings.ToLower(k)] = v
+	}
+	return vars, rows.Err()
+}
+
+func isOn(v string) bool { return v == "1" || strings.EqualFold(v, "ON") }
+
+// checkTargetWritable refuses a target that does not take writes: an ordinary user would fail on
+// every batch, and a user with SUPER or READ_ONLY ADMIN would write into a server someone made
+// read-only on purpose.
+func checkTargetWritable(ctx context.Context, db *sql.DB, who string) error {
+	vars, err := globalVariables(ctx, db, "read_only", "super_read_only", "innodb_read_only")
+	if err != nil {
+		return fmt.Errorf("%s: read the read-only settings: %w", who, err)
+	}
+	if isOn(vars["innodb_read_only"]) {
+		return fmt.Errorf("%s: the server is %w: innodb_read_only is ON, so no InnoDB table can be written; restart the target without --innodb-read-only", who, ErrTargetReadOnly)
+	}
+	if isOn(vars["super_read_only"]) {
+		return fmt.Errorf("%s: the server is %w (super_read_only is ON); run SET GLOBAL super_read_only = 0, SET GLOBAL read_only = 0 on the target (and remove them from its configuration) if it is meant to receive the copy", who, ErrTargetReadOnly)
+	}
+	if isOn(vars["read_only"]) {
+		return fmt.Errorf("%s: the server is %w (read_only is ON); run SET GLOBAL read_only = 0 on the target (and remove it from its configuration) if it is meant to receive the copy", who, ErrTargetReadOnly)
+	}
+	return nil
+}
+
+// ServerIdentity says which server a checkpoint was taken against, so a resume against another one
+// is refused as such (and not, say, as a purged binlog). MySQL names a server by @@server_uuid;
+// MariaDB has none, and is named by the host it runs on, its port and its data directory.
+type ServerIdentity struct {
+	UUID     string `json:"uuid,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+	Port     string `json:"port,omitempty"`
+	Datadir  string `json:"datadir,omitempty"`
+}
+
+func (s ServerIdentity) String() string {
+	if s.UUID != "" {
+		return "server_uuid " + s.UUID
+	}
+	return fmt.Sprintf("%s port %s datadir %s", s.Hostname, s.Port, s.Datadir)
+}
+
+// IsZero reports an identity that was not recorded.
+func (s ServerIdentity) IsZero() bool { return s == ServerIdentity{} }
+
+// Same reports whether two identities name the same server.
+func (s ServerIdentity) Same(o ServerIdentity) bool {
+	if s.UUID != "" || o.UUID != "" {
+		return s.UUID == o.UUID
+	}
+	return s == o
+}
+
+func serverIdentity(ctx context.Context, db *sql.DB) (ServerIdentity, error) {
+	vars, err := globalVariables(ctx, db, "server_uuid", "hostname", "port", "datadir")
+	if err != nil {
+		return ServerIdentity{}, fmt.Errorf("read the server's identity: %w", err)
+	}
+	return ServerIdentity{UUID: vars["server_uuid"], Hostname: vars["hostname"], Port: vars["port"], Datadir: vars["datadir"]}, nil
+}
+
+// checkDistinctServers refuses a target that is the source itself, reached by the same address, an
+// alias (localhost, another interface) or a proxy. Comparing host names and ports cannot tell, and
+// MariaDB has no server_uuid; a named lock can: locks are per server, so a lock taken on the source
+// is seen as used on the target exactly when they are one server. Nothing is written.
+func checkDistinctServers(ctx context.Context, src, dst *sql.DB, srcName, dstName string) error {
+	var b [8]byte
+	rand.Read(b[:])
+	name := "ferry-identity-" + hex.EncodeToString(b[:])
+	conn, err := src.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	defer conn.Close()
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", name).Scan(&got); err != nil {
+		return fmt.Errorf("source: take a named lock to tell the servers apart: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK(?)", name)
+	if got.Int64 != 1 {
+		return fmt.Errorf("source: could not take the named lock %s to tell the servers apart", name)
+	}
+	var holder sql.NullInt64
+	if err := dst.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?)", name).Scan(&holder); err != nil {
+		return fmt.Errorf("target: read a named lock to tell the servers apart: %w", err)
+	}
+	if holder.Valid {
+		return fmt.Errorf("the source %s and the target %s are the %w (a lock taken through the source connection is held on the target); ferry would copy the tables onto themselves (and a read-only cut-over would leave the only server read-only); point the target at another server", srcName, dstName, ErrSameServer)
+	}
+	return nil
 }

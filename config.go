@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -130,9 +131,29 @@ func (c ConnConfig) Open(ctx context.Context) (*sql.DB, error) {
 // Databases is empty and it matches an Include pattern) and it matches no Exclude pattern.
 // Patterns are "db.table" with path.Match wildcards: "shop.*", "*.orders", "shop.order_?".
 type TableFilter struct {
-	Databases []string
-	Include   []string
-	Exclude   []string
+	Databases []string `json:"databases,omitempty"`
+	Include   []string `json:"include,omitempty"`
+	Exclude   []string `json:"exclude,omitempty"`
+}
+
+func (f TableFilter) String() string {
+	var parts []string
+	for _, p := range []struct {
+		name string
+		list []string
+	}{{"databases", f.Databases}, {"include", f.Include}, {"exclude", f.Exclude}} {
+		if len(p.list) > 0 {
+			parts = append(parts, p.name+" "+strings.Join(p.list, ","))
+		}
+	}
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (f TableFilter) equal(o TableFilter) bool {
+	return slices.Equal(f.Databases, o.Databases) && slices.Equal(f.Include, o.Include) && slices.Equal(f.Exclude, o.Exclude)
 }
 
 // Selects reports whether database.table is selected.
@@ -182,6 +203,27 @@ type CopyFilter interface {
 	Matches(ctx context.Context, source SourceEvaluator, table *schema.Table, row []any) (bool, error)
 }
 
+// FilterFingerprinter is implemented by a CopyFilter that can describe exactly which rows it
+// selects. The checkpoint records the fingerprint, and a resume whose filter has another one is
+// refused; a resume with a filter that has no Fingerprint method is refused too, since ferry cannot
+// tell whether it selects the rows the checkpoint's run selected. Two filters must have the same
+// fingerprint exactly when they select the same rows: include every parameter (column, value and
+// its type, tenant list...).
+type FilterFingerprinter interface {
+	Fingerprint() string
+}
+
+// filterIdentity is what the checkpoint records for a filter, and whether it can be compared.
+func filterIdentity(f CopyFilter) (string, bool) {
+	if f == nil {
+		return "", true
+	}
+	if fp, ok := f.(FilterFingerprinter); ok {
+		return fp.Fingerprint(), true
+	}
+	return fmt.Sprintf("%T (no Fingerprint method)", f), false
+}
+
 // ColumnEquals is a CopyFilter selecting rows whose Column equals Value, in every table that has the
 // column (tables without it are copied whole), e.g. ColumnEquals{Column: "tenant_id", Value: 42}.
 // Value must be an integer or a string. It is written as a literal of the column's kind, so the
@@ -217,6 +259,18 @@ func (f ColumnEquals) Condition(t *schema.Table) (string, error) {
 			Effect: "to a value of the column's type"}
 	}
 	return schema.QuoteIdent(c.Name) + " = " + lit, nil
+}
+
+// Fingerprint implements FilterFingerprinter: the column, the value and whether it is an integer or
+// a string (status = 5 and status = '5' select different rows on a string column).
+func (f ColumnEquals) Fingerprint() string {
+	switch v := f.Value.(type) {
+	case int, int32, int64, uint, uint32, uint64:
+		return fmt.Sprintf("%s = %d (integer)", f.Column, v)
+	case string:
+		return fmt.Sprintf("%s = %q (string)", f.Column, v)
+	}
+	return fmt.Sprintf("%s = %v (%T)", f.Column, f.Value, f.Value)
 }
 
 // Matches implements CopyFilter: the source server evaluates Condition on the row's value.

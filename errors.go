@@ -21,7 +21,32 @@ var (
 	// table whose definition changed, a missing or different target table, a purged binlog, an
 	// unknown state format): the work must start over.
 	ErrResumeMismatch = errors.New("cannot resume")
+	// ErrSameServer: source and target are one server (the same address, an alias or a proxy).
+	ErrSameServer = errors.New("same server")
+	// ErrTargetReadOnly: the target server refuses writes (read_only, super_read_only,
+	// innodb_read_only).
+	ErrTargetReadOnly = errors.New("read-only")
+	// ErrWritesNotStopped: after the cut-over's Lock the source still took writes, so the cut-over
+	// was aborted before anything was swapped (the source unlocked, the Ferry still streaming).
+	ErrWritesNotStopped = errors.New("writes did not stop")
+	// ErrRowTooLarge: a row does not fit in one statement the target accepts (max_allowed_packet).
+	ErrRowTooLarge = errors.New("row too large")
 )
+
+// startOver is the one next step after an error that no resume can get past.
+const startOver = "start the copy over: empty (or drop) the target tables and run without resume"
+
+// Resumable reports whether a run that failed with err can be continued from its checkpoint
+// (Config.Resume) once the cause is fixed: false when the checkpoint itself is unusable (its binlog
+// purged, a schema changed, another selection or server) or when the copy was found to differ.
+func Resumable(err error) bool {
+	for _, e := range []error{ErrBinlogPurged, ErrSchemaChanged, ErrResumeMismatch, ErrVerificationFailed, ErrSameServer} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	return err != nil
+}
 
 // LagReporter is the optional capability of a BinlogWriter to say how far behind the source it is;
 // Ferry.BinlogLag and the cut-over's wait for the catch-up use it when the writer has it.

@@ -33,6 +33,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,6 +100,8 @@ type Ferry struct {
 	loadData   bool
 	// observer is the verifier the default binlog writer reports changed keys to.
 	observer verifier.BinlogObserver
+	// sourceID and targetID name the servers, for the checkpoint.
+	sourceID, targetID ServerIdentity
 }
 
 // Observer is told of the copy's batches and the binlog apply's transactions as they happen. Its
@@ -160,6 +163,18 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 		"target": cfg.Target.String(), "target_version": f.TargetFlavor.Version}).Info("ferry: connected")
 	if err := checkSourceSettings(ctx, f.Source); err != nil {
 		return err
+	}
+	if err := checkDistinctServers(ctx, f.Source, f.Target, cfg.Source.String(), cfg.Target.String()); err != nil {
+		return err
+	}
+	if err := checkTargetWritable(ctx, f.Target, "target "+cfg.Target.String()); err != nil {
+		return err
+	}
+	if f.sourceID, err = serverIdentity(ctx, f.Source); err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	if f.targetID, err = serverIdentity(ctx, f.Target); err != nil {
+		return fmt.Errorf("target: %w", err)
 	}
 	switch cfg.CopyWriteMethod {
 	case WriteAuto, WriteLoadData:
@@ -326,7 +341,7 @@ func (f *Ferry) checkTarget(ctx context.Context, t *TableCopy) error {
 		resumed = f.Config.Resume.Tables[t.Source.String()]
 	}
 	if errors.Is(err, schema.ErrNoTable) && resumed != nil && (resumed.RowsCopied > 0 || resumed.Completed || len(resumed.Ranges) > 0) {
-		return fmt.Errorf("%w: target table %s does not exist, but the checkpoint says %d rows of %s were copied into it; the copy of this table must start over (run without resume)", ErrResumeMismatch, t.TargetName(), resumed.RowsCopied, t.Source)
+		return fmt.Errorf("%w: target table %s does not exist, but the checkpoint says %d rows of %s were copied into it; %s", ErrResumeMismatch, t.TargetName(), resumed.RowsCopied, t.Source, startOver)
 	}
 	if errors.Is(err, schema.ErrNoTable) && f.Config.CreateTargetTables {
 		create := strings.Replace(t.Source.CreateTable, "CREATE TABLE "+schema.QuoteIdent(t.Source.Name), "CREATE TABLE "+t.TargetName(), 1)
@@ -431,7 +446,7 @@ func (f *Ferry) checkResumedTarget(ctx context.Context, t *TableCopy, ts *TableS
 		}
 		err := f.Source.QueryRowContext(ctx, "SELECT 1 FROM "+t.Source.QualifiedName()+" WHERE "+strings.Join(conds, " AND ")+" LIMIT 1", args...).Scan(&one)
 		if err == nil {
-			return fmt.Errorf("%w: target table %s is empty, but the checkpoint says %d rows of %s were copied into it and the source still has rows in the copied key range; is this the same target? The copy of this table must start over (run without resume)", ErrResumeMismatch, t.TargetName(), ts.RowsCopied, t.Source)
+			return fmt.Errorf("%w: target table %s is empty, but the checkpoint says %d rows of %s were copied into it and the source still has rows in the copied key range (was it emptied?); %s", ErrResumeMismatch, t.TargetName(), ts.RowsCopied, t.Source, startOver)
 		}
 		if err != sql.ErrNoRows {
 			return fmt.Errorf("source: %w", err)
@@ -448,6 +463,9 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 	if st.Applied.IsZero() {
 		return fmt.Errorf("%w: the state has no binlog position", ErrResumeMismatch)
 	}
+	if err := f.checkResumeMatches(tables); err != nil {
+		return err
+	}
 	for _, t := range tables {
 		ts, ok := st.Tables[t.Source.String()]
 		if !ok {
@@ -455,7 +473,7 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 			continue // a table added since the checkpoint is copied from the start
 		}
 		if ts.Fingerprint != t.Source.Fingerprint() {
-			return fmt.Errorf("%w: table %s changed since the checkpoint (%s); the copy of this table must start over", ErrResumeMismatch, t.Source, fingerprintDiff(ts.Fingerprint, t.Source.Fingerprint()))
+			return fmt.Errorf("%w: table %s changed since the checkpoint (%s: %w); %s", ErrResumeMismatch, t.Source, fingerprintDiff(ts.Fingerprint, t.Source.Fingerprint()), ErrSchemaChanged, startOver)
 		}
 		f.log.WithFields(logrus.Fields{"table": t.Source.String(), "rows_copied": ts.RowsCopied, "completed": ts.Completed}).Info("ferry: resume: table restored from the checkpoint")
 		c := *ts
@@ -477,7 +495,71 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: the source no longer has binlog file %s (%w); the changes since the checkpoint are lost to ferry, so the copy must start over", ErrResumeMismatch, st.Applied.File, ErrBinlogPurged)
+	return fmt.Errorf("%w: the source no longer has binlog file %s (%w), where the checkpoint's changes continue; %s, and keep binlogs longer than the copy takes (binlog_expire_logs_seconds)", ErrResumeMismatch, st.Applied.File, ErrBinlogPurged, startOver)
+}
+
+// checkResumeMatches refuses a checkpoint taken against other servers or with another selection of
+// rows (see state.go): every difference is named.
+func (f *Ferry) checkResumeMatches(tables []*TableCopy) error {
+	st := f.Config.Resume
+	if !st.Source.Same(f.sourceID) {
+		return fmt.Errorf("%w: the checkpoint was taken from the source server %s, but this source is %s; resume against the server the checkpoint was taken from",
+			ErrResumeMismatch, st.Source, f.sourceID)
+	}
+	if !st.Target.Same(f.targetID) {
+		return fmt.Errorf("%w: the checkpoint was taken with the target server %s, but this target is %s; resume against the server the checkpoint was taken with",
+			ErrResumeMismatch, st.Target, f.targetID)
+	}
+	var diffs []string
+	if filter, comparable := filterIdentity(f.Config.Filter); !comparable {
+		diffs = append(diffs, fmt.Sprintf("the copy filter %s cannot be compared with the checkpoint's (%s): give it a Fingerprint() string method", filter, describeFilter(st.Selection.Filter)))
+	} else if filter != st.Selection.Filter {
+		diffs = append(diffs, fmt.Sprintf("the copy filter was %s, now %s", describeFilter(st.Selection.Filter), describeFilter(filter)))
+	}
+	if !st.Selection.Tables.equal(f.Config.Tables) {
+		diffs = append(diffs, fmt.Sprintf("the table selection was %s, now %s", st.Selection.Tables, f.Config.Tables))
+	}
+	byName := map[string]*TableCopy{}
+	for _, t := range tables {
+		byName[t.Source.String()] = t
+	}
+	names := make([]string, 0, len(st.Tables))
+	for name := range st.Tables {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		ts := st.Tables[name]
+		t := byName[name]
+		if t == nil {
+			diffs = append(diffs, fmt.Sprintf("table %s was copied but is not selected now (or no longer exists on the source)", name))
+			continue
+		}
+		if target := t.TargetDatabase + "." + t.TargetTable; ts.Target != target {
+			diffs = append(diffs, fmt.Sprintf("table %s was copied into %s, now into %s", name, ts.Target, target))
+		}
+		if ts.Condition != t.Condition {
+			diffs = append(diffs, fmt.Sprintf("table %s was copied where %s, now where %s", name, describeCondition(ts.Condition), describeCondition(t.Condition)))
+		}
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("%w: %s; resume with the settings the checkpoint was taken with", ErrResumeMismatch, strings.Join(diffs, "; "))
+	}
+	return nil
+}
+
+func describeFilter(id string) string {
+	if id == "" {
+		return "none (every row)"
+	}
+	return id
+}
+
+func describeCondition(c string) string {
+	if c == "" {
+		return "every row"
+	}
+	return c
 }
 
 // fingerprintDiff says which parts of a table definition's fingerprint (columns, key) changed.
@@ -904,7 +986,10 @@ func (f *Ferry) TablePairs() []verifier.TablePair {
 
 // State is a snapshot of what a resume needs.
 func (f *Ferry) State() *State {
-	st := &State{Version: StateVersion, Tables: map[string]*TableState{}, Written: time.Now().UTC()}
+	st := &State{Version: StateVersion, Tables: map[string]*TableState{}, Written: time.Now().UTC(),
+		Source: f.sourceID, Target: f.targetID}
+	st.Selection.Tables = f.Config.Tables
+	st.Selection.Filter, _ = filterIdentity(f.Config.Filter)
 	// The applied position is read before the tables: anything the tables claim was committed
 	// after it, and replaying from it re-applies whatever came later.
 	if f.BinlogWriter != nil {
@@ -916,6 +1001,8 @@ func (f *Ferry) State() *State {
 	for _, t := range f.Tables {
 		s := t.State()
 		s.Schema = t.Source.CreateTable
+		s.Target = t.TargetDatabase + "." + t.TargetTable
+		s.Condition = t.Condition
 		st.Tables[t.Source.String()] = &s
 	}
 	return st

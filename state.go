@@ -37,10 +37,22 @@ import (
 // holds the position recorded before the copy started. A crash between the target commit and the
 // checkpoint only costs work done again. Resume refuses a table whose definition changed since the
 // checkpoint (Fingerprint), and a checkpoint whose binlog file the source no longer has.
+//
+// The argument holds for the rows the checkpoint's run selected. A resume that selects rows
+// differently — another row filter (or filter value), other tables, other target names — would keep
+// the rows copied under the old selection and copy the rest under the new one: rows outside the
+// filter left on the target, or rows inside it never copied, while a verifier (which compares only
+// the rows the current run selects) reports a match. So the state records everything that decides
+// which rows belong where (Selection, and per table its Target and Condition) and the servers it was
+// taken against, and a resume that differs in any of them is refused (ErrResumeMismatch), naming
+// the difference.
 
 // StateVersion is the format version of State. A checkpoint is accepted by any build of ferry with
 // the same StateVersion.
-const StateVersion = 1
+//
+// Version 2 added the row selection and the servers' identities; a version 1 checkpoint cannot be
+// checked against them and is refused.
+const StateVersion = 2
 
 // Key is a key value as the server printed it, one element per key column (JSON: base64).
 type Key [][]byte
@@ -88,6 +100,10 @@ type TableState struct {
 	Completed   bool        `json:"completed,omitempty"`
 	// RowsCopied counts the rows the copy wrote (rows copied again after a crash count again).
 	RowsCopied int64 `json:"rows_copied"`
+	// Target is the target table ("db.table", after rewrites) the rows were copied into.
+	Target string `json:"target"`
+	// Condition is the SQL condition the copy filter gave for this table ("" for every row).
+	Condition string `json:"condition,omitempty"`
 	// Schema is the source's CREATE TABLE as this run loaded it, for people reading the state;
 	// resume compares Fingerprint, not this.
 	Schema string `json:"schema,omitempty"`
@@ -103,6 +119,19 @@ type State struct {
 	// image again is idempotent) and misses nothing.
 	Applied Position  `json:"applied"`
 	Written time.Time `json:"written"`
+	// Selection is the configuration that decided which tables and rows were copied.
+	Selection Selection `json:"selection"`
+	// Source and Target are the servers the state was taken against.
+	Source ServerIdentity `json:"source"`
+	Target ServerIdentity `json:"target"`
+}
+
+// Selection is the part of a Config that decides which rows belong on the target; a resume must
+// have the same.
+type Selection struct {
+	Tables TableFilter `json:"tables"`
+	// Filter identifies the copy filter: "" for none, else its Fingerprint (see FilterFingerprinter).
+	Filter string `json:"filter,omitempty"`
 }
 
 // MarshalState encodes a state as indented JSON.
@@ -113,6 +142,9 @@ func UnmarshalState(b []byte) (*State, error) {
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("decode ferry state: %w", err)
+	}
+	if s.Version == 1 {
+		return nil, fmt.Errorf("ferry state has format version 1, written by a ferry that did not record which rows it selected, so a resume cannot be checked against it: %w", ErrResumeMismatch)
 	}
 	if s.Version != StateVersion {
 		return nil, fmt.Errorf("ferry state has format version %d; this build reads version %d", s.Version, StateVersion)

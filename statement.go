@@ -199,7 +199,7 @@ type DDLError struct {
 func (e *DDLError) Is(target error) bool { return target == ErrSchemaChanged }
 
 func (e *DDLError) Error() string {
-	return fmt.Sprintf("DDL on copied table %s during the copy (%q): ferry stopped so no row is written under the wrong schema; start the copy again after the schema change", e.Table, abbreviateSQL(e.Query))
+	return fmt.Sprintf("DDL on copied table %s during the copy (%q): ferry stopped so no row is written under the wrong schema; after the schema change, %s", e.Table, abbreviateSQL(e.Query), startOver)
 }
 
 // checkStatement refuses statement-format DML and DDL that may change a copied table: ferry could
@@ -215,7 +215,7 @@ func (s *SourceBinlogStreamer) checkStatement(defaultDB, q string) error {
 		if eff.Unparsed != nil {
 			if mentionsTable(lower, strings.ToLower(defaultDB), strings.ToLower(db), strings.ToLower(name)) ||
 				mentionsTable(lower, "", "", strings.ToLower(db)) {
-				return fmt.Errorf("%s that ferry cannot parse (%v) names copied table %s (%q): ferry stopped because it cannot prove the statement leaves the table alone; start the copy again after the change", eff.Kind, eff.Unparsed, t.Source, abbreviateSQL(q))
+				return fmt.Errorf("%s that ferry cannot parse (%v) names copied table %s (%q): ferry stopped because it cannot prove the statement leaves the table alone; after the change, %s: %w", eff.Kind, eff.Unparsed, t.Source, abbreviateSQL(q), startOver, ErrSchemaChanged)
 			}
 			continue
 		}

@@ -2,7 +2,11 @@ package test
 
 import (
 	"context"
+	"io"
+	"net"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +22,11 @@ func TestBadInputIsRefusedBeforeAnyWrite(t *testing.T) {
 	noBinlog, err := sandbox.Start(ctx, sandbox.Options{ExtraArgs: []string{"--skip-log-bin"}})
 	must(t, err)
 	defer noBinlog.Stop()
+	innodbReadOnly, err := sandbox.Start(ctx, sandbox.Options{ExtraArgs: []string{"--innodb-read-only"}})
+	must(t, err)
+	defer innodbReadOnly.Stop()
+	// A proxy in front of the source: another address, the same server.
+	proxy := startTCPProxy(t, source.Host, source.Port)
 
 	must(t, source.Exec(ctx,
 		"DROP DATABASE IF EXISTS bad", "CREATE DATABASE bad",
@@ -33,12 +42,14 @@ func TestBadInputIsRefusedBeforeAnyWrite(t *testing.T) {
 	must(t, noBinlog.Exec(ctx, "CREATE DATABASE bad", "CREATE TABLE bad.ok (id INT PRIMARY KEY)"))
 
 	cases := []struct {
-		name   string
-		setup  []string // on the source, undone by undo
-		undo   []string
-		cfg    func(c *ferry.Config)
-		target func()
-		want   string
+		name  string
+		setup []string // on the source, undone by undo
+		undo  []string
+		// on the target, undone by targetUndo
+		targetSetup, targetUndo []string
+		cfg                     func(c *ferry.Config)
+		target                  func()
+		want                    string
 	}{
 		{name: "binlog off", cfg: func(c *ferry.Config) { c.Source = conn(noBinlog) }, want: "binary log is off"},
 		{name: "statement format", setup: []string{"SET GLOBAL binlog_format = 'STATEMENT'"}, undo: []string{"SET GLOBAL binlog_format = 'ROW'"}, want: "binlog_format is STATEMENT"},
@@ -60,6 +71,15 @@ func TestBadInputIsRefusedBeforeAnyWrite(t *testing.T) {
 		}, want: "has no column v"},
 		{name: "no tables selected", cfg: func(c *ferry.Config) { c.Tables = ferry.TableFilter{} }, want: "no tables selected"},
 		{name: "bad pattern", cfg: func(c *ferry.Config) { c.Tables = ferry.TableFilter{Include: []string{"noperiod"}} }, want: `want "database.table"`},
+		{name: "read_only target", targetSetup: []string{"SET GLOBAL read_only = 1"}, targetUndo: []string{"SET GLOBAL read_only = 0"},
+			want: "the server is read-only (read_only is ON); run SET GLOBAL read_only = 0 on the target"},
+		{name: "innodb_read_only target", cfg: func(c *ferry.Config) { c.Target = conn(innodbReadOnly) },
+			want: "the server is read-only: innodb_read_only is ON, so no InnoDB table can be written; restart the target without --innodb-read-only"},
+		{name: "target is the source", cfg: func(c *ferry.Config) { c.Target = conn(source); c.AllowNonEmptyTarget = true }, want: "are the same server"},
+		{name: "target is the source by another name", cfg: func(c *ferry.Config) { c.Target.Host = "localhost"; c.Target.Port = source.Port },
+			want: "are the same server"},
+		{name: "target is the source behind a proxy", cfg: func(c *ferry.Config) { c.Target.Host = "127.0.0.1"; c.Target.Port = proxy },
+			want: "are the same server"},
 		{name: "unreachable source", cfg: func(c *ferry.Config) { c.Source.Port = 1 }, want: "connect root@127.0.0.1:1"},
 	}
 	for _, c := range cases {
@@ -71,6 +91,8 @@ func TestBadInputIsRefusedBeforeAnyWrite(t *testing.T) {
 			before := targetState(t)
 			must(t, source.Exec(ctx, c.setup...))
 			defer func() { must(t, source.Exec(ctx, c.undo...)) }()
+			must(t, target.Exec(ctx, c.targetSetup...))
+			defer func() { must(t, target.Exec(ctx, c.targetUndo...)) }()
 			cfg := ferry.Config{Source: conn(source), Target: conn(target), Tables: ferry.TableFilter{Include: []string{"bad.ok"}},
 				CreateTargetTables: true, Logger: testLogger(t)}
 			if c.cfg != nil {
@@ -90,6 +112,48 @@ func TestBadInputIsRefusedBeforeAnyWrite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startTCPProxy forwards connections from a free loopback port to host:port until the test ends, and
+// returns the port.
+func startTCPProxy(t *testing.T, host string, port int) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+			if err != nil {
+				in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(out, in); out.Close() }()
+			go func() { defer wg.Done(); io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // targetState summarises what the target holds in database bad.

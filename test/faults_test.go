@@ -348,7 +348,7 @@ func TestAlterOnSourceStopsRun(t *testing.T) {
 	must(t, err)
 	defer f2.Close()
 	err = f2.Initialize(ctx)
-	if err == nil || !strings.Contains(err.Error(), "resume: table "+db+".big changed since the checkpoint") {
+	if err == nil || !errors.Is(err, ferry.ErrSchemaChanged) || !strings.Contains(err.Error(), "table "+db+".big changed since the checkpoint") {
 		t.Fatalf("want resume refused because the table changed, got %v", err)
 	}
 	if !errors.Is(err, ferry.ErrResumeMismatch) {
@@ -466,7 +466,7 @@ func TestResumeRefusedAfterBinlogPurge(t *testing.T) {
 	must(t, err)
 	err = f3.Initialize(ctx)
 	f3.Close()
-	if err == nil || !strings.Contains(err.Error(), "no longer has binlog file "+st.Applied.File+" (purged)") {
+	if err == nil || !errors.Is(err, ferry.ErrBinlogPurged) || !strings.Contains(err.Error(), "no longer has binlog file "+st.Applied.File+" (purged)") {
 		t.Fatalf("want resume refused because the binlog was purged, got %v", err)
 	}
 	if !errors.Is(err, ferry.ErrResumeMismatch) || !errors.Is(err, ferry.ErrBinlogPurged) {
@@ -481,7 +481,7 @@ func TestResumeRefusedAfterBinlogPurge(t *testing.T) {
 // different version, or one without a position, is refused.
 func TestStateFormat(t *testing.T) {
 	old := `{
-  "version": 1,
+  "version": 2,
   "tables": {
     "shop.orders": {
       "fingerprint": "id bigint(20) false  false;key PRIMARY [0]",
@@ -508,8 +508,12 @@ func TestStateFormat(t *testing.T) {
 	if string(again.Tables["shop.orders"].Ranges[0].Last[0]) != "50" {
 		t.Fatalf("round trip lost the key: %s", b)
 	}
-	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `"version": 1`, `"version": 2`, 1))); err == nil || !strings.Contains(err.Error(), "format version 2") {
-		t.Errorf("version 2: got %v", err)
+	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `"version": 2`, `"version": 3`, 1))); err == nil || !strings.Contains(err.Error(), "format version 3") {
+		t.Errorf("version 3: got %v", err)
+	}
+	// Version 1 did not record the row selection: it cannot be checked, so it is refused.
+	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `"version": 2`, `"version": 1`, 1))); !errors.Is(err, ferry.ErrResumeMismatch) {
+		t.Errorf("version 1: got %v", err)
 	}
 	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `"file": "binlog.000007", "pos": 1234`, ``, 1))); err == nil {
 		t.Errorf("a state without a position was accepted")

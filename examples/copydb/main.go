@@ -169,7 +169,9 @@ func run() int {
 		if errors.Is(err, ferry.ErrVerificationFailed) {
 			return 3
 		}
-		if o.stateFile != "" && (sum == nil || !sum.CutOver) && !strings.HasPrefix(err.Error(), "resume:") {
+		// -resume is suggested only when it works: this run saved its progress (it got as far as
+		// running), nothing was swapped, and the checkpoint is still usable (ferry.Resumable).
+		if o.stateFile != "" && sum != nil && !sum.CutOver && ferry.Resumable(err) {
 			if _, serr := os.Stat(o.stateFile); serr == nil {
 				fmt.Fprintf(os.Stderr, "copydb: progress is saved in %s; after fixing the cause, run the same command with -resume to continue\n", o.stateFile)
 			}
@@ -312,8 +314,11 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 			return nil, errors.New("-resume needs -state-file")
 		}
 		st, err := ferry.LoadCheckpointFile(o.stateFile)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("-resume: there is no state file %s, so there is nothing to resume; run without -resume to start the copy", o.stateFile)
+		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("-resume: the state file %s cannot be used (%w); the progress it recorded is lost: start the copy over: empty (or drop) the target tables and run without -resume", o.stateFile, err)
 		}
 		cfg.Resume = st
 	}

@@ -1,0 +1,150 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ferrykit/ferry/sandbox"
+)
+
+// copydbExit runs copydb to its end and returns its exit code and output.
+func copydbExit(t *testing.T, bin string, args ...string) (int, string) {
+	t.Helper()
+	r := rsStartCopydb(t, bin, args...)
+	select {
+	case <-r.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("copydb %s did not end:\n%s", strings.Join(args, " "), r.output())
+	}
+	return r.cmd.ProcessState.ExitCode(), r.output()
+}
+
+func serverArgs(flagPrefix string, s *sandbox.Server) []string {
+	return []string{"-" + flagPrefix + "-host", s.Host, "-" + flagPrefix + "-port", fmt.Sprint(s.Port), "-" + flagPrefix + "-user", s.User}
+}
+
+// Every failure copydb reports states one cause and one next step that works: -resume is suggested
+// only when resuming can succeed. (A purged binlog used to say "the copy must start over" and then
+// "run the same command with -resume"; a corrupt state file got "-resume to continue"; resuming
+// against the wrong server was reported as a purged binlog.)
+func TestCopydbMessagesGiveOneCauseAndOneNextStep(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	bin := rsBuildCopydb(t, t.TempDir())
+	const db = "msg_steps"
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS "+db, "CREATE DATABASE "+db,
+		"CREATE TABLE "+db+".t (id INT PRIMARY KEY, v VARCHAR(20))",
+		"INSERT INTO "+db+".t SELECT seq, CONCAT('v', seq) FROM "+db+".seq_1_to_2000"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+	resumeHint := "with -resume to continue"
+
+	t.Run("corrupt state file", func(t *testing.T) {
+		state := filepath.Join(t.TempDir(), "state.json")
+		must(t, os.WriteFile(state, []byte(`{"version": 2, "tables": {`), 0o600))
+		args := append(append(serverArgs("source", source), serverArgs("target", target)...), "-databases", db, "-create-tables", "-state-file", state, "-resume")
+		code, out := copydbExit(t, bin, args...)
+		if code != 1 || !strings.Contains(out, "the state file "+state+" cannot be used") || !strings.Contains(out, "run without -resume") || strings.Contains(out, resumeHint) {
+			t.Fatalf("exit %d, want 1 with one cause and the step to start over:\n%s", code, out)
+		}
+	})
+
+	t.Run("resume against the wrong server", func(t *testing.T) {
+		state := filepath.Join(t.TempDir(), "state.json")
+		args := append(append(serverArgs("source", source), serverArgs("target", target)...), "-databases", db, "-create-tables", "-state-file", state, "-verify", "none", "-progress", "1h")
+		if code, out := copydbExit(t, bin, args...); code != 0 {
+			t.Fatalf("first run: exit %d\n%s", code, out)
+		}
+		// The servers swapped: the copied database exists on both, but the checkpoint's source is
+		// the other one.
+		args = append(append(serverArgs("source", target), serverArgs("target", source)...), "-databases", db, "-state-file", state, "-resume", "-verify", "none")
+		code, out := copydbExit(t, bin, args...)
+		if code != 1 || !strings.Contains(out, "the checkpoint was taken from the source server") || strings.Contains(out, "purged") || strings.Contains(out, resumeHint) {
+			t.Fatalf("exit %d, want 1 naming the wrong server:\n%s", code, out)
+		}
+	})
+
+	t.Run("binlog purged while streaming", func(t *testing.T) {
+		src := rsOwnServer(t)
+		must(t, src.Exec(ctx, "CREATE DATABASE "+db, "CREATE TABLE "+db+".t (id INT PRIMARY KEY, v VARCHAR(20))",
+			"INSERT INTO "+db+".t SELECT seq, CONCAT('v', seq) FROM "+db+".seq_1_to_200"))
+		must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+		state := filepath.Join(t.TempDir(), "state.json")
+		args := append(append(serverArgs("source", src), serverArgs("target", target)...), "-databases", db, "-create-tables", "-state-file", state,
+			"-cutover", "wait", "-verify", "none", "-progress", "1h")
+		r := rsStartCopydb(t, bin, args...)
+		for !strings.Contains(r.output(), "send SIGUSR1 to cut over") {
+			if !r.running() {
+				t.Fatalf("copydb ended early:\n%s", r.output())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		rsPurgeUnderStreamer(t, ctx, src, r)
+		select {
+		case <-r.exited:
+		case <-time.After(time.Minute):
+			t.Fatalf("copydb still running a minute after its binlog was purged:\n%s", r.output())
+		}
+		out := r.output()
+		if code := r.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out, "purged") || !strings.Contains(out, "start the copy over") || strings.Contains(out, resumeHint) {
+			t.Fatalf("exit %d, want 1 with the purge and the step to start over, and no -resume:\n%s", code, out)
+		}
+	})
+}
+
+// rsPurgeUnderStreamer purges the binlog file a running copydb streams from: copydb is frozen
+// (SIGSTOP), its dump thread killed, the binlog rotated and every older file purged; thawed, its
+// streamer reconnects to a file that is gone.
+func rsPurgeUnderStreamer(t *testing.T, ctx context.Context, src *sandbox.Server, r *rsCopydbRun) {
+	t.Helper()
+	sdb, err := src.DB("")
+	must(t, err)
+	defer sdb.Close()
+	must(t, r.cmd.Process.Signal(syscall.SIGSTOP))
+	defer r.cmd.Process.Signal(syscall.SIGCONT)
+	for i := 0; ; i++ {
+		var ids []int64
+		rows, err := sdb.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")
+		must(t, err)
+		for rows.Next() {
+			var id int64
+			must(t, rows.Scan(&id))
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if len(ids) == 0 {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the dump thread survives KILL")
+		}
+		for _, id := range ids {
+			sdb.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, err = sdb.ExecContext(ctx, "FLUSH BINARY LOGS")
+	must(t, err)
+	var file string
+	var pos, doDB, ignoreDB any
+	must(t, sdb.QueryRowContext(ctx, "SHOW MASTER STATUS").Scan(&file, &pos, &doDB, &ignoreDB))
+	// A file is purged only once the server wrote its binlog checkpoint into a later one: retry.
+	for i := 0; ; i++ {
+		_, err = sdb.ExecContext(ctx, "PURGE BINARY LOGS TO '"+file+"'")
+		must(t, err)
+		left, err := filepath.Glob(filepath.Join(src.Dir, "data", "binlog.0*"))
+		must(t, err)
+		if len(left) == 1 {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("binlogs %v still on disk after PURGE BINARY LOGS TO '%s'", left, file)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
