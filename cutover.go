@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
+	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/verifier"
 )
 
@@ -52,21 +54,134 @@ func (h HookFuncs) Unlock(ctx context.Context, swapped bool) error {
 	return h.UnlockFunc(ctx, swapped)
 }
 
-// ReadOnlyHooks stop writes for a whole-server move by setting the source read_only. Users with
-// SUPER (MySQL) or READ_ONLY ADMIN (MariaDB) are not stopped by read_only: applications must use
-// ordinary accounts. After a successful swap the source stays read-only unless ReleaseAfterSwap is
-// set, so stray writes cannot land on the old server.
+// WritesStoppedChecker is implemented by hooks that can confirm from the source itself that writes
+// stopped. Cutover calls CheckWritesStopped with the position every change is applied up to, after
+// the verification under the lock and just before Swap. An error aborts the cut-over before anything
+// is swapped: the source is unlocked and the Ferry keeps streaming.
+type WritesStoppedChecker interface {
+	CheckWritesStopped(ctx context.Context, applied Position) error
+}
+
+// ReadOnlyHooks stop writes for a whole-server move by setting the source read_only.
+//
+// read_only does not stop sessions of users with SUPER (MySQL) or READ_ONLY ADMIN (MariaDB), nor
+// replication threads and events of such definers: applications must use ordinary accounts. Since
+// nothing may write to the server while it is read-only, the hooks check it: Lock watches the
+// binlog position for Settle after setting read_only, and CheckWritesStopped checks that it is
+// still the position applied to the target before the swap. If it moved, the cut-over is aborted
+// (the source made writable again, the Ferry still streaming) with ErrWritesNotStopped, naming the
+// tables written and the sessions active meanwhile.
+//
+// After a successful swap the source stays read-only unless ReleaseAfterSwap is set, so stray writes
+// of ordinary users cannot land on the old server.
 type ReadOnlyHooks struct {
 	Source           *sql.DB
 	SwapFunc         func(ctx context.Context) error
 	ReleaseAfterSwap bool
+	// Settle is how long Lock watches the binlog after setting read_only; default 100ms. Writes are
+	// blocked meanwhile.
+	Settle time.Duration
 }
 
 func (h ReadOnlyHooks) Lock(ctx context.Context) error {
 	if _, err := h.Source.ExecContext(ctx, "SET GLOBAL read_only = 1"); err != nil {
 		return fmt.Errorf("set source read_only: %w", err)
 	}
-	return nil
+	flavor, err := DetectFlavor(ctx, h.Source)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	// read_only waits for running statements and commits, so nothing an ordinary user does can
+	// reach the binlog from here on.
+	from, err := CurrentPosition(ctx, h.Source, flavor)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	settle := h.Settle
+	if settle <= 0 {
+		settle = 100 * time.Millisecond
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(settle):
+	}
+	return h.CheckWritesStopped(ctx, from)
+}
+
+// CheckWritesStopped implements WritesStoppedChecker: the source's binlog must not have moved past
+// applied.
+func (h ReadOnlyHooks) CheckWritesStopped(ctx context.Context, applied Position) error {
+	flavor, err := DetectFlavor(ctx, h.Source)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	now, err := CurrentPosition(ctx, h.Source, flavor)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	if now.Compare(applied) <= 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: the source is read_only, yet its binlog moved from %s to %s%s; read_only does not stop users with SUPER or READ_ONLY ADMIN: stop those writers (or have them connect as ordinary users) and cut over again",
+		ErrWritesNotStopped, applied, now, describeWriters(ctx, h.Source, applied))
+}
+
+// describeWriters names what wrote to the source since from: the tables in the binlog, and the
+// client sessions active in the last second (the writers are among them).
+func describeWriters(ctx context.Context, db *sql.DB, from Position) string {
+	var out strings.Builder
+	tables := map[string]bool{}
+	var names []string
+	if rows, err := db.QueryContext(ctx, fmt.Sprintf("SHOW BINLOG EVENTS IN %s FROM %d LIMIT 500", schema.QuoteString(from.File), from.Pos)); err == nil {
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]sql.NullString, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if rows.Scan(ptrs...) != nil || len(vals) < 6 || vals[2].String != "Table_map" {
+				continue
+			}
+			info := vals[5].String // "table_id: 33 (db.t)"
+			if i := strings.LastIndexByte(info, '('); i >= 0 && strings.HasSuffix(info, ")") {
+				if name := info[i+1 : len(info)-1]; !tables[name] {
+					tables[name] = true
+					names = append(names, name)
+				}
+			}
+		}
+		rows.Close()
+	}
+	if len(names) > 0 {
+		out.WriteString(" (tables written: " + strings.Join(names, ", ") + ")")
+	}
+	rows, err := db.QueryContext(ctx, `SELECT ID, USER, HOST, COMMAND, IFNULL(LEFT(INFO, 80), '') FROM information_schema.PROCESSLIST
+		WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon', 'Killed')
+		AND USER NOT IN ('system user', 'event_scheduler', 'unauthenticated user') AND (COMMAND <> 'Sleep' OR TIME = 0)
+		ORDER BY ID`)
+	if err != nil {
+		return out.String()
+	}
+	defer rows.Close()
+	var sessions []string
+	for rows.Next() {
+		var id int64
+		var user, host, command, info string
+		if rows.Scan(&id, &user, &host, &command, &info) != nil {
+			continue
+		}
+		s := fmt.Sprintf("%s@%s (thread %d, %s", user, host, id, command)
+		if info != "" {
+			s += ": " + info
+		}
+		sessions = append(sessions, s+")")
+	}
+	if len(sessions) > 0 {
+		out.WriteString("; sessions active meanwhile: " + strings.Join(sessions, ", "))
+	}
+	return out.String()
 }
 
 func (h ReadOnlyHooks) Swap(ctx context.Context) error {
@@ -256,6 +371,13 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 		}
 		if !res.Match() {
 			return rep, fmt.Errorf("cutover: %w; nothing was swapped:\n%s", ErrVerificationFailed, res)
+		}
+	}
+	// Writes that slipped past the lock would be lost: check before the swap (the stream still
+	// runs, so an abort leaves the Ferry streaming).
+	if checker, ok := c.Hooks.(WritesStoppedChecker); ok {
+		if err := checker.CheckWritesStopped(lctx, pos); err != nil {
+			return rep, failed("check that writes stopped", fmt.Errorf("%w (nothing was swapped; the Ferry keeps streaming and the cut-over can be run again)", err))
 		}
 	}
 	// Swap runs while the Ferry still streams: with the source's writes stopped and every change
