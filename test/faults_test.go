@@ -5,9 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"math/rand"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -437,31 +435,7 @@ func TestResumeRefusedAfterBinlogPurge(t *testing.T) {
 	}
 	must(t, rows.Scan(vals...))
 	rows.Close()
-	// The server keeps a file a dump thread still reads (the closed streamer's thread may linger
-	// a moment): kill such threads and purge until the file is gone.
-	for i := 0; ; i++ {
-		_, err = db2.ExecContext(ctx, fmt.Sprintf("PURGE BINARY LOGS TO '%s'", file))
-		must(t, err)
-		if _, err := os.Stat(filepath.Join(src.Dir, "data", st.Applied.File)); os.IsNotExist(err) {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("binlog %s still on disk after PURGE", st.Applied.File)
-		}
-		var ids []int64
-		rows, err := db2.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")
-		must(t, err)
-		for rows.Next() {
-			var id int64
-			must(t, rows.Scan(&id))
-			ids = append(ids, id)
-		}
-		rows.Close()
-		for _, id := range ids {
-			db2.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	rsPurgeBinlogsTo(t, ctx, src, db2, file)
 	f3, err := ferry.New(cfg)
 	must(t, err)
 	err = f3.Initialize(ctx)

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,18 +13,6 @@ import (
 
 	"github.com/ferrykit/ferry/sandbox"
 )
-
-// copydbExit runs copydb to its end and returns its exit code and output.
-func copydbExit(t *testing.T, bin string, args ...string) (int, string) {
-	t.Helper()
-	r := rsStartCopydb(t, bin, args...)
-	select {
-	case <-r.exited:
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("copydb %s did not end:\n%s", strings.Join(args, " "), r.output())
-	}
-	return r.cmd.ProcessState.ExitCode(), r.output()
-}
 
 func serverArgs(flagPrefix string, s *sandbox.Server) []string {
 	return []string{"-" + flagPrefix + "-host", s.Host, "-" + flagPrefix + "-port", fmt.Sprint(s.Port), "-" + flagPrefix + "-user", s.User}
@@ -47,8 +36,7 @@ func TestCopydbMessagesGiveOneCauseAndOneNextStep(t *testing.T) {
 	t.Run("corrupt state file", func(t *testing.T) {
 		state := filepath.Join(t.TempDir(), "state.json")
 		must(t, os.WriteFile(state, []byte(`{"version": 2, "tables": {`), 0o600))
-		args := append(append(serverArgs("source", source), serverArgs("target", target)...), "-databases", db, "-create-tables", "-state-file", state, "-resume")
-		code, out := copydbExit(t, bin, args...)
+		out, code := runCopydb(t, ctx, bin, "-databases", db, "-create-tables", "-state-file", state, "-resume")
 		if code != 1 || !strings.Contains(out, "the state file "+state+" cannot be used") || !strings.Contains(out, "run without -resume") || strings.Contains(out, resumeHint) {
 			t.Fatalf("exit %d, want 1 with one cause and the step to start over:\n%s", code, out)
 		}
@@ -56,14 +44,13 @@ func TestCopydbMessagesGiveOneCauseAndOneNextStep(t *testing.T) {
 
 	t.Run("resume against the wrong server", func(t *testing.T) {
 		state := filepath.Join(t.TempDir(), "state.json")
-		args := append(append(serverArgs("source", source), serverArgs("target", target)...), "-databases", db, "-create-tables", "-state-file", state, "-verify", "none", "-progress", "1h")
-		if code, out := copydbExit(t, bin, args...); code != 0 {
+		if out, code := runCopydb(t, ctx, bin, "-databases", db, "-create-tables", "-state-file", state, "-verify", "none"); code != 0 {
 			t.Fatalf("first run: exit %d\n%s", code, out)
 		}
 		// The servers swapped: the copied database exists on both, but the checkpoint's source is
 		// the other one.
-		args = append(append(serverArgs("source", target), serverArgs("target", source)...), "-databases", db, "-state-file", state, "-resume", "-verify", "none")
-		code, out := copydbExit(t, bin, args...)
+		out, code := runCopydb(t, ctx, bin, append(append(serverArgs("source", target), serverArgs("target", source)...),
+			"-databases", db, "-state-file", state, "-resume", "-verify", "none")...)
 		if code != 1 || !strings.Contains(out, "the checkpoint was taken from the source server") || strings.Contains(out, "purged") || strings.Contains(out, resumeHint) {
 			t.Fatalf("exit %d, want 1 naming the wrong server:\n%s", code, out)
 		}
@@ -75,9 +62,8 @@ func TestCopydbMessagesGiveOneCauseAndOneNextStep(t *testing.T) {
 			"INSERT INTO "+db+".t SELECT seq, CONCAT('v', seq) FROM "+db+".seq_1_to_200"))
 		must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
 		state := filepath.Join(t.TempDir(), "state.json")
-		args := append(append(serverArgs("source", src), serverArgs("target", target)...), "-databases", db, "-create-tables", "-state-file", state,
-			"-cutover", "wait", "-verify", "none", "-progress", "1h")
-		r := rsStartCopydb(t, bin, args...)
+		r := rsStartCopydb(t, bin, copydbArgs(append(serverArgs("source", src), "-databases", db, "-create-tables", "-state-file", state,
+			"-cutover", "wait", "-verify", "none", "-log-level", "info")...)...)
 		for !strings.Contains(r.output(), "send SIGUSR1 to cut over") {
 			if !r.running() {
 				t.Fatalf("copydb ended early:\n%s", r.output())
@@ -107,24 +93,9 @@ func rsPurgeUnderStreamer(t *testing.T, ctx context.Context, src *sandbox.Server
 	defer sdb.Close()
 	must(t, r.cmd.Process.Signal(syscall.SIGSTOP))
 	defer r.cmd.Process.Signal(syscall.SIGCONT)
-	for i := 0; ; i++ {
-		var ids []int64
-		rows, err := sdb.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")
-		must(t, err)
-		for rows.Next() {
-			var id int64
-			must(t, rows.Scan(&id))
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if len(ids) == 0 {
-			break
-		}
+	for i := 0; rsKillDumpThreads(t, ctx, sdb) > 0; i++ {
 		if i == 100 {
 			t.Fatal("the dump thread survives KILL")
-		}
-		for _, id := range ids {
-			sdb.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -133,18 +104,50 @@ func rsPurgeUnderStreamer(t *testing.T, ctx context.Context, src *sandbox.Server
 	var file string
 	var pos, doDB, ignoreDB any
 	must(t, sdb.QueryRowContext(ctx, "SHOW MASTER STATUS").Scan(&file, &pos, &doDB, &ignoreDB))
-	// A file is purged only once the server wrote its binlog checkpoint into a later one: retry.
+	rsPurgeBinlogsTo(t, ctx, src, sdb, file)
+}
+
+// rsKillDumpThreads kills the server's binlog dump threads and returns how many there were.
+func rsKillDumpThreads(t *testing.T, ctx context.Context, db *sql.DB) int {
+	t.Helper()
+	var ids []int64
+	rows, err := db.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")
+	must(t, err)
+	for rows.Next() {
+		var id int64
+		must(t, rows.Scan(&id))
+		ids = append(ids, id)
+	}
+	rows.Close()
+	for _, id := range ids {
+		db.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
+	}
+	return len(ids)
+}
+
+// rsPurgeBinlogsTo purges every binlog file before file until none is left on disk. The server keeps
+// a file a dump thread still reads (a closed streamer's thread may linger a moment), and one whose
+// transactions it has not yet checkpointed: kill such threads and retry.
+func rsPurgeBinlogsTo(t *testing.T, ctx context.Context, src *sandbox.Server, db *sql.DB, file string) {
+	t.Helper()
 	for i := 0; ; i++ {
-		_, err = sdb.ExecContext(ctx, "PURGE BINARY LOGS TO '"+file+"'")
+		_, err := db.ExecContext(ctx, "PURGE BINARY LOGS TO '"+file+"'")
 		must(t, err)
-		left, err := filepath.Glob(filepath.Join(src.Dir, "data", "binlog.0*"))
+		all, err := filepath.Glob(filepath.Join(src.Dir, "data", "binlog.0*"))
 		must(t, err)
-		if len(left) == 1 {
-			break
+		var left []string
+		for _, f := range all {
+			if filepath.Base(f) < file {
+				left = append(left, filepath.Base(f))
+			}
+		}
+		if len(left) == 0 {
+			return
 		}
 		if i == 100 {
 			t.Fatalf("binlogs %v still on disk after PURGE BINARY LOGS TO '%s'", left, file)
 		}
-		time.Sleep(20 * time.Millisecond)
+		rsKillDumpThreads(t, ctx, db)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
