@@ -261,16 +261,10 @@ func (f ColumnEquals) Condition(t *schema.Table) (string, error) {
 	return schema.QuoteIdent(c.Name) + " = " + lit, nil
 }
 
-// Fingerprint implements FilterFingerprinter: the column, the value and whether it is an integer or
-// a string (status = 5 and status = '5' select different rows on a string column).
+// Fingerprint implements FilterFingerprinter: the column and the value's text. The value is written
+// as a literal of the column's kind, so 7 and "7" select the same rows and have one fingerprint.
 func (f ColumnEquals) Fingerprint() string {
-	switch v := f.Value.(type) {
-	case int, int32, int64, uint, uint32, uint64:
-		return fmt.Sprintf("%s = %d (integer)", f.Column, v)
-	case string:
-		return fmt.Sprintf("%s = %q (string)", f.Column, v)
-	}
-	return fmt.Sprintf("%s = %v (%T)", f.Column, f.Value, f.Value)
+	return fmt.Sprintf("%s = %q", f.Column, fmt.Sprint(f.Value))
 }
 
 // Matches implements CopyFilter: the source server evaluates Condition on the row's value.
