@@ -119,3 +119,47 @@ func TestXATransactions(t *testing.T) {
 		t.Errorf("only %d rows compared", n)
 	}
 }
+
+// The changes of prepared XA transactions wait in memory for XA COMMIT; beyond the bound the run
+// stops with an error that says so, rather than growing without limit.
+func TestXABufferIsBounded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS xa_bound", "CREATE DATABASE xa_bound", "CREATE TABLE xa_bound.t (id INT PRIMARY KEY)"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS xa_bound"))
+	f, err := ferry.New(ferry.Config{Source: conn(source), Target: conn(target), Tables: ferry.TableFilter{Databases: []string{"xa_bound"}},
+		CreateTargetTables: true, Logger: testLogger(t)})
+	must(t, err)
+	defer f.Close()
+	must(t, f.Initialize(ctx))
+	tables := map[string]*ferry.TableCopy{}
+	for _, tc := range f.Tables {
+		tables[tc.Source.String()] = tc
+	}
+	f.BinlogStreamer = &ferry.SourceBinlogStreamer{Conn: conn(source), Flavor: f.SourceFlavor, ServerID: 424242, Tables: tables,
+		MaxPendingXAChanges: 10, Logger: testLogger(t)}
+	must(t, f.Start(ctx))
+	errc := make(chan error, 1)
+	go func() { errc <- f.Run(ctx) }()
+	must(t, f.WaitUntilRowCopyIsComplete(ctx))
+
+	db, err := source.DB("")
+	must(t, err)
+	defer db.Close()
+	c, err := db.Conn(ctx)
+	must(t, err)
+	defer c.Close()
+	for _, q := range []string{"XA START 'big'", "INSERT INTO xa_bound.t SELECT seq FROM mysql.seq_1_to_11", "XA END 'big'", "XA PREPARE 'big'"} {
+		_, err := c.ExecContext(ctx, q)
+		must(t, err)
+	}
+	defer c.ExecContext(context.Background(), "XA ROLLBACK 'big'")
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "prepared XA transactions hold more than 10 row changes") || !strings.Contains(err.Error(), "MaxPendingXAChanges") {
+			t.Fatalf("Run returned %v, want the bound on buffered XA changes", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Run went on buffering past the bound")
+	}
+}
