@@ -162,3 +162,48 @@ func TestCopydbReportsBothVerificationPasses(t *testing.T) {
 	}
 	assertSameRows(t, db+".t", "", db+".t")
 }
+
+// stalledVerifier never finishes its pass under the lock (as a whole-table pass on a slow network).
+type stalledVerifier struct{}
+
+func (stalledVerifier) Verify(ctx context.Context, phase verifier.Phase, _ []verifier.TablePair) (*verifier.Result, error) {
+	if phase == verifier.DuringCutover {
+		<-ctx.Done()
+		return nil, fmt.Errorf("chunk bounds of t: %w", ctx.Err())
+	}
+	return &verifier.Result{Verifier: "stalled", Phase: phase}, nil
+}
+
+// When the write-blocked window reaches Cutover.Timeout, Run says so (CutoverTimeoutError: the
+// bound, the step), unlocks without swapping, and the Ferry keeps streaming: a second cut-over
+// succeeds.
+func TestCutoverTimeoutIsNamedAndRetryable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const db = "cutover_timeout"
+	cvTable(t, ctx, db, 2000)
+	f, err := ferry.New(ferry.Config{Source: conn(source), Target: conn(target), Tables: ferry.TableFilter{Databases: []string{db}},
+		CreateTargetTables: true, Logger: testLogger(t)})
+	must(t, err)
+	defer f.Close()
+	must(t, f.Initialize(ctx))
+	must(t, f.Start(ctx))
+	runErr := make(chan error, 1)
+	go func() { runErr <- f.Run(ctx) }()
+	var unlocked []bool
+	hooks := ferry.HookFuncs{UnlockFunc: func(_ context.Context, swapped bool) error { unlocked = append(unlocked, swapped); return nil }}
+	rep, err := (&ferry.Cutover{Ferry: f, Hooks: hooks, Verifier: stalledVerifier{}, Timeout: 300 * time.Millisecond}).Run(ctx)
+	var te *ferry.CutoverTimeoutError
+	if !errors.Is(err, ferry.ErrCutoverTimeout) || !errors.As(err, &te) || te.Step != "verify" || te.Timeout != 300*time.Millisecond {
+		t.Fatalf("want a CutoverTimeoutError in step verify with the 300ms bound, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "cut-over bound (300ms)") || rep.Swapped || len(unlocked) != 1 || unlocked[0] {
+		t.Fatalf("error %q, swapped %v, unlock calls %v", err, rep.Swapped, unlocked)
+	}
+	must(t, source.Exec(ctx, "UPDATE "+db+".t SET note = 'after the failed cut-over' WHERE id = 5"))
+	if _, err := (&ferry.Cutover{Ferry: f, Hooks: hooks}).Run(ctx); err != nil {
+		t.Fatalf("second cut-over: %v", err)
+	}
+	must(t, <-runErr)
+	assertSameRows(t, db+".t", "", db+".t")
+}

@@ -65,7 +65,7 @@ func (c *Checksum) Stats() Stats { return c.stats.snapshot() }
 // Verify implements Verifier.
 func (c *Checksum) Verify(ctx context.Context, phase Phase, tables []TablePair) (*Result, error) {
 	start := time.Now()
-	plans, err := newPlans(ctx, c.Target, tables, c.Strict)
+	plans, err := newPlans(ctx, newRetrier(c.MaxRetries, c.Logger), c.Target, tables, c.Strict)
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,7 @@ func (c *ChecksumTable) Verify(ctx context.Context, phase Phase, tables []TableP
 		if len(p.IgnoreColumns) > 0 {
 			return nil, fmt.Errorf("verifier: %s: %w: it has ignored columns", p.Source, ErrNotApplicable)
 		}
-		pl, err := newPlan(ctx, c.Target, p, false)
+		pl, err := newPlan(ctx, newRetrier(c.MaxRetries, c.Logger), c.Target, p, false)
 		if err != nil {
 			return nil, err
 		}

@@ -56,7 +56,7 @@ func (d *Differ) Verify(ctx context.Context, phase Phase, tables []TablePair) (*
 	start := time.Now()
 	res := &Result{Verifier: "rowdiff", Phase: phase, Scope: AllRows, CannotSee: "two unequal rows whose MD5 hashes collide"}
 	for _, p := range tables {
-		pl, err := newPlan(ctx, d.Target, p, d.Strict)
+		pl, err := newPlan(ctx, newRetrier(d.MaxRetries, d.Logger), d.Target, p, d.Strict)
 		if err != nil {
 			return nil, err
 		}

@@ -156,7 +156,7 @@ func (v *Incremental) Verify(ctx context.Context, phase Phase, tables []TablePai
 		return nil, errors.New("verifier: Incremental.Checksum must be set")
 	}
 	start := time.Now()
-	plans, err := newPlans(ctx, c.Target, tables, c.Strict)
+	plans, err := newPlans(ctx, newRetrier(c.MaxRetries, c.Logger), c.Target, tables, c.Strict)
 	if err != nil {
 		return nil, err
 	}

@@ -234,7 +234,7 @@ func (v *Inline) Verify(ctx context.Context, phase Phase, tables []TablePair) (*
 	start := time.Now()
 	res := &Result{Verifier: "inline", Phase: phase, Scope: CopiedRows, CannotSee: inlineCannotSee}
 	for _, p := range tables {
-		pl, err := newPlan(ctx, v.Target, p, v.Strict)
+		pl, err := newPlan(ctx, newRetrier(v.MaxRetries, v.Logger), v.Target, p, v.Strict)
 		if err != nil {
 			return nil, err
 		}

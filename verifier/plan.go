@@ -412,8 +412,9 @@ func rowHash(tokens []string) string {
 	return "MD5(CONCAT(" + strings.Join(tokens, ",") + "))"
 }
 
-// newPlan loads the target's metadata and checks that the pair can be compared by key.
-func newPlan(ctx context.Context, target *sql.DB, p TablePair, strict bool) (*plan, error) {
+// newPlan loads the target's metadata (retried like any unit of work) and checks that the pair can
+// be compared by key.
+func newPlan(ctx context.Context, r retrier, target *sql.DB, p TablePair, strict bool) (*plan, error) {
 	if p.Source == nil {
 		return nil, errors.New("verifier: TablePair.Source is nil")
 	}
@@ -423,7 +424,11 @@ func newPlan(ctx context.Context, target *sql.DB, p TablePair, strict bool) (*pl
 	if p.TargetTable == "" {
 		p.TargetTable = p.Source.Name
 	}
-	tgt, err := schema.Load(ctx, target, p.TargetDatabase, p.TargetTable)
+	var tgt *schema.Table
+	err := r.do(ctx, "load target of "+p.Source.String(), func() (err error) {
+		tgt, err = schema.Load(ctx, target, p.TargetDatabase, p.TargetTable)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("verifier: target of %s: %w", p.Source, err)
 	}
@@ -431,10 +436,10 @@ func newPlan(ctx context.Context, target *sql.DB, p TablePair, strict bool) (*pl
 }
 
 // newPlans is newPlan for each table pair.
-func newPlans(ctx context.Context, target *sql.DB, tables []TablePair, strict bool) ([]*plan, error) {
+func newPlans(ctx context.Context, r retrier, target *sql.DB, tables []TablePair, strict bool) ([]*plan, error) {
 	plans := make([]*plan, len(tables))
 	for i, p := range tables {
-		pl, err := newPlan(ctx, target, p, strict)
+		pl, err := newPlan(ctx, r, target, p, strict)
 		if err != nil {
 			return nil, err
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/sirupsen/logrus"
@@ -35,6 +36,13 @@ func poolAs(t *testing.T, db *sql.DB, port int) *sql.DB {
 	}
 	t.Cleanup(func() { p.Close() })
 	return p
+}
+
+// quietDriver silences the driver's log of the dead connections it notices (expected here) until
+// the test and its pools are done.
+func quietDriver(t *testing.T) {
+	mysql.SetLogger(log.New(io.Discard, "", 0))
+	t.Cleanup(func() { mysql.SetLogger(log.New(os.Stderr, "[mysql] ", log.Ldate|log.Ltime|log.Lshortfile)) })
 }
 
 // killAll kills every connection of killerUser on the server behind db and returns how many.
@@ -66,10 +74,8 @@ func TestVerifiersSurviveKilledConnections(t *testing.T) {
 	ctx := context.Background()
 	tbl, q, _ := baseTable(t)
 	execOn(t, srcDB, "UPDATE "+q+" SET note = 'changed' WHERE id = 77", "DELETE FROM "+q+" WHERE id = 150")
+	quietDriver(t)
 	src, tgt := poolAs(t, srcDB, srcSrv.Port), poolAs(t, tgtDB, tgtSrv.Port)
-	// The driver logs every killed connection it notices; these are expected here.
-	mysql.SetLogger(log.New(io.Discard, "", 0))
-	defer mysql.SetLogger(log.New(os.Stderr, "[mysql] ", log.Ldate|log.Ltime|log.Lshortfile))
 
 	var calls, kills atomic.Int64
 	killer := throttler.Func(func(ctx context.Context) (throttler.Status, error) {
@@ -112,6 +118,59 @@ func TestVerifiersSurviveKilledConnections(t *testing.T) {
 			if !strings.Contains(res.String(), "MISMATCH") {
 				t.Errorf("report: %s", res)
 			}
+		})
+	}
+}
+
+// The same with a killer running beside the verifiers, so connections also die in the middle of a
+// query or a result set (as when a network drops connections every few seconds).
+func TestVerifiersSurviveConnectionsKilledMidQuery(t *testing.T) {
+	ctx := context.Background()
+	tbl, q, _ := baseTable(t)
+	execOn(t, tgtDB, "UPDATE "+q+" SET data = x'00' WHERE id = 9", "INSERT INTO "+q+" VALUES (999, 1, 'extra', NULL, NULL, NULL)")
+	quietDriver(t)
+	src, tgt := poolAs(t, srcDB, srcSrv.Port), poolAs(t, tgtDB, tgtSrv.Port)
+	quiet := logrus.New()
+	quiet.SetLevel(logrus.ErrorLevel)
+	// Each chunk or page waits 20ms first, so a pass lasts long enough for several kills.
+	pace := throttler.Func(func(context.Context) (throttler.Status, error) {
+		time.Sleep(20 * time.Millisecond)
+		return throttler.Status{}, nil
+	})
+	for _, s := range []struct {
+		name string
+		v    verifier.Verifier
+	}{
+		{"checksum", &verifier.Checksum{Source: src, Target: tgt, ChunkSize: 10, Concurrency: 2, Throttler: pace, Logger: quiet}},
+		{"rowdiff", &verifier.Differ{Source: src, Target: tgt, PageSize: 10, Throttler: pace, Logger: quiet}},
+	} {
+		t.Run(s.name, func(t *testing.T) {
+			var kills atomic.Int64
+			stop, done := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(done)
+				for {
+					for _, d := range []*sql.DB{srcDB, tgtDB} {
+						n, _ := killAll(ctx, d)
+						kills.Add(int64(n))
+					}
+					select {
+					case <-stop:
+						return
+					case <-time.After(60 * time.Millisecond):
+					}
+				}
+			}()
+			res, err := s.v.Verify(ctx, verifier.DuringCutover, []verifier.TablePair{{Source: tbl}})
+			close(stop)
+			<-done
+			if err != nil {
+				t.Fatalf("verification failed on killed connections: %v", err)
+			}
+			if kills.Load() < 3 {
+				t.Fatal("no connection was killed during the pass: the test did not exercise retries")
+			}
+			checkTable(t, res.Tables[0], nil, []verifier.Key{key("999")}, []verifier.RowDiff{diff(key("9"), "data")})
 		})
 	}
 }
