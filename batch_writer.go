@@ -60,6 +60,10 @@ func (w *TargetBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error {
 	})
 }
 
+// maxPlaceholders bounds the values bound to one statement: a prepared statement takes at most
+// 65535 placeholders; a multi-row statement is cut below that with a margin.
+const maxPlaceholders = 60000
+
 type statement struct {
 	query string
 	args  []any
@@ -97,7 +101,7 @@ func (w *TargetBatchWriter) statements(b *RowBatch) []statement {
 				rs += 24
 			}
 		}
-		if n > 0 && (size+rs > limit || len(args)+len(r) > 60000) {
+		if n > 0 && (size+rs > limit || len(args)+len(r) > maxPlaceholders) {
 			flush()
 		}
 		if n == 0 {

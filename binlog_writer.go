@@ -364,7 +364,7 @@ func applyStatements(ops []rowOp) []statement {
 	for i := 0; i < len(ops); {
 		j := i
 		size := 0
-		for j < len(ops) && ops[j].table == ops[i].table && ops[j].delete == ops[i].delete && size < maxBytes && (j-i+1)*len(ops[i].values) < 60000 {
+		for j < len(ops) && ops[j].table == ops[i].table && ops[j].delete == ops[i].delete && size < maxBytes && (j-i+1)*len(ops[i].values) < maxPlaceholders {
 			size += approxSize(ops[j].values)
 			j++
 		}

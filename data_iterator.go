@@ -141,7 +141,7 @@ func (it *SourceDataIterator) copyRange(ctx context.Context, task copyTask, sink
 
 // copyPage reads one page after r.Last within r with a locking read and hands it to sink before
 // releasing the locks.
-func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCols []*schemaColumn, keyIdx []int, r KeyRange, size int, sink BatchSink) (int, Key, error) {
+func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCols []*schema.Column, keyIdx []int, r KeyRange, size int, sink BatchSink) (int, Key, error) {
 	var conds []string
 	var args []any
 	lower := r.Last
@@ -153,7 +153,7 @@ func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCol
 		if err != nil {
 			return 0, nil, retry.Permanent(err)
 		}
-		c, a := keyCompare(keyCols, vals, ">", false)
+		c, a := schema.KeyCompare(keyCols, vals, ">", false)
 		conds, args = append(conds, c), append(args, a...)
 	}
 	if r.End != nil {
@@ -161,7 +161,7 @@ func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCol
 		if err != nil {
 			return 0, nil, retry.Permanent(err)
 		}
-		c, a := keyCompare(keyCols, vals, "<", true)
+		c, a := schema.KeyCompare(keyCols, vals, "<", true)
 		conds, args = append(conds, c), append(args, a...)
 	}
 	if t.Condition != "" {
@@ -229,13 +229,13 @@ func (it *SourceDataIterator) planRanges(ctx context.Context, t *TableCopy, n in
 // MIN and MAX; any other key by walking the key index with OFFSET, so every boundary is a real key
 // in the server's own order. The ranges cover the whole key space whatever the table holds when
 // they are read: the first is open below, the last open above.
-func PlanKeyRanges(ctx context.Context, db *sql.DB, table *TableSchema, estimatedRows int64, n int, minRows int64) ([]*KeyRange, error) {
+func PlanKeyRanges(ctx context.Context, db *sql.DB, table *schema.Table, estimatedRows int64, n int, minRows int64) ([]*KeyRange, error) {
 	if n <= 1 || estimatedRows < minRows {
 		return []*KeyRange{{}}, nil
 	}
 	keyCols := table.KeyColumns()
 	if len(keyCols) == 1 && isIntegerType(keyCols[0].DataType) {
-		k := schemaQuote(keyCols[0].Name)
+		k := schema.QuoteIdent(keyCols[0].Name)
 		var lo, hi sql.NullString
 		if err := db.QueryRowContext(ctx, "SELECT MIN("+k+"), MAX("+k+") FROM "+table.QualifiedName()).Scan(&lo, &hi); err != nil {
 			return nil, fmt.Errorf("plan ranges of %s: %w", table, err)
@@ -265,7 +265,7 @@ func PlanKeyRanges(ctx context.Context, db *sql.DB, table *TableSchema, estimate
 	var prev Key
 	cols := make([]string, len(keyCols))
 	for i, c := range keyCols {
-		cols[i] = schemaQuote(c.Name)
+		cols[i] = schema.QuoteIdent(c.Name)
 	}
 	for i := 1; i < n; i++ {
 		q := "SELECT " + strings.Join(cols, ", ") + " FROM " + table.QualifiedName() + " FORCE INDEX (" + quoteIndex(table.KeyName) + ")"
@@ -275,7 +275,7 @@ func PlanKeyRanges(ctx context.Context, db *sql.DB, table *TableSchema, estimate
 			if err != nil {
 				return nil, err
 			}
-			c, a := keyCompare(keyCols, vals, ">", false)
+			c, a := schema.KeyCompare(keyCols, vals, ">", false)
 			q += " WHERE " + c
 			args = a
 		}
@@ -302,13 +302,13 @@ func PlanKeyRanges(ctx context.Context, db *sql.DB, table *TableSchema, estimate
 // KeyArgs turns a key read from the server into the arguments of schema.KeyCompare.
 func KeyArgs(cols []*schema.Column, k Key) ([]any, error) { return keyArgs(cols, k) }
 
-func keyArgs(cols []*schemaColumn, k Key) ([]any, error) {
+func keyArgs(cols []*schema.Column, k Key) ([]any, error) {
 	if len(k) != len(cols) {
 		return nil, fmt.Errorf("key has %d values, the table's key has %d columns", len(k), len(cols))
 	}
 	out := make([]any, len(k))
 	for i, c := range cols {
-		v, err := keyArg(c, k[i])
+		v, err := schema.KeyArg(c, k[i])
 		if err != nil {
 			return nil, err
 		}
@@ -329,5 +329,5 @@ func quoteIndex(name string) string {
 	if name == "PRIMARY" {
 		return "PRIMARY"
 	}
-	return schemaQuote(name)
+	return schema.QuoteIdent(name)
 }

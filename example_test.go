@@ -78,9 +78,9 @@ func Example() {
 	// order 3 on the target: changed while copying
 }
 
-// copyAndCutOver is the README's library snippet: the lines between the markers appear there
+// copyAndCutover is the README's library snippet: the lines between the markers appear there
 // verbatim (TestREADMESnippetCompiles checks it), so the README shows code that compiles.
-func copyAndCutOver(ctx context.Context, pw string, myHooks ferry.CutoverHooks) (*ferry.CutoverReport, error) {
+func copyAndCutover(ctx context.Context, pw string, myHooks ferry.CutoverHooks) (*ferry.CutoverReport, error) {
 	// README begin
 	f, err := ferry.New(ferry.Config{
 		Source: ferry.ConnConfig{Host: "10.0.0.1", User: "ferry", Password: pw},

@@ -438,7 +438,7 @@ func (f *Ferry) checkResumedTarget(ctx context.Context, t *TableCopy, ts *TableS
 			if err != nil {
 				return fmt.Errorf("resume: table %s: checkpoint key: %w", t.Source, err)
 			}
-			c, a := keyCompare(keyCols, vals, b.op, b.inclusive)
+			c, a := schema.KeyCompare(keyCols, vals, b.op, b.inclusive)
 			conds, args = append(conds, c), append(args, a...)
 		}
 		if t.Condition != "" {

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// The README's library snippet is copyAndCutOver's body, so it compiles with the package's tests.
+// The README's library snippet is copyAndCutover's body, so it compiles with the package's tests.
 func TestREADMESnippetCompiles(t *testing.T) {
 	src, err := os.ReadFile("example_test.go")
 	if err != nil {
@@ -26,6 +26,6 @@ func TestREADMESnippetCompiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(readme), "```go\n"+want.String()+"```\n") {
-		t.Errorf("README.md's Go snippet is not copyAndCutOver's body (example_test.go); paste it:\n```go\n%s```", want.String())
+		t.Errorf("README.md's Go snippet is not copyAndCutover's body (example_test.go); paste it:\n```go\n%s```", want.String())
 	}
 }

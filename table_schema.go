@@ -8,13 +8,10 @@ import (
 	"github.com/ferrykit/ferry/schema"
 )
 
-// TableSchema is the metadata of a source table (see package schema).
-type TableSchema = schema.Table
-
 // TableCopy is one source table and where its rows go: everything the copy and the binlog apply
 // need to know about a table, computed once by Initialize.
 type TableCopy struct {
-	Source         *TableSchema
+	Source         *schema.Table
 	TargetDatabase string
 	TargetTable    string
 	// Condition is the copy filter's SQL condition for this table ("" for every row).
@@ -43,7 +40,7 @@ func (t *TableCopy) String() string {
 	return s
 }
 
-func newTableCopy(src *TableSchema, targetDB, targetTable, condition string, mariaDB bool) (*TableCopy, error) {
+func newTableCopy(src *schema.Table, targetDB, targetTable, condition string, mariaDB bool) (*TableCopy, error) {
 	t := &TableCopy{Source: src, TargetDatabase: targetDB, TargetTable: targetTable, Condition: condition, mariaDB: mariaDB,
 		state: &TableState{Fingerprint: src.Fingerprint()}}
 	t.Columns = src.WritableColumns()
@@ -105,7 +102,7 @@ func (t *TableCopy) rowPlaceholders() string {
 func keyEquals(cols []*schema.Column, vals []any) (string, []any) {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
-		parts[i] = schema.QuoteIdent(c.Name) + " = " + keyPlaceholder(c)
+		parts[i] = schema.QuoteIdent(c.Name) + " = " + schema.KeyPlaceholder(c)
 	}
 	return "(" + strings.Join(parts, " AND ") + ")", vals
 }
@@ -131,10 +128,6 @@ func (t *TableCopy) keyIndexes() []int {
 	}
 	return out
 }
-
-type schemaColumn = schema.Column
-
-var schemaQuote = schema.QuoteIdent
 
 func (t *TableCopy) setRanges(r []*KeyRange) {
 	t.mu.Lock()
@@ -201,10 +194,3 @@ func (t *TableCopy) State() TableState {
 	}
 	return c
 }
-
-// Key comparisons are built by package schema, shared with the online schema change.
-var (
-	keyPlaceholder = schema.KeyPlaceholder
-	keyArg         = schema.KeyArg
-	keyCompare     = schema.KeyCompare
-)

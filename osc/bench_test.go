@@ -8,12 +8,12 @@ import (
 	"time"
 )
 
-// BenchmarkCutOverUnderLoad runs b.N migrations of a 20k-row table while three clients write to it
+// BenchmarkCutoverUnderLoad runs b.N migrations of a 20k-row table while three clients write to it
 // and reports the distribution of the write-blocked window of the cut-overs (p50, p99, max in ms),
 // as measured by ferry, next to the slowest write transaction the clients saw.
 //
-//	go test -run XXX -bench CutOver -benchtime 20x ./osc/
-func BenchmarkCutOverUnderLoad(b *testing.B) {
+//	go test -run XXX -bench Cutover -benchtime 20x ./osc/
+func BenchmarkCutoverUnderLoad(b *testing.B) {
 	f := newFixture(b, 20_000)
 	l := f.startLoad(3)
 	var blocked []time.Duration

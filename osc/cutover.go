@@ -21,26 +21,26 @@ type errNoRetry struct{ err error }
 func (e errNoRetry) Error() string { return e.err.Error() }
 func (e errNoRetry) Unwrap() error { return e.err }
 
-// cutOver waits until the cut-over may run (not postponed, apply caught up), then tries the atomic
-// cut-over up to CutOverAttempts times.
-func (m *Migration) cutOver(ctx context.Context, s *stream) error {
+// cutover waits until the cut-over may run (not postponed, apply caught up), then tries the atomic
+// cut-over up to CutoverAttempts times.
+func (m *Migration) cutover(ctx context.Context, s *stream) error {
 	for attempt := 1; ; attempt++ {
-		if err := m.waitCutOverAllowed(ctx); err != nil {
+		if err := m.waitCutoverAllowed(ctx); err != nil {
 			return err
 		}
 		if attempt == 1 {
-			if err := m.runHook(ctx, HookBeforeCutOver, nil); err != nil {
+			if err := m.runHook(ctx, HookBeforeCutover, nil); err != nil {
 				return err
 			}
 		}
-		m.setState(StateCutOver)
-		attemptFn := m.cutOverAttempt
-		if m.CutOverTwoStep {
-			attemptFn = m.cutOverTwoStep
+		m.setState(StateCutover)
+		attemptFn := m.cutoverAttempt
+		if m.CutoverTwoStep {
+			attemptFn = m.cutoverTwoStep
 		}
 		blocked, err := attemptFn(ctx, s)
 		m.resultMu.Lock()
-		m.result.CutOverAttempts = attempt
+		m.result.CutoverAttempts = attempt
 		if blocked > 0 {
 			m.result.WriteBlocked = append(m.result.WriteBlocked, blocked)
 		}
@@ -56,7 +56,7 @@ func (m *Migration) cutOver(ctx context.Context, s *stream) error {
 			return err
 		}
 		var nr errNoRetry
-		if errors.As(err, &nr) || attempt >= m.CutOverAttempts {
+		if errors.As(err, &nr) || attempt >= m.CutoverAttempts {
 			return fmt.Errorf("cut-over failed after %d attempt(s): %w", attempt, err)
 		}
 		m.log.WithError(err).WithField("attempt", attempt).WithField("write_blocked", blocked.Round(time.Microsecond).String()).Warn("osc: cut-over attempt failed; the original table is unchanged, retrying")
@@ -68,11 +68,11 @@ func (m *Migration) cutOver(ctx context.Context, s *stream) error {
 	}
 }
 
-func (m *Migration) waitCutOverAllowed(ctx context.Context) error {
+func (m *Migration) waitCutoverAllowed(ctx context.Context) error {
 	for {
 		postponed, why := m.postponedNow()
 		select {
-		case <-m.cutOverNow:
+		case <-m.cutoverNow:
 			m.postponed.Store(false)
 			postponed = false
 		default:
@@ -82,7 +82,7 @@ func (m *Migration) waitCutOverAllowed(ctx context.Context) error {
 				m.setState(StatePostponed)
 				m.log.Info("osc: cut-over " + why)
 			}
-		} else if m.applier.lag() <= m.CutOverMaxLag && m.applier.backlog() < 100 {
+		} else if m.applier.lag() <= m.CutoverMaxLag && m.applier.backlog() < 100 {
 			return nil
 		} else if m.stateName() != StateCatchingUp {
 			m.setState(StateCatchingUp)
@@ -90,7 +90,7 @@ func (m *Migration) waitCutOverAllowed(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-m.cutOverNow:
+		case <-m.cutoverNow:
 			m.postponed.Store(false)
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -103,7 +103,7 @@ func randomToken() string {
 	return hex.EncodeToString(b)
 }
 
-// cutOverAttempt is gh-ost's atomic cut-over:
+// cutoverAttempt is gh-ost's atomic cut-over:
 //
 //  1. session A takes GET_LOCK, creates the sentry table t_del, and runs
 //     LOCK TABLES t WRITE, t_del WRITE: writes to t stop;
@@ -117,9 +117,9 @@ func randomToken() string {
 //
 // If A dies anywhere, its lock goes away but the sentry stays, so B's rename fails and the original
 // table is unchanged; if B dies, A unlocks and nothing changed. Every wait is bounded by
-// CutOverLockTimeout.
-func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time.Duration, err error) {
-	timeout := m.CutOverLockTimeout
+// CutoverLockTimeout.
+func (m *Migration) cutoverAttempt(ctx context.Context, s *stream) (blocked time.Duration, err error) {
+	timeout := m.CutoverLockTimeout
 	secs := int((timeout + time.Second - 1) / time.Second)
 	db := m.db
 	connA, err := db.Conn(ctx)
@@ -193,8 +193,8 @@ func (m *Migration) cutOverAttempt(ctx context.Context, s *stream) (blocked time
 	unlock := func() {
 		connA.ExecContext(context.WithoutCancel(ctx), "UNLOCK TABLES")
 	}
-	if m.testCutOverLocked != nil {
-		m.testCutOverLocked(idA)
+	if m.testCutoverLocked != nil {
+		m.testCutoverLocked(idA)
 	}
 
 	// Every change of t committed before the lock precedes the marker in the binlog.
@@ -450,10 +450,10 @@ func (m *Migration) checkNothingSlipped(ctx context.Context, s *stream) error {
 	return nil
 }
 
-// cutOverTwoStep is gh-ost's two-step cut-over: under LOCK TABLES t WRITE, once every change up to
+// cutoverTwoStep is gh-ost's two-step cut-over: under LOCK TABLES t WRITE, once every change up to
 // the lock is applied, the table is renamed away; after the unlock the ghost takes its name.
-func (m *Migration) cutOverTwoStep(ctx context.Context, s *stream) (time.Duration, error) {
-	timeout := m.CutOverLockTimeout
+func (m *Migration) cutoverTwoStep(ctx context.Context, s *stream) (time.Duration, error) {
+	timeout := m.CutoverLockTimeout
 	secs := int((timeout + time.Second - 1) / time.Second)
 	connA, err := m.db.Conn(ctx)
 	if err != nil {

@@ -38,7 +38,7 @@
 // # Guarantees
 //
 // The original table's rows are never written by ferry; it is locked only during a cut-over attempt
-// (at most about CutOverLockTimeout per attempt) and renamed only by the single atomic RENAME. If the
+// (at most about CutoverLockTimeout per attempt) and renamed only by the single atomic RENAME. If the
 // process or its connection dies:
 //
 //   - before the cut-over: the original is unchanged and in use; _gho and _ghc are left over: resume
@@ -62,7 +62,7 @@
 // before its first checkpoint are dropped and the migration starts afresh.
 //
 // A failed cut-over attempt leaves the original table in place and usable and is retried up to
-// CutOverAttempts times. Writes blocked by each attempt are measured (Result.WriteBlocked). After
+// CutoverAttempts times. Writes blocked by each attempt are measured (Result.WriteBlocked). After
 // the rename, ferry reads the binlog up to the RENAME and checks that no change of the original
 // came after the cut-over marker: if one ever did (it would be in <t>_del only), Run fails loudly
 // instead of losing it silently.

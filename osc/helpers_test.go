@@ -123,7 +123,7 @@ func (f *fixture) exec(query string, args ...any) {
 
 func (f *fixture) migration(alter string) *Migration {
 	return &Migration{Conn: testConn(), Database: f.name, Table: "t", Alter: alter, Execute: true,
-		ChunkSize: 2000, CutOverLockTimeout: 2 * time.Second, Logger: testLogger(f.t), StatusInterval: time.Second}
+		ChunkSize: 2000, CutoverLockTimeout: 2 * time.Second, Logger: testLogger(f.t), StatusInterval: time.Second}
 }
 
 // load writes to t and twin in the same transactions until stopped.

@@ -18,7 +18,7 @@ const (
 	HookStartup         HookPoint = "startup"           // before validation
 	HookValidated       HookPoint = "validated"         // validation passed, ghost table created
 	HookRowCopyComplete HookPoint = "row-copy-complete" // every row copied, before the cut-over waits
-	HookBeforeCutOver   HookPoint = "before-cut-over"   // right before the first cut-over attempt
+	HookBeforeCutover   HookPoint = "before-cut-over"   // right before the first cut-over attempt
 	HookSuccess         HookPoint = "success"           // the table has its new schema
 	HookFailure         HookPoint = "failure"           // Run is about to return an error
 	HookStatus          HookPoint = "status"            // every StatusInterval
@@ -69,7 +69,7 @@ func (m *Migration) runHook(ctx context.Context, point HookPoint, runErr error) 
 		return nil
 	}
 	switch point {
-	case HookStartup, HookValidated, HookRowCopyComplete, HookBeforeCutOver:
+	case HookStartup, HookValidated, HookRowCopyComplete, HookBeforeCutover:
 		return fmt.Errorf("%s hook: %w", point, err)
 	}
 	m.log.WithError(err).Warnf("osc: %s hook failed", point)

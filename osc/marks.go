@@ -97,7 +97,7 @@ func (m *Migration) createChangelog(ctx context.Context) error {
 // markOldTable records, under the cut-over lock before the rename, that <t>_del is about to be
 // the original table.
 func (m *Migration) markOldTable(ctx context.Context) error {
-	wctx, cancel := context.WithTimeout(ctx, m.CutOverLockTimeout)
+	wctx, cancel := context.WithTimeout(ctx, m.CutoverLockTimeout)
 	defer cancel()
 	if err := m.writeHint(wctx, oldTableMarkID, "old-table", m.oldName()); err != nil {
 		return fmt.Errorf("record the old table's name in %s: %w", m.qualified(m.changelogName()), err)

@@ -34,7 +34,7 @@ type Migration struct {
 	Execute bool
 	// UseInstant runs the ALTER in place with ALGORITHM=INSTANT when the server can (checked on an
 	// empty copy of the table, see Plan.InstantPossible): a metadata change only, no copy, no ghost
-	// table. It waits at most CutOverLockTimeout for the table's metadata lock (writes queue behind
+	// table. It waits at most CutoverLockTimeout for the table's metadata lock (writes queue behind
 	// it meanwhile) and is retried like a cut-over. Without it, a possible instant ALTER is only
 	// reported.
 	UseInstant bool
@@ -85,19 +85,19 @@ type Migration struct {
 	CheckpointInterval time.Duration
 	// DropOldTable drops <t>_del (the original table, renamed) after a successful cut-over.
 	DropOldTable bool
-	// CutOverLockTimeout bounds every wait of one cut-over attempt (lock_wait_timeout of the lock and
+	// CutoverLockTimeout bounds every wait of one cut-over attempt (lock_wait_timeout of the lock and
 	// of the rename, the wait for the binlog to catch up); writes to the table are blocked at most
 	// about this long per attempt. Default 3s (1s..10s).
-	CutOverLockTimeout time.Duration
-	// CutOverTwoStep uses gh-ost's two-step cut-over instead of the atomic one: lock the table,
+	CutoverLockTimeout time.Duration
+	// CutoverTwoStep uses gh-ost's two-step cut-over instead of the atomic one: lock the table,
 	// apply every change up to the lock, ALTER TABLE t RENAME TO <t>_del under the lock, unlock,
 	// RENAME TABLE _<t>_gho TO t. Simpler (no second session, no processlist check), but for a
 	// moment the table does not exist: writes queued on the lock, and any statement in that moment,
 	// fail with "table doesn't exist" instead of waiting. If the process dies between the two
 	// renames, finish by hand with RENAME TABLE _<t>_gho TO t (every change is in the ghost table).
-	CutOverTwoStep bool
-	// CutOverAttempts is how often the cut-over is tried before Run fails; default 60.
-	CutOverAttempts int
+	CutoverTwoStep bool
+	// CutoverAttempts is how often the cut-over is tried before Run fails; default 60.
+	CutoverAttempts int
 	// PostponeFlagFile: while this file exists the cut-over waits (the copy and apply go on).
 	PostponeFlagFile string
 	// Postpone holds the cut-over until Unpostpone is called (or the unix-socket "cut-over" command).
@@ -105,9 +105,9 @@ type Migration struct {
 	// MaxLag throttles the row copy while the binlog apply lags more than this; default 1.5s. The
 	// cut-over starts only once the lag is below it.
 	MaxLag time.Duration
-	// CutOverMaxLag: a cut-over attempt starts only while the apply lag is below this, since writes
+	// CutoverMaxLag: a cut-over attempt starts only while the apply lag is below this, since writes
 	// stay blocked until the changes before the lock are applied; default 250ms.
-	CutOverMaxLag time.Duration
+	CutoverMaxLag time.Duration
 	// Throttler, when set, pauses the row copy while it says so.
 	Throttler throttler.Throttler
 	// HeartbeatInterval is how often a heartbeat row is written to the changelog; default 100ms.
@@ -124,9 +124,9 @@ type Migration struct {
 	SocketPath string
 	Logger     logrus.FieldLogger
 
-	// testCutOverLocked is called while the cut-over holds the table lock, with the id of the
+	// testCutoverLocked is called while the cut-over holds the table lock, with the id of the
 	// locking session (tests kill it).
-	testCutOverLocked func(lockConnID int64)
+	testCutoverLocked func(lockConnID int64)
 	// testAfterMarker is called with the locking session once every change before the lock is
 	// applied (a test writes through it to simulate a write that slipped past the lock).
 	testAfterMarker func(lock *sql.Conn)
@@ -143,7 +143,6 @@ type Migration struct {
 	// testMarkerDelay delays the applier when a cut-over marker comes back (a slow apply).
 	testMarkerDelay func() time.Duration
 
-	ctx    context.Context
 	db     *sql.DB
 	flavor ferry.Flavor
 	log    logrus.FieldLogger
@@ -160,7 +159,7 @@ type Migration struct {
 	postponed      atomic.Bool
 	panicked       chan struct{}
 	panicOnce      sync.Once
-	cutOverNow     chan struct{}
+	cutoverNow     chan struct{}
 	copyDone       atomic.Bool
 	result         Result
 	resultMu       sync.Mutex
@@ -190,8 +189,8 @@ type Result struct {
 	RowsCopied int64
 	// EventsApplied counts the binlog row changes applied to the ghost table.
 	EventsApplied int64
-	// CutOverAttempts is how many cut-overs were tried.
-	CutOverAttempts int
+	// CutoverAttempts is how many cut-overs were tried.
+	CutoverAttempts int
 	// WriteBlocked is, per cut-over attempt, how long writes to the table were blocked: from the
 	// LOCK TABLES request until the rename (or the unlock of a failed attempt) finished.
 	WriteBlocked []time.Duration
@@ -208,7 +207,7 @@ const (
 	StateCopying    = "copying"
 	StateCatchingUp = "catching up"
 	StatePostponed  = "postponed"
-	StateCutOver    = "cut-over"
+	StateCutover    = "cut-over"
 	StateDone       = "done"
 	StateFailed     = "failed"
 	StateDryRun     = "dry run done"
@@ -275,7 +274,6 @@ func (m *Migration) Run(ctx context.Context) (*Result, error) {
 		case <-ctx.Done():
 		}
 	}()
-	m.ctx = ctx
 	m.result.Elapsed = 0
 	res, err := m.run(ctx)
 	if err != nil {
@@ -291,7 +289,7 @@ func (m *Migration) Run(ctx context.Context) (*Result, error) {
 func (m *Migration) init() {
 	m.initOnce.Do(func() {
 		m.panicked = make(chan struct{})
-		m.cutOverNow = make(chan struct{}, 1)
+		m.cutoverNow = make(chan struct{}, 1)
 	})
 }
 
@@ -300,18 +298,18 @@ func (m *Migration) applyDefaults() {
 		m.ChunkSize = 1000
 	}
 	m.ChunkSize = min(max(m.ChunkSize, 10), 100000)
-	if m.CutOverLockTimeout <= 0 {
-		m.CutOverLockTimeout = 3 * time.Second
+	if m.CutoverLockTimeout <= 0 {
+		m.CutoverLockTimeout = 3 * time.Second
 	}
-	m.CutOverLockTimeout = min(max(m.CutOverLockTimeout, time.Second), 10*time.Second)
-	if m.CutOverAttempts <= 0 {
-		m.CutOverAttempts = 60
+	m.CutoverLockTimeout = min(max(m.CutoverLockTimeout, time.Second), 10*time.Second)
+	if m.CutoverAttempts <= 0 {
+		m.CutoverAttempts = 60
 	}
 	if m.MaxLag <= 0 {
 		m.MaxLag = 1500 * time.Millisecond
 	}
-	if m.CutOverMaxLag <= 0 {
-		m.CutOverMaxLag = 250 * time.Millisecond
+	if m.CutoverMaxLag <= 0 {
+		m.CutoverMaxLag = 250 * time.Millisecond
 	}
 	if m.HeartbeatInterval <= 0 {
 		m.HeartbeatInterval = 100 * time.Millisecond
@@ -443,7 +441,7 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 		m.dropGhost(ctx)
 		return nil, fmt.Errorf("osc: read the columns of %s: %w", m.qualified(m.ghostName()), err)
 	}
-	plan, err := m.mapColumns(orig, ghost, info)
+	plan, err := m.mapColumns(ctx, orig, ghost, info)
 	if err != nil {
 		m.dropGhost(ctx)
 		return nil, fmt.Errorf("osc: %w", err)
@@ -750,7 +748,7 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 	if err := m.runHook(runCtx, HookRowCopyComplete, nil); err != nil {
 		return &m.result, err
 	}
-	if err := m.cutOver(runCtx, stream); err != nil {
+	if err := m.cutover(runCtx, stream); err != nil {
 		return &m.result, causeOr(runCtx, err)
 	}
 	stopAll(nil)
@@ -817,10 +815,10 @@ func (m *Migration) postponedNow() (bool, string) {
 	return false, ""
 }
 
-// instant runs the ALTER in place with ALGORITHM=INSTANT, bounded by CutOverLockTimeout per attempt.
+// instant runs the ALTER in place with ALGORITHM=INSTANT, bounded by CutoverLockTimeout per attempt.
 func (m *Migration) instant(ctx context.Context) (*Result, error) {
-	m.setState(StateCutOver)
-	secs := int((m.CutOverLockTimeout + time.Second - 1) / time.Second)
+	m.setState(StateCutover)
+	secs := int((m.CutoverLockTimeout + time.Second - 1) / time.Second)
 	for attempt := 1; ; attempt++ {
 		conn, err := m.db.Conn(ctx)
 		if err != nil {
@@ -832,7 +830,7 @@ func (m *Migration) instant(ctx context.Context) (*Result, error) {
 			_, err = conn.ExecContext(ctx, "ALTER TABLE "+m.qualified(m.Table)+" "+m.Alter+", ALGORITHM=INSTANT")
 		}
 		discard(conn)
-		m.result.CutOverAttempts = attempt
+		m.result.CutoverAttempts = attempt
 		m.result.WriteBlocked = append(m.result.WriteBlocked, time.Since(start))
 		if err == nil {
 			m.result.Instant = true
@@ -841,7 +839,7 @@ func (m *Migration) instant(ctx context.Context) (*Result, error) {
 			m.runHook(context.WithoutCancel(ctx), HookSuccess, nil)
 			return &m.result, nil
 		}
-		if retry.Code(err) != retry.CodeLockWaitTimeout || attempt >= m.CutOverAttempts || ctx.Err() != nil {
+		if retry.Code(err) != retry.CodeLockWaitTimeout || attempt >= m.CutoverAttempts || ctx.Err() != nil {
 			return &m.result, fmt.Errorf("osc: ALTER ... ALGORITHM=INSTANT: %w; the table is unchanged", err)
 		}
 		m.log.WithError(err).WithField("attempt", attempt).Warn("osc: instant ALTER could not get the table's metadata lock; retrying")

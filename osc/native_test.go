@@ -306,7 +306,7 @@ func TestNativeTriggers(t *testing.T) {
 		f.exec("CREATE TRIGGER trg BEFORE UPDATE ON t FOR EACH ROW SET NEW.a = NEW.a + 1")
 		m := f.migration("ADD COLUMN z INT NULL")
 		m.IncludeTriggers = true
-		m.CutOverTwoStep = true
+		m.CutoverTwoStep = true
 		_, err := m.Run(context.Background())
 		must(t, err)
 		if got := f.triggersOf("t"); !strings.HasPrefix(got, "'trg'|'BEFORE'|'UPDATE'") {

@@ -61,8 +61,8 @@ func TestAddColumn200k(t *testing.T) {
 	if res.RowsCopied < 190_000 {
 		t.Errorf("copied %d rows", res.RowsCopied)
 	}
-	if res.CutOverAttempts < 1 || len(res.WriteBlocked) != res.CutOverAttempts {
-		t.Errorf("cut-over attempts %d, blocked %v", res.CutOverAttempts, res.WriteBlocked)
+	if res.CutoverAttempts < 1 || len(res.WriteBlocked) != res.CutoverAttempts {
+		t.Errorf("cut-over attempts %d, blocked %v", res.CutoverAttempts, res.WriteBlocked)
 	}
 }
 
@@ -134,7 +134,7 @@ func TestKilledLockSession(t *testing.T) {
 	alter := "ADD COLUMN x INT NULL"
 	m := f.migration(alter)
 	killed := 0
-	m.testCutOverLocked = func(id int64) {
+	m.testCutoverLocked = func(id int64) {
 		if killed > 0 {
 			return
 		}
@@ -155,8 +155,8 @@ func TestKilledLockSession(t *testing.T) {
 	}
 	res := runUnderLoad(t, f, m, alter)
 	// (a busy machine may need more than one more attempt)
-	if killed != 1 || res.CutOverAttempts < 2 || len(res.WriteBlocked) != res.CutOverAttempts {
-		t.Errorf("killed %d, attempts %d, blocked %v; want one kill and at least two attempts", killed, res.CutOverAttempts, res.WriteBlocked)
+	if killed != 1 || res.CutoverAttempts < 2 || len(res.WriteBlocked) != res.CutoverAttempts {
+		t.Errorf("killed %d, attempts %d, blocked %v; want one kill and at least two attempts", killed, res.CutoverAttempts, res.WriteBlocked)
 	}
 }
 
@@ -358,7 +358,7 @@ func TestOperability(t *testing.T) {
 	if _, err := os.Stat(flag); !os.IsNotExist(err) {
 		t.Errorf("flag file still there: %v", err)
 	}
-	want := []HookPoint{HookStartup, HookValidated, HookRowCopyComplete, HookBeforeCutOver, HookSuccess}
+	want := []HookPoint{HookStartup, HookValidated, HookRowCopyComplete, HookBeforeCutover, HookSuccess}
 	if fmt.Sprint(points) != fmt.Sprint(want) {
 		t.Errorf("hooks ran at %v, want %v", points, want)
 	}
@@ -382,7 +382,7 @@ func TestHookAborts(t *testing.T) {
 	slow := filepath.Join(dir, "slow.sh")
 	must(t, os.WriteFile(slow, []byte("#!/bin/sh\nsleep 10\n"), 0o755))
 	m := f.migration("ADD COLUMN z INT NULL")
-	m.Hooks = Hooks{Commands: map[HookPoint]string{HookBeforeCutOver: slow}, Timeout: 300 * time.Millisecond}
+	m.Hooks = Hooks{Commands: map[HookPoint]string{HookBeforeCutover: slow}, Timeout: 300 * time.Millisecond}
 	var failed error
 	m.Hooks.Func = func(ctx context.Context, p HookPoint, st Status, err error) error {
 		if p == HookFailure {
@@ -646,11 +646,11 @@ func TestStringKeyAndDropLeftovers(t *testing.T) {
 }
 
 // The two-step cut-over: the table is missing for a moment (the load retries), nothing is lost.
-func TestTwoStepCutOver(t *testing.T) {
+func TestTwoStepCutover(t *testing.T) {
 	f := newFixture(t, 20_000)
 	alter := "ADD COLUMN z INT NULL, MODIFY a BIGINT NOT NULL DEFAULT 0"
 	m := f.migration(alter)
-	m.CutOverTwoStep = true
+	m.CutoverTwoStep = true
 	l := f.startLoad(3, true)
 	time.Sleep(200 * time.Millisecond)
 	res, err := m.Run(context.Background())
@@ -673,7 +673,7 @@ func TestLateMarker(t *testing.T) {
 	f := newFixture(t, 20_000)
 	alter := "ADD COLUMN z INT NULL"
 	m := f.migration(alter)
-	m.CutOverLockTimeout = time.Second
+	m.CutoverLockTimeout = time.Second
 	var markers atomic.Int64
 	m.testMarkerDelay = func() time.Duration {
 		if markers.Add(1) == 1 {
@@ -682,8 +682,8 @@ func TestLateMarker(t *testing.T) {
 		return 0
 	}
 	res := runUnderLoad(t, f, m, alter)
-	if res.CutOverAttempts < 2 {
-		t.Errorf("cut-over attempts %d, want at least 2", res.CutOverAttempts)
+	if res.CutoverAttempts < 2 {
+		t.Errorf("cut-over attempts %d, want at least 2", res.CutoverAttempts)
 	}
 }
 

@@ -1,9 +1,9 @@
 package osc
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
-
 	"sort"
 	"strings"
 
@@ -132,7 +132,7 @@ func colNames(cols []*schema.Column) string {
 }
 
 // mapColumns compares the original and the altered ghost table and builds the plan.
-func (m *Migration) mapColumns(orig, ghost *schema.Table, info *alterInfo) (*Plan, error) {
+func (m *Migration) mapColumns(ctx context.Context, orig, ghost *schema.Table, info *alterInfo) (*Plan, error) {
 	p := &Plan{Renamed: map[string]string{}, original: orig, ghost: ghost}
 	// renamed: new name (lower) → original column
 	fromNew := map[string]*schema.Column{}
@@ -159,7 +159,7 @@ func (m *Migration) mapColumns(orig, ghost *schema.Table, info *alterInfo) (*Pla
 			if src == nil {
 				p.Added = append(p.Added, gc.Name)
 				if !gc.Generated {
-					if err := m.checkAddedColumn(gc); err != nil {
+					if err := m.checkAddedColumn(ctx, gc); err != nil {
 						return nil, err
 					}
 				}
@@ -365,10 +365,10 @@ func isChar(c *schema.Column) bool { return c.Charset != "" && c.Charset != "bin
 
 // checkAddedColumn refuses an added NOT NULL column without a default: the copy would fail on its
 // first row (or, outside strict mode, silently fill in 0 / ”).
-func (m *Migration) checkAddedColumn(gc *schema.Column) error {
+func (m *Migration) checkAddedColumn(ctx context.Context, gc *schema.Column) error {
 	var def sql.NullString
 	var extra string
-	err := m.db.QueryRowContext(m.ctx, `SELECT COLUMN_DEFAULT, IFNULL(EXTRA,'') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = ?`,
+	err := m.db.QueryRowContext(ctx, `SELECT COLUMN_DEFAULT, IFNULL(EXTRA,'') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = ?`,
 		m.Database, m.ghostName(), gc.Name).Scan(&def, &extra)
 	if err != nil {
 		return fmt.Errorf("read default of added column %s: %w", gc.Name, err)

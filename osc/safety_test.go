@@ -51,7 +51,7 @@ func TestRenameCheckNotVacuous(t *testing.T) {
 		t.Run(map[bool]string{false: "atomic", true: "two-step"}[twoStep], func(t *testing.T) {
 			f := newFixture(t, 500)
 			m := f.migration("ADD COLUMN z INT NULL")
-			m.CutOverTwoStep = twoStep
+			m.CutoverTwoStep = twoStep
 			m.renameSeenTimeout = 300 * time.Millisecond
 			m.testStreamEndDelay = 2 * time.Second
 			_, err := m.Run(context.Background())
@@ -62,7 +62,7 @@ func TestRenameCheckNotVacuous(t *testing.T) {
 			// and with the stream in time, the same run passes
 			f2 := newFixture(t, 500)
 			m2 := f2.migration("ADD COLUMN z INT NULL")
-			m2.CutOverTwoStep = twoStep
+			m2.CutoverTwoStep = twoStep
 			m2.testStreamEndDelay = 200 * time.Millisecond
 			_, err = m2.Run(context.Background())
 			must(t, err)
@@ -77,7 +77,7 @@ func TestResumeFinishesTwoStepRename(t *testing.T) {
 	f := newFixture(t, 3000)
 	alter := "ADD COLUMN z INT NULL DEFAULT 3"
 	m := f.migration(alter)
-	m.CutOverTwoStep = true
+	m.CutoverTwoStep = true
 	m.testBetweenRenames = func() error { return errors.New("killed between the renames") }
 	l := f.startLoad(2)
 	time.Sleep(200 * time.Millisecond)

@@ -109,7 +109,7 @@ func (m *Migration) Unpostpone() {
 		removeFile(m.PostponeFlagFile)
 	}
 	select {
-	case m.cutOverNow <- struct{}{}:
+	case m.cutoverNow <- struct{}{}:
 	default:
 	}
 }

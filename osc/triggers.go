@@ -120,7 +120,7 @@ func (m *Migration) nameTriggers(ctx context.Context) error {
 		return err
 	}
 	defer discard(conn)
-	secs := int((m.CutOverLockTimeout + 999_999_999) / 1_000_000_000)
+	secs := int((m.CutoverLockTimeout + 999_999_999) / 1_000_000_000)
 	fail := func(err error) error {
 		return fmt.Errorf("the table was renamed and its triggers work on it under temporary names (_<name>_ghn), but giving them their own names failed: %w; drop the triggers of %s and create them again on %s under their names", err, m.qualified(m.oldName()), m.qualified(m.Table))
 	}

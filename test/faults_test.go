@@ -151,8 +151,8 @@ func rsWaitRows(t *testing.T, f *ferry.Ferry, runErr chan error, n int64) {
 	}
 }
 
-// rsCutOver stops the load as the cut-over's lock and waits for Run to return.
-func rsCutOver(t *testing.T, ctx context.Context, f *ferry.Ferry, runErr chan error, load *writeLoad) {
+// rsCutover stops the load as the cut-over's lock and waits for Run to return.
+func rsCutover(t *testing.T, ctx context.Context, f *ferry.Ferry, runErr chan error, load *writeLoad) {
 	t.Helper()
 	cut := &ferry.Cutover{Ferry: f, Hooks: ferry.HookFuncs{LockFunc: func(context.Context) error { load.stop(); return nil }}}
 	if _, err := cut.Run(ctx); err != nil {
@@ -252,7 +252,7 @@ func rsRunRestart(t *testing.T, src, dst *sandbox.Server, c rsRestartCase) {
 		load = rsStartLoad(t, src, db, 22, 2, bigRows)
 	}
 	t.Logf("%s: cutting over", time.Since(t0).Round(time.Millisecond))
-	rsCutOver(t, ctx, f, runErr, load.writeLoad)
+	rsCutover(t, ctx, f, runErr, load.writeLoad)
 	st := f.State()
 	f.Close()
 	load.close()

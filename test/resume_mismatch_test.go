@@ -162,7 +162,7 @@ func TestResumeWithDifferentSelectionIsRefused(t *testing.T) {
 	cfg = base(t)
 	cfg.Resume = st
 	f, runErr = rsStartFerry(t, ctx, cfg, stateFile)
-	rsCutOver(t, ctx, f, runErr, &writeLoad{cancel: func() {}})
+	rsCutover(t, ctx, f, runErr, &writeLoad{cancel: func() {}})
 	f.Close()
 	for _, table := range []string{"orders", "items"} {
 		want := count(t, source, "SELECT COUNT(*) FROM "+db+"."+table+" WHERE tenant = 1")

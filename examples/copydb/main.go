@@ -171,7 +171,7 @@ func run() int {
 		}
 		// -resume is suggested only when it works: this run saved its progress (it got as far as
 		// running), nothing was swapped, and the checkpoint is still usable (ferry.Resumable).
-		if o.stateFile != "" && sum != nil && !sum.CutOver && ferry.Resumable(err) {
+		if o.stateFile != "" && sum != nil && !sum.Cutover && ferry.Resumable(err) {
 			if _, serr := os.Stat(o.stateFile); serr == nil {
 				fmt.Fprintf(os.Stderr, "copydb: progress is saved in %s; after fixing the cause, run the same command with -resume to continue\n", o.stateFile)
 			}
@@ -246,7 +246,7 @@ type Summary struct {
 	// lock (with -cutover none, the only pass).
 	VerificationBeforeLock *verifier.Result     `json:"verification_before_lock,omitempty"`
 	Verification           *verifier.Result     `json:"verification,omitempty"`
-	CutOver                bool                 `json:"cut_over"`
+	Cutover                bool                 `json:"cut_over"`
 	SchemaObjects          []ferry.SchemaObject `json:"schema_objects,omitempty"`
 	Result                 string               `json:"result"`
 }
@@ -478,7 +478,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 			sum.Verification = rep.Result
 		}
 		sum.VerificationBeforeLock = rep.ResultBeforeLock
-		sum.CutOver = rep.Swapped && o.cutover != "none"
+		sum.Cutover = rep.Swapped && o.cutover != "none"
 	}
 	if err != nil {
 		cancelRun()
@@ -558,7 +558,7 @@ func progressLine(p ferry.Progress) string {
 
 func printSummary(s *Summary) {
 	fmt.Printf("\ncopydb: %s — %d rows in %s (%.0f rows/s), %d binlog events applied", s.Result, s.Rows, s.Elapsed.Round(time.Millisecond), s.RowsPerSecond, s.EventsApplied)
-	if s.CutOver {
+	if s.Cutover {
 		fmt.Printf(", cut over with writes blocked for %.1f ms", s.BlockedMS)
 	}
 	fmt.Println()

@@ -87,7 +87,7 @@ func run(copydb string, orders, rate int) error {
 		RowsPerSecond float64 `json:"rows_per_second"`
 		EventsApplied int64   `json:"events_applied"`
 		BlockedMS     float64 `json:"write_blocked_ms"`
-		CutOver       bool    `json:"cut_over"`
+		Cutover       bool    `json:"cut_over"`
 	}
 	b, err := os.ReadFile(sumFile)
 	if err != nil {
@@ -127,7 +127,7 @@ ferry demo summary
   result                 %s
 `, sum.Rows, len(tables), elapsed.Round(time.Millisecond), sum.RowsPerSecond, sum.EventsApplied,
 		load.ok.Load(), load.refused.Load(), sum.BlockedMS, compared, result)
-	if len(mismatches) > 0 || !sum.CutOver {
+	if len(mismatches) > 0 || !sum.Cutover {
 		return errors.New("the copy is not identical")
 	}
 	return nil

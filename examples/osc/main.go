@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		resume          = fs.Bool("resume", false, "resume a migration interrupted earlier from the checkpoint in its leftover _<t>_ghc (starts afresh if there is none)")
 		dropOld         = fs.Bool("drop-old-table", false, "drop <t>_del (the original table) after the cut-over")
 		lockTimeout     = fs.Duration("cut-over-lock-timeout", 3*time.Second, "bound of each wait of a cut-over attempt (1s..10s)")
-		cutOverKind     = fs.String("cut-over", "atomic", "atomic (writes wait, the table never goes missing) or two-step (the table is missing for a moment)")
+		cutoverKind     = fs.String("cut-over", "atomic", "atomic (writes wait, the table never goes missing) or two-step (the table is missing for a moment)")
 		attempts        = fs.Int("cut-over-attempts", 60, "cut-over attempts before giving up")
 		postponeFile    = fs.String("postpone-cut-over-flag-file", "", "hold the cut-over while this file exists")
 		maxLag          = fs.Duration("max-lag", 1500*time.Millisecond, "throttle the copy while the binlog apply lags more than this")
@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		hookTimeout     = fs.Duration("hook-timeout", 30*time.Second, "kill hook executables after this long")
 		verbose         = fs.Bool("verbose", false, "log every step")
 		hookFlags       = map[osc.HookPoint]*string{}
-		hookPointsOrder = []osc.HookPoint{osc.HookStartup, osc.HookValidated, osc.HookRowCopyComplete, osc.HookBeforeCutOver, osc.HookSuccess, osc.HookFailure, osc.HookStatus}
+		hookPointsOrder = []osc.HookPoint{osc.HookStartup, osc.HookValidated, osc.HookRowCopyComplete, osc.HookBeforeCutover, osc.HookSuccess, osc.HookFailure, osc.HookStatus}
 	)
 	fs.StringVar(postponeFile, "postpone-cutover-flag-file", "", "same as --postpone-cut-over-flag-file")
 	for _, p := range hookPointsOrder {
@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if *cutOverKind != "atomic" && *cutOverKind != "two-step" {
+	if *cutoverKind != "atomic" && *cutoverKind != "two-step" {
 		fmt.Fprintln(stderr, "osc: --cut-over must be atomic or two-step")
 		return 2
 	}
@@ -156,7 +156,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Conn: conn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
 		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
 		AllowTriggers: *allowTriggers, IncludeTriggers: *includeTriggers, SQLMode: *sqlMode, TimeZone: *timeZone, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
-		DropOldTable: *dropOld, CutOverTwoStep: *cutOverKind == "two-step", CutOverLockTimeout: *lockTimeout, CutOverAttempts: *attempts,
+		DropOldTable: *dropOld, CutoverTwoStep: *cutoverKind == "two-step", CutoverLockTimeout: *lockTimeout, CutoverAttempts: *attempts,
 		PostponeFlagFile: *postponeFile, MaxLag: *maxLag, Throttler: th, SocketPath: *serveSocket,
 		StatusInterval: *statusInterval, Logger: log,
 		OnStatus: func(s osc.Status) { fmt.Fprintln(stdout, time.Now().UTC().Format("15:04:05"), s) },
@@ -188,7 +188,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stdout, "done in %s: %d rows copied, %d binlog events applied, %d cut-over attempt(s), writes blocked: %s\n",
-		res.Elapsed.Round(time.Millisecond), res.RowsCopied, res.EventsApplied, res.CutOverAttempts, strings.Join(blocked, ", "))
+		res.Elapsed.Round(time.Millisecond), res.RowsCopied, res.EventsApplied, res.CutoverAttempts, strings.Join(blocked, ", "))
 	if res.OldTable != "" {
 		fmt.Fprintf(stdout, "the original table is kept as %s.%s; drop it when you no longer need it\n", *database, res.OldTable)
 	}

@@ -92,7 +92,7 @@ func (b *bench) osc() error {
 			load.Stop()
 			return fmt.Errorf("osc cut-over %d: %w", i, err)
 		}
-		attempts += res.CutOverAttempts
+		attempts += res.CutoverAttempts
 		blocked = append(blocked, res.WriteBlocked...)
 	}
 	achieved, _ = load.Stop()
