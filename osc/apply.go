@@ -369,7 +369,7 @@ type stream struct {
 	m        *Migration
 	ctx      context.Context
 	tables   map[string]*ferry.TableCopy
-	fail     func(error)
+	failed   chan error // the first unexpected end of a streamer (buffered: never blocks it)
 	mu       sync.Mutex
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -377,12 +377,12 @@ type stream struct {
 	endErr   error // why the last streamer returned (read after done is closed)
 }
 
-func (m *Migration) newStream(ctx context.Context, orig, changelog *schema.Table, fail func(error)) *stream {
+func (m *Migration) newStream(ctx context.Context, orig, changelog *schema.Table) *stream {
 	tables := map[string]*ferry.TableCopy{
 		orig.Database + "." + orig.Name:           {Source: orig, TargetDatabase: orig.Database, TargetTable: m.ghostName(), Columns: orig.WritableColumns()},
 		changelog.Database + "." + changelog.Name: {Source: changelog, TargetDatabase: changelog.Database, TargetTable: changelog.Name, Columns: changelog.WritableColumns()},
 	}
-	return &stream{m: m, ctx: ctx, tables: tables, fail: fail}
+	return &stream{m: m, ctx: ctx, tables: tables, failed: make(chan error, 1)}
 }
 
 func (s *stream) start(from ferry.Position) {
@@ -407,7 +407,10 @@ func (s *stream) start(from ferry.Position) {
 		s.endErr = err
 		s.mu.Unlock()
 		if err != nil && ctx.Err() == nil && !detached.Load() {
-			s.fail(fmt.Errorf("binlog stream: %w", err))
+			select {
+			case s.failed <- fmt.Errorf("binlog stream: %w", err):
+			default: // an earlier failure is already reported
+			}
 		}
 	}()
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/internal/retry"
@@ -702,56 +703,44 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 	if err := m.writeCheckpoint(ctx); err != nil {
 		return nil, fmt.Errorf("write the checkpoint: %w", err)
 	}
-	runCtx, stopAll := context.WithCancelCause(ctx)
-	defer stopAll(nil)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer stopAll(nil)
-	fail := func(err error) { stopAll(err) }
-
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := m.applier.run(runCtx); err != nil && runCtx.Err() == nil {
-			fail(fmt.Errorf("binlog apply: %w", err))
-		}
-	}()
-	stream := m.newStream(runCtx, orig, changelog, fail)
+	// Every goroutine of the run is in one group: the first to fail cancels the others, and execute
+	// returns only once all of them have returned. The background ones (apply, stream watch,
+	// heartbeat, status, checkpoint) run until the copy and cut-over are done.
+	g, gctx := errgroup.WithContext(ctx)
+	background, stopBackground := context.WithCancel(gctx)
+	defer stopBackground()
+	stream := m.newStream(background, orig, changelog)
 	stream.start(pos)
-	defer stream.stop()
-
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		m.heartbeat(runCtx)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		m.statusLoop(runCtx)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		m.checkpointLoop(runCtx)
-	}()
-
-	m.setState(StateCopying)
-	if !m.copyDone.Load() {
-		if err := m.copyRows(runCtx); err != nil {
-			return &m.result, causeOr(runCtx, err)
+	g.Go(func() error {
+		if err := m.applier.run(background); err != nil && background.Err() == nil {
+			return fmt.Errorf("binlog apply: %w", err)
 		}
-	}
-	m.copyDone.Store(true)
-	m.result.RowsCopied = m.rowsCopied.Load()
-	m.log.WithField("rows", m.rowsCopied.Load()).Info("osc: row copy complete")
-	if err := m.runHook(runCtx, HookRowCopyComplete, nil); err != nil {
+		return nil
+	})
+	g.Go(func() error {
+		select {
+		case err := <-stream.failed:
+			return err
+		case <-background.Done():
+			return nil
+		}
+	})
+	g.Go(func() error { m.heartbeat(background); return nil })
+	g.Go(func() error { m.statusLoop(background); return nil })
+	g.Go(func() error { m.checkpointLoop(background); return nil })
+	cutoverDone := false
+	g.Go(func() error {
+		defer stopBackground()
+		defer stream.stop()
+		err := m.copyAndCutover(gctx, stream)
+		cutoverDone = err == nil
+		return err
+	})
+	// Once the cut-over is done the table has its new schema: a background goroutine that failed
+	// meanwhile no longer matters.
+	if err := g.Wait(); err != nil && !cutoverDone {
 		return &m.result, err
 	}
-	if err := m.cutover(runCtx, stream); err != nil {
-		return &m.result, causeOr(runCtx, err)
-	}
-	stopAll(nil)
 	m.result.EventsApplied = m.applier.events.Load()
 	m.result.Elapsed = time.Since(m.started)
 	// Cleanup: the table has its new schema; leftovers are harmless.
@@ -772,6 +761,29 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 	return &m.result, nil
 }
 
+// copyAndCutover is the run's main line once the apply is streaming: copy the rows (unless a
+// resumed run already did), then cut over.
+func (m *Migration) copyAndCutover(ctx context.Context, stream *stream) error {
+	m.setState(StateCopying)
+	if !m.copyDone.Load() {
+		if err := m.copyRows(ctx); err != nil {
+			return causeOr(ctx, err)
+		}
+	}
+	m.copyDone.Store(true)
+	m.result.RowsCopied = m.rowsCopied.Load()
+	m.log.WithField("rows", m.rowsCopied.Load()).Info("osc: row copy complete")
+	if err := m.runHook(ctx, HookRowCopyComplete, nil); err != nil {
+		return err
+	}
+	if err := m.cutover(ctx, stream); err != nil {
+		return causeOr(ctx, err)
+	}
+	return nil
+}
+
+// causeOr returns why ctx was cancelled (the error of the goroutine that failed first, or the
+// panic command) when it was, else err.
 func causeOr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
