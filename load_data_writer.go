@@ -153,6 +153,34 @@ func CheckLoadDataWarnings(ctx context.Context, tx *sql.Tx, table string, allowD
 	return nil
 }
 
+// AppendLoadDataField appends one non-NULL value (bytes as read with the text protocol) of column c
+// in the LoadDataFormat encoding, without the separator (the caller writes `\N` for NULL).
+func AppendLoadDataField(buf *bytes.Buffer, c *schema.Column, b []byte) {
+	if c.DataType == "year" && len(b) == 1 && b[0] == '0' {
+		b = []byte("0000")
+	}
+	start := 0
+	for j, ch := range b {
+		var esc string
+		switch ch {
+		case '\\':
+			esc = `\\`
+		case '\t':
+			esc = `\t`
+		case '\n':
+			esc = `\n`
+		case 0:
+			esc = `\0`
+		default:
+			continue
+		}
+		buf.Write(b[start:j])
+		buf.WriteString(esc)
+		start = j + 1
+	}
+	buf.Write(b[start:])
+}
+
 // EncodeLoadData appends rows (values as read with the text protocol: []byte, or Go numbers) in the
 // form LoadDataFormat describes. BIT values must be given as their unsigned integer (LOAD DATA does
 // not take their raw bytes); load them through a user variable and CAST(@v AS UNSIGNED).
@@ -194,29 +222,7 @@ func encodeLoadData(buf *bytes.Buffer, cols []*schema.Column, rows [][]any) {
 			default:
 				b = fmt.Append(nil, x)
 			}
-			if cols[i].DataType == "year" && len(b) == 1 && b[0] == '0' {
-				b = []byte("0000")
-			}
-			start := 0
-			for j, c := range b {
-				var esc string
-				switch c {
-				case '\\':
-					esc = `\\`
-				case '\t':
-					esc = `\t`
-				case '\n':
-					esc = `\n`
-				case 0:
-					esc = `\0`
-				default:
-					continue
-				}
-				buf.Write(b[start:j])
-				buf.WriteString(esc)
-				start = j + 1
-			}
-			buf.Write(b[start:])
+			AppendLoadDataField(buf, cols[i], b)
 		}
 		buf.WriteByte('\n')
 	}

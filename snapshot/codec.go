@@ -37,7 +37,7 @@ func newCompressor(w io.Writer, method string, level int) (compressor, error) {
 		if level > 0 {
 			lvl = zstd.EncoderLevelFromZstd(level)
 		}
-		return zstd.NewWriter(w, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+		return zstd.NewWriter(w, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(1))
 	case CompressGzip:
 		lvl := gzip.BestSpeed
 		if level > 0 {

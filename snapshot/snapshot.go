@@ -437,8 +437,6 @@ func (s *snap) readRange(ctx context.Context, c *sql.Conn, tk task) error {
 	for i := range raw {
 		ptrs[i] = &raw[i]
 	}
-	row := make([]any, ncol)
-	one := [][]any{row}
 	writers := make([]*fileWriter, s.shards)
 	defer func() {
 		for _, w := range writers {
@@ -447,8 +445,8 @@ func (s *snap) readRange(ctx context.Context, c *sql.Conn, tk task) error {
 			}
 		}
 	}()
-	var buf bytes.Buffer
-	bits := make([][20]byte, ncol) // one scratch per column: a row may have several BIT columns
+	var row bytes.Buffer
+	var num []byte
 	n := 0
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
@@ -462,21 +460,25 @@ func (s *snap) readRange(ctx context.Context, c *sql.Conn, tk task) error {
 			}
 			shard = v
 		}
+		row.Reset()
 		for i := 0; i < ncol; i++ {
+			if i > 0 {
+				row.WriteByte('\t')
+			}
 			switch {
 			case raw[i] == nil:
-				row[i] = nil
+				row.WriteString(`\N`)
 			case st.cols[i].DataType == "bit":
 				// LOAD DATA does not take a BIT's bytes; its unsigned integer goes through CAST.
 				var x [8]byte
 				copy(x[8-len(raw[i]):], raw[i])
-				row[i] = strconv.AppendUint(bits[i][:0], binary.BigEndian.Uint64(x[:]), 10)
+				num = strconv.AppendUint(num[:0], binary.BigEndian.Uint64(x[:]), 10)
+				row.Write(num)
 			default:
-				row[i] = []byte(raw[i])
+				ferry.AppendLoadDataField(&row, st.cols[i], raw[i])
 			}
 		}
-		buf.Reset()
-		ferry.EncodeLoadData(&buf, st.cols, one)
+		row.WriteByte('\n')
 		// A table without the split column goes whole into every shard.
 		first, last := shard, shard
 		if st.shardExpr == "" {
@@ -484,19 +486,20 @@ func (s *snap) readRange(ctx context.Context, c *sql.Conn, tk task) error {
 		}
 		for shard := first; shard <= last; shard++ {
 			w := writers[shard]
-			if w != nil && w.raw+int64(buf.Len()) > s.o.MaxFileSize {
+			if w != nil && w.raw+int64(row.Len()) > s.o.MaxFileSize {
 				if err := s.finish(ctx, st, shard, w); err != nil {
 					return err
 				}
 				writers[shard], w = nil, nil
 			}
 			if w == nil {
+				var err error
 				if w, err = s.newFile(ctx, st, tk.index, shard); err != nil {
 					return err
 				}
 				writers[shard] = w
 			}
-			if err := w.write(buf.Bytes(), raw, st.keyIdx); err != nil {
+			if err := w.write(row.Bytes(), raw, st.keyIdx); err != nil {
 				return err
 			}
 		}
@@ -563,12 +566,14 @@ func (s *snap) finish(ctx context.Context, st *snapTable, shard int, w *fileWrit
 	return nil
 }
 
-// fileWriter writes one data file: rows → compressor → (storage, SHA-256, size).
+// fileWriter writes one data file: rows → buffer → compressor → (storage, SHA-256, size).
 type fileWriter struct {
 	ow   ObjectWriter
 	h    hash.Hash
 	comp compressor
 	f    *FileManifest
+	buf  bytes.Buffer // rows not yet handed to the compressor (fewer, larger writes)
+	last [][]byte     // key of the last row, reused
 	raw  int64
 	desc string
 	done bool
@@ -582,24 +587,48 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 }
 
 func (w *fileWriter) write(text []byte, raw []sql.RawBytes, keyIdx []int) error {
-	if _, err := w.comp.Write(text); err != nil {
-		return fmt.Errorf("write %s: %w", w.desc, err)
+	w.buf.Write(text)
+	if w.buf.Len() >= 256<<10 {
+		if err := w.flush(); err != nil {
+			return err
+		}
 	}
 	w.raw += int64(len(text))
-	key := make(ferry.Key, len(keyIdx))
+	if w.last == nil {
+		w.last = make([][]byte, len(keyIdx))
+	}
 	for i, k := range keyIdx {
-		key[i] = append([]byte(nil), raw[k]...)
+		w.last[i] = append(w.last[i][:0], raw[k]...)
 	}
 	if w.f.Rows == 0 {
-		w.f.FirstKey = key
+		w.f.FirstKey = cloneKey(w.last)
 	}
-	w.f.LastKey = key
 	w.f.Rows++
+	return nil
+}
+
+func cloneKey(k [][]byte) ferry.Key {
+	out := make(ferry.Key, len(k))
+	for i, v := range k {
+		out[i] = append([]byte(nil), v...)
+	}
+	return out
+}
+
+func (w *fileWriter) flush() error {
+	if _, err := w.comp.Write(w.buf.Bytes()); err != nil {
+		return fmt.Errorf("write %s: %w", w.desc, err)
+	}
+	w.buf.Reset()
 	return nil
 }
 
 func (w *fileWriter) commit() (*FileManifest, error) {
 	w.done = true
+	if err := w.flush(); err != nil {
+		w.ow.Abort()
+		return nil, err
+	}
 	if err := w.comp.Close(); err != nil {
 		w.ow.Abort()
 		return nil, fmt.Errorf("write %s: %w", w.desc, err)
@@ -609,6 +638,7 @@ func (w *fileWriter) commit() (*FileManifest, error) {
 	}
 	w.f.SHA256 = hex.EncodeToString(w.h.Sum(nil))
 	w.f.RawSize = w.raw
+	w.f.LastKey = cloneKey(w.last)
 	return w.f, nil
 }
 

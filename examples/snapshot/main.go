@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -72,8 +73,18 @@ func run(args []string) int {
 	cutover := fs.String("cutover", "none", "clone: none (catch up, verify, stop; source untouched) or read-only (set the source read_only, apply the last changes, verify)")
 	s3Endpoint := fs.String("s3-endpoint", "", "S3 server host:port for s3:// locations")
 	s3Secure := fs.Bool("s3-https", true, "use HTTPS to reach -s3-endpoint")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this run to the file")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		pprof.StartCPUProfile(f)
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	log, err := logFlags.Logger(os.Stderr)
 	if err != nil {
