@@ -85,8 +85,11 @@ func (m *Metrics) ChangesApplied(byKind map[ferry.DMLType]int, took time.Duratio
 	}
 }
 
-// ObserveCutover records a cut-over's report and outcome.
+// ObserveCutover records a cut-over's report and outcome. A nil Metrics ignores it.
 func (m *Metrics) ObserveCutover(rep *ferry.CutoverReport, err error) {
+	if m == nil {
+		return
+	}
 	result := "swapped"
 	switch {
 	case errors.Is(err, ferry.ErrVerificationFailed):
@@ -106,9 +109,9 @@ func (m *Metrics) ObserveCutover(rep *ferry.CutoverReport, err error) {
 	}
 }
 
-// ObserveVerification records a verifier's result.
+// ObserveVerification records a verifier's result. A nil Metrics ignores it.
 func (m *Metrics) ObserveVerification(res *verifier.Result) {
-	if res == nil {
+	if m == nil || res == nil {
 		return
 	}
 	var missing, extra, different, compared int64

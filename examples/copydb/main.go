@@ -41,10 +41,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
 	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/internal/cli"
+	"github.com/ferrykit/ferry/metrics"
 	"github.com/ferrykit/ferry/throttler"
 	"github.com/ferrykit/ferry/verifier"
 )
@@ -74,6 +77,8 @@ type options struct {
 	maxLag                time.Duration
 	cutoverTimeout        time.Duration
 	log                   *logrus.Logger
+	web                   *cli.HTTPFlags
+	metrics               *metrics.Metrics
 	summaryJSON           string
 }
 
@@ -89,6 +94,7 @@ func run() int {
 	tgtConn := cli.AddConn(fs, cli.ConnSpec{Prefix: "target", PasswordEnv: "FERRY_TARGET_PASSWORD", DSN: true})
 	askPass := cli.AddAskPass(fs, os.Stdin, os.Stderr)
 	logFlags := cli.AddLogFlags(fs, "info")
+	o.web = cli.AddHTTPFlags(fs)
 	fs.StringVar(&o.databases, "databases", "", "comma-separated databases to copy whole")
 	fs.StringVar(&o.tables, "tables", "", "comma-separated table patterns db.table (wildcards * ?)")
 	fs.StringVar(&o.exclude, "exclude", "", "comma-separated table patterns to leave out")
@@ -368,6 +374,28 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		}
 		throttlers = append(throttlers, l)
 	}
+	var ctl *controls
+	if o.web.Enabled() {
+		var abort context.CancelFunc
+		ctx, abort = context.WithCancel(ctx) // the page's Abort acts as SIGINT does
+		defer abort()
+		ctl = newControls(f, abort, o.cutover == "wait")
+		throttlers = append(throttlers, ctl)
+		reg := prometheus.NewRegistry()
+		if o.metrics, err = metrics.Register(reg, f); err != nil {
+			return nil, err
+		}
+		srv := ctl.server()
+		srv.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+		webCtx, stopWeb := context.WithCancel(context.WithoutCancel(ctx))
+		wait, err := o.web.Serve(webCtx, srv, os.Stderr, "copydb")
+		if err != nil {
+			stopWeb()
+			return nil, err
+		}
+		defer wait()
+		defer stopWeb()
+	}
 	if len(throttlers) > 0 {
 		f.Throttler = throttlers
 	}
@@ -394,6 +422,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	defer cancelRun()
 	runErr := make(chan error, 1)
 	go func() { runErr <- f.Run(runCtx) }()
+	ctl.setPhase("copying")
 
 	// SIGINT/SIGTERM: stop the run; Run saves a final checkpoint. During the cut-over the signal
 	// aborts it first (the Cutover unlocks the source on any failure), so the checkpoint is never
@@ -418,6 +447,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 
 	sum := &Summary{}
 	finish := func(result string) *Summary {
+		ctl.setPhase(result)
 		p := f.Progress()
 		sum.Rows, sum.Tables, sum.Elapsed, sum.RowsPerSecond, sum.EventsApplied = p.RowsCopied, p.Tables, p.Elapsed, p.RowsPerSecond, p.EventsApplied
 		sum.Result = result
@@ -429,8 +459,13 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		signal.Notify(usr, syscall.SIGUSR1)
 		defer signal.Stop(usr)
 		log.Info("copydb: streaming; send SIGUSR1 to cut over")
+		var cutoverNow chan struct{}
+		if ctl != nil {
+			cutoverNow = ctl.cutoverCh
+		}
 		select {
 		case <-usr:
+		case <-cutoverNow:
 		case err := <-runErr:
 			return finish("failed"), err
 		case <-ctx.Done():
@@ -459,11 +494,13 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 			if _, err := f.FlushBinlog(ctx); err != nil {
 				return finish("failed"), waitRun(runErr, err)
 			}
+			ctl.setPhase("verifying")
 			res, err := f.Verifier.Verify(ctx, verifier.BeforeCutover, f.TablePairs())
 			if err != nil {
 				return finish("failed"), waitRun(runErr, err)
 			}
 			sum.Verification = res
+			o.metrics.ObserveVerification(res)
 			if !res.Match() {
 				// Still stop streaming cleanly below, then fail: a difference is never "ok".
 				mismatch = fmt.Errorf("%w (the source was not locked, so rows changing right now can differ too: run again, or use -cutover read-only to verify with writes stopped)", ferry.ErrVerificationFailed)
@@ -471,7 +508,9 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		}
 		f.Verifier = nil
 	}
+	ctl.setPhase("cutting over")
 	rep, err := cut.Run(ctx)
+	o.metrics.ObserveCutover(rep, err)
 	if rep != nil {
 		sum.BlockedMS = float64(rep.Blocked.Microseconds()) / 1000
 		if rep.Result != nil {
@@ -533,27 +572,34 @@ func progressLine(p ferry.Progress) string {
 	if p.ETA > 0 {
 		eta = p.ETA.Round(time.Second).String()
 	}
-	var stalls []string
 	if p.CopyIdle >= copyStall && !p.Throttled {
 		eta = "- (stalled)"
-		stalls = append(stalls, fmt.Sprintf("STALLED: no rows copied for %s", p.CopyIdle.Round(time.Second)))
-	}
-	if p.StreamSilence >= streamStall {
-		last := "none yet"
-		if !p.LastEventTime.IsZero() {
-			last = p.LastEventTime.UTC().Format("15:04:05")
-		}
-		stalls = append(stalls, fmt.Sprintf("STALLED: binlog stream silent for %s (last event %s UTC)", p.StreamSilence.Round(time.Second), last))
 	}
 	line := fmt.Sprintf("%d/%d rows, %.0f rows/s, ETA %s, binlog lag %s, %d events applied",
 		p.RowsCopied, p.EstimatedRows, p.RowsPerSecond, eta, p.BinlogLag.Round(time.Second), p.EventsApplied)
 	if p.Throttled {
 		line += " throttled: " + p.ThrottleReason
 	}
-	for _, s := range stalls {
+	for _, s := range stalls(p) {
 		line += "; " + s
 	}
 	return line
+}
+
+// stalls names what is stuck: a copy that wrote nothing for a while (not throttled), a silent stream.
+func stalls(p ferry.Progress) []string {
+	var out []string
+	if p.CopyIdle >= copyStall && !p.Throttled {
+		out = append(out, fmt.Sprintf("STALLED: no rows copied for %s", p.CopyIdle.Round(time.Second)))
+	}
+	if p.StreamSilence >= streamStall {
+		last := "none yet"
+		if !p.LastEventTime.IsZero() {
+			last = p.LastEventTime.UTC().Format("15:04:05")
+		}
+		out = append(out, fmt.Sprintf("STALLED: binlog stream silent for %s (last event %s UTC)", p.StreamSilence.Round(time.Second), last))
+	}
+	return out
 }
 
 func printSummary(s *Summary) {
