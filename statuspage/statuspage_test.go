@@ -30,7 +30,9 @@ func TestListenRefusesAnOpenAddressWithoutAToken(t *testing.T) {
 func TestTokenAndControlHeader(t *testing.T) {
 	paused := false
 	s := &Server{
-		Status:  func() Status { return Status{Tool: "x", Phase: "copying", Tables: []Table{{Name: "db.t", Percent: 40}}} },
+		Status: func() Status {
+			return Status{Tool: "x", Phase: "copying", Tables: []Table{{Name: "db.t", Percent: 40}}}
+		},
 		Actions: map[string]Action{"pause": func(string) (string, error) { paused = true; return "paused", nil }},
 		Token:   "secret",
 	}
