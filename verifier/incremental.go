@@ -17,6 +17,10 @@ import (
 //   - Verify(BeforeCutover) first starts remembering the key of every row the binlog writer applies
 //     (RowChanged; a Ferry reports every applied change to its Verifier), then runs Checksum over
 //     every row of every table pair, and remembers the chunks that still differ after its rechecks.
+//     Right after, still before the lock, it runs a catch-up pass over those chunks and the rows
+//     changed during the full pass (which under load can be thousands), so that the pass under the
+//     lock only has the changes since the catch-up began. The Result is the full pass's, with the
+//     differences as the catch-up found them.
 //   - Verify(DuringCutover), after such a pass, re-checksums those chunks and reads on both sides,
 //     by key, the rows the binlog changed since the pass began. Without an earlier pass (or after
 //     one that failed) it runs the full Checksum instead. Keys and chunks that differ stay pending
@@ -173,13 +177,15 @@ func (v *Incremental) Verify(ctx context.Context, phase Phase, tables []TablePai
 	}
 	v.mu.Unlock()
 	var trs []*TableResult
-
 	scope, cannotSee := AllRows, checksumCannotSee
 	if full {
 		trs, err = v.full(ctx, phase, plans)
+		if err == nil && phase == BeforeCutover {
+			err = v.catchUp(ctx, plans, trs)
+		}
 	} else {
 		scope, cannotSee = ChangedRows, incrementalCannotSee
-		trs, err = v.changes(ctx, plans)
+		trs, err = v.changes(ctx, phase, plans)
 	}
 	if err != nil {
 		return nil, err
@@ -214,9 +220,27 @@ func (v *Incremental) full(ctx context.Context, phase Phase, plans []*plan) ([]*
 	return trs, nil
 }
 
+// catchUp runs, right after a full pass before the lock, a pass over what changed during it (and
+// what differed in it), so that the pass under the lock has only the changes since the catch-up
+// began to read. The differences it finds replace the full pass's: every row the full pass saw
+// differ lies in a chunk the catch-up checked again, and every other row was equal in the full pass
+// and untouched since, or touched and checked again.
+func (v *Incremental) catchUp(ctx context.Context, plans []*plan, trs []*TableResult) error {
+	ctrs, err := v.changes(ctx, BeforeCutover, plans)
+	if err != nil {
+		return err
+	}
+	for i, tr := range trs {
+		c := ctrs[i]
+		tr.Missing, tr.Extra, tr.Different = c.Missing, c.Extra, c.Different
+		tr.MissingCount, tr.ExtraCount, tr.DifferentCount = c.MissingCount, c.ExtraCount, c.DifferentCount
+	}
+	return nil
+}
+
 // changes re-checks, table by table, the chunks that differed and the keys changed since the last
 // pass.
-func (v *Incremental) changes(ctx context.Context, plans []*plan) ([]*TableResult, error) {
+func (v *Incremental) changes(ctx context.Context, phase Phase, plans []*plan) ([]*TableResult, error) {
 	c := v.Checksum
 	r := newRetrier(c.MaxRetries, c.Logger)
 	src, tgt := newConn(c.Source, &c.stats.s), newConn(c.Target, &c.stats.t)
@@ -233,7 +257,7 @@ func (v *Incremental) changes(ctx context.Context, plans []*plan) ([]*TableResul
 		}
 		st.touched, st.keys, st.ranges = map[string]keyVal{}, map[string]keyVal{}, nil
 		v.mu.Unlock()
-		tr, err := v.changesOf(ctx, r, src, tgt, pl, keys, ranges, capN)
+		tr, err := v.changesOf(ctx, phase, r, src, tgt, pl, keys, ranges, capN)
 		if err != nil {
 			// Nothing taken for this pass is lost: the next pass checks it.
 			v.mu.Lock()
@@ -253,22 +277,38 @@ func (v *Incremental) changes(ctx context.Context, plans []*plan) ([]*TableResul
 	return out, nil
 }
 
-func (v *Incremental) changesOf(ctx context.Context, r retrier, src, tgt *conn, pl *plan, keys map[string]keyVal, ranges [][2]keyVal, capN int) (*TableResult, error) {
+// changesOf re-checks the given chunks and keys of one table. Before the lock (phase
+// BeforeCutover) a difference is checked again Rechecks times, RecheckDelay apart, as rows may be in
+// flight; under the lock nothing is throttled or re-tried for being different.
+func (v *Incremental) changesOf(ctx context.Context, phase Phase, r retrier, src, tgt *conn, pl *plan, keys map[string]keyVal, ranges [][2]keyVal, capN int) (*TableResult, error) {
 	c := v.Checksum
+	locked := phase == DuringCutover
+	thr := c.Throttler
+	if locked {
+		thr = nil
+	}
 	smp := &samples{cap: capN}
 	var differingRanges [][2]keyVal
 	for i, rg := range ranges {
-		ck := chunk{pl: pl, smp: smp, idx: i, lo: rg[0], hi: rg[1], unthrottled: true}
-		err := c.checkWithRetries(ctx, r, DuringCutover, src, tgt, ck, func(_ *plan, lo, hi keyVal) {
+		ck := chunk{pl: pl, smp: smp, idx: i, lo: rg[0], hi: rg[1], unthrottled: locked}
+		err := c.checkWithRetries(ctx, r, phase, src, tgt, ck, func(_ *plan, lo, hi keyVal) {
 			differingRanges = append(differingRanges, [2]keyVal{lo, hi})
 		})
 		if err != nil {
 			return nil, err
 		}
 	}
-	d, differing, err := pl.compareKeys(ctx, r, src, tgt, keys, v.BatchSize, nil, capN)
+	d, differing, err := pl.compareKeys(ctx, r, src, tgt, keys, v.BatchSize, thr, capN)
 	if err != nil {
 		return nil, err
+	}
+	for attempt := 0; len(differing) > 0 && !locked && attempt < rechecks(c.Rechecks); attempt++ {
+		if err := sleep(ctx, recheckDelay(c.RecheckDelay)); err != nil {
+			return nil, err
+		}
+		if d, differing, err = pl.compareKeys(ctx, r, src, tgt, differing, v.BatchSize, thr, capN); err != nil {
+			return nil, err
+		}
 	}
 	d.compared = int64(len(keys))
 	smp.add(d, len(ranges))

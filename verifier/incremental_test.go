@@ -3,9 +3,11 @@ package verifier_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ferrykit/ferry/schema"
+	"github.com/ferrykit/ferry/throttler"
 	"github.com/ferrykit/ferry/verifier"
 )
 
@@ -132,5 +134,36 @@ func TestNothingComparedIsNotAPass(t *testing.T) {
 	res, err := c.Verify(ctx, verifier.DuringCutover, pair)
 	if err != nil || !res.Match() {
 		t.Fatalf("empty selection: %v %v", res, err)
+	}
+}
+
+// Rows changed while the full pass runs are re-checked by its catch-up pass, still before the lock,
+// so the pass under the lock has nothing left to read when nothing changed since.
+func TestIncrementalCatchUpBeforeTheLock(t *testing.T) {
+	ctx := context.Background()
+	tbl, q, pair := baseTable(t)
+	var v *verifier.Incremental
+	var once sync.Once
+	// The first chunk's wait stands in for time passing during the full pass: a row changes on the
+	// source, its event is applied to the target and reported.
+	during := throttler.Func(func(context.Context) (throttler.Status, error) {
+		once.Do(func() {
+			execBoth(t, "UPDATE "+q+" SET note = 'during the full pass' WHERE id = 5")
+			v.RowChanged(tbl, []any{int64(5)})
+		})
+		return throttler.Status{}, nil
+	})
+	c := &verifier.Checksum{Source: srcDB, Target: tgtDB, ChunkSize: 50, Throttler: during}
+	v = &verifier.Incremental{Checksum: c}
+	if res, err := v.Verify(ctx, verifier.BeforeCutover, pair); err != nil || !res.Match() {
+		t.Fatalf("before the lock: %v %v", res, err)
+	}
+	before := c.Stats()
+	res, err := v.Verify(ctx, verifier.DuringCutover, pair)
+	if err != nil || !res.Match() {
+		t.Fatalf("under the lock: %v %v", res, err)
+	}
+	if n, d := res.Tables[0].RowsCompared, delta(c.Stats(), before); n != 0 || d.SourceRows != 0 || d.TargetRows != 0 {
+		t.Errorf("under the lock re-checked %d rows (read %+v): the change made during the full pass was left for the lock", n, d)
 	}
 }
