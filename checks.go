@@ -333,6 +333,12 @@ func (s ServerIdentity) Same(o ServerIdentity) bool {
 	return s == o
 }
 
+// ReadServerIdentity reads the identity of the server db is connected to (recorded in states and
+// snapshot manifests, so they are only resumed or caught up against the same server).
+func ReadServerIdentity(ctx context.Context, db *sql.DB) (ServerIdentity, error) {
+	return serverIdentity(ctx, db)
+}
+
 func serverIdentity(ctx context.Context, db *sql.DB) (ServerIdentity, error) {
 	vars, err := globalVariables(ctx, db, "server_uuid", "hostname", "port", "datadir")
 	if err != nil {

@@ -56,11 +56,29 @@ func CatchUp(ctx context.Context, cfg ferry.Config, m *Manifest) (*ferry.Ferry, 
 	if err := checkBinlogAvailable(ctx, cfg.Source, m); err != nil {
 		return nil, err
 	}
-	st := &ferry.State{Version: ferry.StateVersion, Applied: m.Position, Tables: map[string]*ferry.TableState{}, Written: m.Finished}
+	if m.Source.Identity.IsZero() {
+		return nil, errors.New("clone: the manifest does not record which server the snapshot was taken from; it cannot be caught up")
+	}
+	tdb, err := cfg.Target.Open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	targetID, err := ferry.ReadServerIdentity(ctx, tdb)
+	tdb.Close()
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	// The catch-up is a resume whose copy is complete: the copy is the restored snapshot, Applied
+	// its position, and the resume checks (same source server, unchanged table definitions, binlog
+	// still there) are those of any resume.
 	cfg.Tables = ferry.TableFilter{}
 	for _, t := range m.Tables {
 		cfg.Tables.Include = append(cfg.Tables.Include, t.String())
-		st.Tables[t.String()] = &ferry.TableState{Fingerprint: t.Fingerprint, Completed: true, RowsCopied: t.Rows, Schema: t.CreateTable}
+	}
+	st := &ferry.State{Version: ferry.StateVersion, Applied: m.Position, Tables: map[string]*ferry.TableState{}, Written: m.Finished,
+		Selection: ferry.Selection{Tables: cfg.Tables}, Source: m.Source.Identity, Target: targetID}
+	for _, t := range m.Tables {
+		st.Tables[t.String()] = &ferry.TableState{Fingerprint: t.Fingerprint, Completed: true, RowsCopied: t.Rows, Target: t.String(), Schema: t.CreateTable}
 	}
 	cfg.Resume = st
 	f, err := ferry.New(cfg)

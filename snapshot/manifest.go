@@ -47,6 +47,9 @@ type Server struct {
 	Addr    string `json:"addr"`
 	Version string `json:"version"`
 	MariaDB bool   `json:"mariadb"`
+	// Identity names the server (its binlog positions mean nothing on another): a clone catches up
+	// only from it.
+	Identity ferry.ServerIdentity `json:"identity"`
 }
 
 // ShardInfo says which part of a split the manifest holds.

@@ -106,11 +106,15 @@ func Take(ctx context.Context, o Options) ([]*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", err)
 	}
+	identity, err := ferry.ReadServerIdentity(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
 	tables, err := selectTables(ctx, db, o.Tables)
 	if err != nil {
 		return nil, err
 	}
-	s := &snap{o: o, db: db, flavor: flavor, shards: shards, started: time.Now().UTC()}
+	s := &snap{o: o, db: db, flavor: flavor, identity: identity, shards: shards, started: time.Now().UTC()}
 	s.limit.rate = o.MaxRowsPerSecond
 	for _, t := range tables {
 		st, err := s.prepareTable(ctx, t)
@@ -187,6 +191,7 @@ type snap struct {
 	o           Options
 	db          *sql.DB
 	flavor      ferry.Flavor
+	identity    ferry.ServerIdentity
 	shards      int
 	started     time.Time
 	pos         ferry.Position
@@ -656,7 +661,7 @@ func (s *snap) writeManifests(ctx context.Context) ([]*Manifest, error) {
 	var out []*Manifest
 	for shard := 0; shard < s.shards; shard++ {
 		m := &Manifest{Version: ManifestVersion, ID: hex.EncodeToString(id[:]), Started: s.started, Finished: finished,
-			Source:   Server{Addr: s.o.Source.Addr(), Version: s.flavor.Version, MariaDB: s.flavor.MariaDB},
+			Source:   Server{Addr: s.o.Source.Addr(), Version: s.flavor.Version, MariaDB: s.flavor.MariaDB, Identity: s.identity},
 			Position: s.pos, Consistency: s.consistency, LockHeld: s.lockHeld, Compression: s.o.Compression}
 		if s.o.Split != nil {
 			m.ID += "-" + ShardLocation(shard)

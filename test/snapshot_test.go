@@ -278,6 +278,42 @@ func TestSnapshotUnderWritesIsExactAtItsPositionAndClones(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "purged") || !strings.Contains(err.Error(), "50h0m") || !strings.Contains(err.Error(), "still has") {
 		t.Errorf("catch-up from a purged binlog: got %v, want a refusal saying how old the snapshot is and what the source has", err)
 	}
+
+	// Nor can one taken from another server (its binlog positions mean nothing here).
+	other := *m
+	other.Source.Identity = ferry.ServerIdentity{Hostname: "elsewhere", Port: "3306", Datadir: "/var/lib/mysql/"}
+	if _, err = snapshot.CatchUp(ctx, ferry.Config{Source: conn(source), Target: conn(target), Logger: testLogger(t)}, &other); !errors.Is(err, ferry.ErrResumeMismatch) {
+		t.Errorf("catch-up of another server's snapshot: got %v, want ErrResumeMismatch", err)
+	}
+
+	// The same proof for a snapshot taken under the brief commit lock (the way taken when commits
+	// keep racing the lock-free one).
+	db = "snap_load_lock"
+	createSnapshotSchema(t, db, 5000)
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+	_, err = rdb.ExecContext(ctx, "START SLAVE")
+	must(t, err)
+	waitReplicaHas(t, ctx, rdb)
+	_, err = rdb.ExecContext(ctx, "STOP SLAVE")
+	must(t, err)
+	load = startLoad(t, source, db, 8, 3, 5000)
+	time.Sleep(300 * time.Millisecond)
+	dir = &snapshot.Dir{Path: t.TempDir()}
+	m = takeSnapshot(t, ctx, dir, snapshot.Options{Tables: ferry.TableFilter{Databases: []string{db}}, Threads: 3, LockFreeAttempts: -1})[0]
+	time.Sleep(300 * time.Millisecond)
+	load.stop()
+	if m.Consistency != "lock" {
+		t.Errorf("consistency %q, want lock", m.Consistency)
+	}
+	t.Logf("locked snapshot at %s (gtid %s), commits blocked %s; load ran %d transactions", m.Position, m.Position.GTID, m.LockHeld, load.ops.Load())
+	_, err = rdb.ExecContext(ctx, "START SLAVE UNTIL master_gtid_pos = '"+m.Position.GTID+"'")
+	must(t, err)
+	waitSQLThreadStopped(t, ctx, rdb, m.Position.GTID)
+	_, err = snapshot.Restore(ctx, restoreOpts(t, target, dir))
+	must(t, err)
+	for _, name := range snapshotTables {
+		sameRowsOn(t, replica, target, db+"."+name)
+	}
 }
 
 // waitReplicaHas waits until the replica has applied everything the source has written so far.
