@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferrykit/ferry/internal/apply"
 	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 )
@@ -53,33 +54,24 @@ func (w *TargetBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error {
 		log = logrus.StandardLogger()
 	}
 	return retry.Do(ctx, max(w.MaxRetries, 1), log, "write batch to "+b.Table.TargetName(), func() error {
-		if err := execInTx(ctx, w.DB, stmts); err != nil {
+		if err := apply.ExecTx(ctx, w.DB, stmts); err != nil {
 			return fmt.Errorf("insert into %s: %w", b.Table.TargetName(), err)
 		}
 		return nil
 	})
 }
 
-// maxPlaceholders bounds the values bound to one statement: a prepared statement takes at most
-// 65535 placeholders; a multi-row statement is cut below that with a margin.
-const maxPlaceholders = 60000
-
-type statement struct {
-	query string
-	args  []any
-}
-
-func (w *TargetBatchWriter) statements(b *RowBatch) []statement {
+func (w *TargetBatchWriter) statements(b *RowBatch) []apply.Statement {
 	limit := w.MaxStatementBytes
 	if limit <= 0 {
-		limit = 8 << 20
+		limit = apply.MaxStatementBytes
 	}
 	t := b.Table
 	key := t.Source.KeyColumns()[0].Name
 	head := "INSERT INTO " + t.TargetName() + " (" + t.insertColumns() + ") VALUES "
 	tailSQL := " ON DUPLICATE KEY UPDATE " + schema.QuoteIdent(key) + " = " + schema.QuoteIdent(key)
 	row := t.rowPlaceholders()
-	var out []statement
+	var out []apply.Statement
 	var sb strings.Builder
 	var args []any
 	size, n := 0, 0
@@ -88,7 +80,7 @@ func (w *TargetBatchWriter) statements(b *RowBatch) []statement {
 			return
 		}
 		sb.WriteString(tailSQL)
-		out = append(out, statement{sb.String(), args})
+		out = append(out, apply.Statement{Query: sb.String(), Args: args})
 		sb.Reset()
 		args, size, n = nil, 0, 0
 	}
@@ -101,7 +93,7 @@ func (w *TargetBatchWriter) statements(b *RowBatch) []statement {
 				rs += 24
 			}
 		}
-		if n > 0 && (size+rs > limit || len(args)+len(r) > maxPlaceholders) {
+		if n > 0 && (size+rs > limit || len(args)+len(r) > apply.MaxPlaceholders) {
 			flush()
 		}
 		if n == 0 {
@@ -116,19 +108,4 @@ func (w *TargetBatchWriter) statements(b *RowBatch) []statement {
 	}
 	flush()
 	return out
-}
-
-// execInTx runs statements in one transaction, rolling back on the first error.
-func execInTx(ctx context.Context, db *sql.DB, stmts []statement) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	for _, s := range stmts {
-		if _, err := tx.ExecContext(ctx, s.query, s.args...); err != nil {
-			tx.Rollback()
-			return err
-		}
-	}
-	return tx.Commit()
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/ferrykit/ferry/internal/apply"
 	"github.com/ferrykit/ferry/schema"
 )
 
@@ -116,10 +117,11 @@ func BenchmarkApplyStatements(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	changes := changesOf(ops)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if s := applyStatements(ops); len(s) != 1 {
+		if s := apply.Statements(changes); len(s) != 1 {
 			b.Fatalf("%d statements", len(s))
 		}
 	}
@@ -129,14 +131,14 @@ func BenchmarkApplyStatements(b *testing.B) {
 // BenchmarkApplyDeleteStatements builds the DELETE of 1,000 keys.
 func BenchmarkApplyDeleteStatements(b *testing.B) {
 	t := benchOrdersTable(b)
-	ops := make([]rowOp, 1000)
-	for i := range ops {
-		ops[i] = rowOp{table: t, delete: true, values: []any{int64(i + 1)}}
+	changes := make([]apply.Change, 1000)
+	for i := range changes {
+		changes[i] = apply.Change{Mapping: t.applyMapping(), Delete: true, Values: []any{int64(i + 1)}}
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		applyStatements(ops)
+		apply.Statements(changes)
 	}
 }
 

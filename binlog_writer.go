@@ -1,18 +1,16 @@
 package ferry
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/ferrykit/ferry/internal/retry"
+	"github.com/ferrykit/ferry/internal/apply"
 	"github.com/ferrykit/ferry/throttler"
 	"github.com/ferrykit/ferry/verifier"
 )
@@ -239,11 +237,11 @@ func (w *TargetBinlogWriter) Run(ctx context.Context) error {
 	}
 }
 
-// rowOp is one idempotent change: set a row to an image, or delete a key.
+// rowOp is one idempotent change (package apply) of a copied table: set a row to the image of
+// table.Columns, or delete the row with the key.
 type rowOp struct {
-	table  *TableCopy
-	delete bool
-	values []any // the image's values of table.Columns, or the key values to delete
+	table *TableCopy
+	apply.Change
 }
 
 func (w *TargetBinlogWriter) ops(ctx context.Context, events []DMLEvent) ([]rowOp, error) {
@@ -268,53 +266,16 @@ func (w *TargetBinlogWriter) ops(ctx context.Context, events []DMLEvent) ([]rowO
 		if err != nil {
 			return nil, fmt.Errorf("copy filter on %s: %w", t, err)
 		}
-		if before && (!after || !sameKey(t, e.Before, e.After)) {
-			out = append(out, rowOp{table: t, delete: true, values: keyOf(t, e.Before)})
+		if before && (!after || !t.applyMapping().SameKey(e.Before, e.After)) {
+			m := t.applyMapping()
+			out = append(out, rowOp{t, apply.Change{Mapping: m, Delete: true, Values: m.KeyOf(e.Before)}})
 		}
 		if after {
-			vals := make([]any, len(t.Columns))
-			for j, c := range t.Columns {
-				vals[j] = e.After[c.Ordinal]
-			}
-			out = append(out, rowOp{table: t, values: vals})
+			m := t.applyMapping()
+			out = append(out, rowOp{t, apply.Change{Mapping: m, Values: m.Image(e.After)}})
 		}
 	}
 	return out, nil
-}
-
-func keyOf(t *TableCopy, row []any) []any {
-	k := make([]any, len(t.Source.Key))
-	for i, ci := range t.Source.Key {
-		k[i] = row[ci]
-	}
-	return k
-}
-
-func sameKey(t *TableCopy, a, b []any) bool {
-	if a == nil || b == nil {
-		return false
-	}
-	for _, ci := range t.Source.Key {
-		if !sameValue(a[ci], b[ci]) {
-			return false
-		}
-	}
-	return true
-}
-
-// sameValue compares two normalized values byte for byte (never through a collation: a key changed
-// from 'a' to 'A' is a key change, applied as delete + insert).
-func sameValue(x, y any) bool {
-	switch xv := x.(type) {
-	case []byte:
-		yv, ok := y.([]byte)
-		return ok && bytes.Equal(xv, yv)
-	case nil:
-		return y == nil
-	case int64, uint64, float32, float64:
-		return x == y
-	}
-	return keyString([]any{x}) == keyString([]any{y})
 }
 
 func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, log logrus.FieldLogger) error {
@@ -329,19 +290,16 @@ func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, 
 	if err != nil {
 		return err
 	}
-	stmts := applyStatements(ops)
-	err = retry.Do(ctx, max(w.MaxRetries, 1), log, "target transaction", func() error {
-		return execInTx(ctx, w.DB, stmts)
-	})
-	if err != nil {
+	stmts := apply.Statements(changesOf(ops))
+	if err := apply.Exec(ctx, w.DB, stmts, w.MaxRetries, log, "target transaction"); err != nil {
 		return fmt.Errorf("apply binlog events up to %s: %w", events[len(events)-1].Position, err)
 	}
 	if w.Observer != nil {
 		for _, op := range ops {
-			if op.delete {
-				w.Observer.RowChanged(op.table.Source, op.values)
+			if op.Delete {
+				w.Observer.RowChanged(op.table.Source, op.Values)
 			} else {
-				w.Observer.RowChanged(op.table.Source, pick(op.values, op.table.keyIndexes()))
+				w.Observer.RowChanged(op.table.Source, pick(op.Values, op.table.keyIndexes()))
 			}
 		}
 	}
@@ -356,58 +314,10 @@ func pick(vals []any, idx []int) []any {
 	return out
 }
 
-// applyStatements groups consecutive ops of the same table and kind into multi-row statements,
-// keeping their order.
-func applyStatements(ops []rowOp) []statement {
-	const maxBytes = 8 << 20
-	var out []statement
-	for i := 0; i < len(ops); {
-		j := i
-		size := 0
-		for j < len(ops) && ops[j].table == ops[i].table && ops[j].delete == ops[i].delete && size < maxBytes && (j-i+1)*len(ops[i].values) < maxPlaceholders {
-			size += approxSize(ops[j].values)
-			j++
-		}
-		group := ops[i:j]
-		t := group[0].table
-		var sb strings.Builder
-		var args []any
-		if group[0].delete {
-			keyCols := t.Source.KeyColumns()
-			sb.WriteString("DELETE FROM " + t.TargetName() + " WHERE ")
-			for k, op := range group {
-				if k > 0 {
-					sb.WriteString(" OR ")
-				}
-				c, a := keyEquals(keyCols, op.values)
-				sb.WriteString(c)
-				args = append(args, a...)
-			}
-		} else {
-			sb.WriteString("REPLACE INTO " + t.TargetName() + " (" + t.insertColumns() + ") VALUES ")
-			row := t.rowPlaceholders()
-			for k, op := range group {
-				if k > 0 {
-					sb.WriteString(", ")
-				}
-				sb.WriteString(row)
-				args = append(args, op.values...)
-			}
-		}
-		out = append(out, statement{sb.String(), args})
-		i = j
+func changesOf(ops []rowOp) []apply.Change {
+	out := make([]apply.Change, len(ops))
+	for i := range ops {
+		out[i] = ops[i].Change
 	}
 	return out
-}
-
-func approxSize(vals []any) int {
-	n := 0
-	for _, v := range vals {
-		if b, ok := v.([]byte); ok {
-			n += 2*len(b) + 10
-		} else {
-			n += 24
-		}
-	}
-	return n
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/ferrykit/ferry/internal/apply"
 	"github.com/ferrykit/ferry/schema"
 )
 
@@ -24,6 +25,26 @@ type TableCopy struct {
 	mariaDB bool
 	mu      sync.Mutex
 	state   *TableState
+
+	mappingOnce sync.Once
+	mapping     *apply.Mapping
+}
+
+// applyMapping is how the binlog writer writes this table's row changes (package apply): every
+// written column from its own value, deleted by the source's key compared in each key column's
+// collation.
+func (t *TableCopy) applyMapping() *apply.Mapping {
+	t.mappingOnce.Do(func() {
+		m := &apply.Mapping{Target: t.TargetName()}
+		for _, c := range t.Columns {
+			m.Columns = append(m.Columns, apply.Column{Name: c.Name, Source: c.Ordinal, Expr: t.valuePlaceholder(c)})
+		}
+		for _, c := range t.Source.KeyColumns() {
+			m.Key = append(m.Key, apply.Column{Name: c.Name, Source: c.Ordinal, Expr: schema.KeyPlaceholder(c)})
+		}
+		t.mapping = m
+	})
+	return t.mapping
 }
 
 // TargetName is `db`.`table` of the target, quoted.
@@ -96,15 +117,6 @@ func (t *TableCopy) rowPlaceholders() string {
 		parts[i] = t.valuePlaceholder(c)
 	}
 	return "(" + strings.Join(parts, ", ") + ")"
-}
-
-// keyEquals builds "(a = ? AND b = ?)" for one key.
-func keyEquals(cols []*schema.Column, vals []any) (string, []any) {
-	parts := make([]string, len(cols))
-	for i, c := range cols {
-		parts[i] = schema.QuoteIdent(c.Name) + " = " + schema.KeyPlaceholder(c)
-	}
-	return "(" + strings.Join(parts, " AND ") + ")", vals
 }
 
 // orderByKey is "ORDER BY a, b".

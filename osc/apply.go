@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ferrykit/ferry"
-	"github.com/ferrykit/ferry/internal/retry"
+	"github.com/ferrykit/ferry/internal/apply"
 	"github.com/ferrykit/ferry/schema"
 )
 
@@ -27,19 +27,17 @@ import (
 // columns whose character set changes are written as CONVERT(bytes USING old charset): binlog values
 // are bytes of the old character set.
 type applier struct {
-	m          *Migration
-	db         *sql.DB
-	orig       *schema.Table
-	changelog  string // db.table of the changelog
-	queue      chan *ferry.BinlogBatch
-	queued     atomic.Int64 // events queued, not yet applied
-	events     atomic.Int64
-	replaceSQL string
-	rowSQL     string
-	deleteSQL  string
-	keyExpr    string
-	keyIdx     []int // ordinals in the original of the key columns
-	valueIdx   []int // ordinals in the original of the copied columns
+	m         *Migration
+	db        *sql.DB
+	orig      *schema.Table
+	changelog string // db.table of the changelog
+	queue     chan *ferry.BinlogBatch
+	queued    atomic.Int64 // events queued, not yet applied
+	events    atomic.Int64
+	// mapping writes the original's row changes to the ghost table (package apply, the engine the
+	// copy's binlog writer uses too): each ghost column from its original column through the same
+	// conversion the copy uses (valueExpr, convertExpr), deleted by the shared key.
+	mapping *apply.Mapping
 
 	// watching is set when the cut-over marker is applied: from there on (binlog order) the
 	// original table is locked, so a row change of it means a write reached the old table after the
@@ -58,36 +56,34 @@ type applier struct {
 func newApplier(m *Migration, db *sql.DB, orig, changelog *schema.Table) *applier {
 	a := &applier{m: m, db: db, orig: orig, changelog: changelog.Database + "." + changelog.Name,
 		queue: make(chan *ferry.BinlogBatch, 1024), markers: map[string]chan struct{}{}}
+	a.mapping = m.applyMapping()
+	return a
+}
+
+// applyMapping maps the original's row images to the ghost table: every planned column through
+// the copy's conversion, the shared key compared in each ghost key column's collation.
+func (m *Migration) applyMapping() *apply.Mapping {
 	p := m.plan
-	var cols, ph []string
+	am := &apply.Mapping{Target: m.qualified(m.ghostName())}
 	for _, cm := range p.Columns {
-		cols = append(cols, q(cm.To.Name))
 		e := valueExpr(cm)
 		if cm.To.DataType == "json" && !m.flavor.MariaDB && e == "?" {
 			e = "CAST(CONVERT(? USING utf8mb4) AS JSON)" // MySQL refuses binary strings as JSON
 		}
-		e = m.convertExpr(cm, e)
-		ph = append(ph, e)
-		a.valueIdx = append(a.valueIdx, cm.From.Ordinal)
+		am.Columns = append(am.Columns, apply.Column{Name: cm.To.Name, Source: cm.From.Ordinal, Expr: m.convertExpr(cm, e)})
 	}
-	a.replaceSQL = "REPLACE INTO " + m.qualified(m.ghostName()) + " (" + strings.Join(cols, ", ") + ") VALUES "
-	a.rowSQL = "(" + strings.Join(ph, ", ") + ")"
-	var kc []string
 	for _, k := range p.Key {
-		a.keyIdx = append(a.keyIdx, k.Ordinal)
 		for _, cm := range p.Columns {
 			if cm.From == k {
 				e := valueExpr(cm)
 				if isChar(cm.To) && e == "?" {
 					e = schema.KeyPlaceholder(cm.To) // compare in the column's collation, so the index is used
 				}
-				kc = append(kc, q(cm.To.Name)+" = "+e)
+				am.Key = append(am.Key, apply.Column{Name: cm.To.Name, Source: k.Ordinal, Expr: e})
 			}
 		}
 	}
-	a.deleteSQL = "DELETE FROM " + m.qualified(m.ghostName()) + " WHERE "
-	a.keyExpr = "(" + strings.Join(kc, " AND ") + ")"
-	return a
+	return am
 }
 
 // valueExpr is the SQL expression a binlog value of the original column takes when written to the
@@ -177,11 +173,6 @@ func (a *applier) lag() time.Duration {
 
 func (a *applier) backlog() int64 { return a.queued.Load() }
 
-type op struct {
-	delete bool
-	values []any
-}
-
 func (a *applier) run(ctx context.Context) error {
 	const limit = 500
 	for {
@@ -203,7 +194,7 @@ func (a *applier) run(ctx context.Context) error {
 				break drain
 			}
 		}
-		var ops []op
+		var ops []apply.Change
 		var commit *ferry.Position
 		flush := func() error {
 			if len(ops) > 0 {
@@ -239,11 +230,11 @@ func (a *applier) run(ctx context.Context) error {
 				if testTrace != nil {
 					testTrace("applying", e)
 				}
-				if e.Before != nil && (e.After == nil || a.m.plan.KeyWidened || !a.sameKey(e.Before, e.After)) {
-					ops = append(ops, op{delete: true, values: pickValues(e.Before, a.keyIdx)})
+				if e.Before != nil && (e.After == nil || a.m.plan.KeyWidened || !a.mapping.SameKey(e.Before, e.After)) {
+					ops = append(ops, apply.Change{Mapping: a.mapping, Delete: true, Values: a.mapping.KeyOf(e.Before)})
 				}
 				if e.After != nil {
-					ops = append(ops, op{values: pickValues(e.After, a.valueIdx)})
+					ops = append(ops, apply.Change{Mapping: a.mapping, Values: a.mapping.Image(e.After)})
 				}
 			}
 			if b.Commit != nil && !a.watching.Load() {
@@ -290,77 +281,17 @@ func (a *applier) changelogEvent(e *ferry.DMLEvent) {
 	}
 }
 
-func (a *applier) sameKey(x, y []any) bool {
-	for _, i := range a.keyIdx {
-		if fmt.Sprint(x[i]) != fmt.Sprint(y[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func pickValues(row []any, idx []int) []any {
-	out := make([]any, len(idx))
-	for i, j := range idx {
-		out[i] = row[j]
-	}
-	return out
-}
-
-// apply writes ops in one transaction, consecutive ops of one kind as one statement.
-func (a *applier) apply(ctx context.Context, ops []op) error {
-	type stmt struct {
-		query string
-		args  []any
-	}
-	var stmts []stmt
-	for i := 0; i < len(ops); {
-		j := i
-		for j < len(ops) && ops[j].delete == ops[i].delete && j-i < 200 {
-			j++
-		}
-		var sb strings.Builder
-		var args []any
-		if ops[i].delete {
-			sb.WriteString(a.deleteSQL)
-			for k, o := range ops[i:j] {
-				if k > 0 {
-					sb.WriteString(" OR ")
-				}
-				sb.WriteString(a.keyExpr)
-				args = append(args, o.values...)
-			}
-		} else {
-			sb.WriteString(a.replaceSQL)
-			for k, o := range ops[i:j] {
-				if k > 0 {
-					sb.WriteString(", ")
-				}
-				sb.WriteString(a.rowSQL)
-				args = append(args, o.values...)
-			}
-		}
-		stmts = append(stmts, stmt{sb.String(), args})
-		i = j
-	}
-	err := retry.Do(ctx, 20, a.m.log, "apply row changes to the ghost table", func() error {
-		tx, err := a.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		for _, s := range stmts {
-			if _, err := tx.ExecContext(ctx, s.query, s.args...); err != nil {
-				tx.Rollback()
-				return err
-			}
-		}
-		return tx.Commit()
-	})
-	if err != nil {
+// apply writes the changes in one transaction (package apply: consecutive changes of one kind as
+// one statement, the transaction run again on a transient error).
+func (a *applier) apply(ctx context.Context, ops []apply.Change) error {
+	if err := apply.Exec(ctx, a.db, apply.Statements(ops), applyAttempts, a.m.log, "apply row changes to the ghost table"); err != nil {
 		return fmt.Errorf("apply %d row changes to the ghost table: %w", len(ops), err)
 	}
 	return nil
 }
+
+// applyAttempts is how often one transaction of the apply is tried on transient errors.
+const applyAttempts = 20
 
 // stream runs the binlog streamer on the original and changelog tables; it can be stopped (before
 // the cut-over's rename, which the streamer would otherwise refuse as DDL on a watched table) and

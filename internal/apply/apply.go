@@ -1,0 +1,210 @@
+// Package apply is the one engine that writes row changes to a target table, shared by ferry's
+// binlog writer (source table → target table) and the online schema change (original → ghost
+// table): one way to turn changes into statements, one transaction loop.
+//
+// Each change is idempotent: "set the row to this image" (REPLACE of the mapped image) or "delete the
+// row with this key" (DELETE by key). Applying the changes of a stretch of binlog in order leaves
+// every row as the source had it at the end of the stretch, whatever the target held before: a
+// copied row and a racing change converge, a transaction that swaps unique values between rows never
+// fails (REPLACE removes the transient conflict; the row it removed is rewritten by its own change),
+// and replaying from a checkpoint is harmless. Consecutive changes of one table and kind become one
+// multi-row statement; changes are never reordered.
+//
+// How a source value becomes a target value is the caller's Mapping: a SQL expression per column,
+// so every conversion is done by the server, through the same expression a copy can use, never in Go.
+package apply
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/ferrykit/ferry/internal/retry"
+	"github.com/ferrykit/ferry/schema"
+)
+
+// MaxPlaceholders bounds the values bound to one statement: a prepared statement takes at most
+// 65535 placeholders; a multi-row statement is cut below that with a margin.
+const MaxPlaceholders = 60000
+
+// MaxStatementBytes bounds the (approximate) size of one multi-row statement, well below the
+// server's max_allowed_packet default.
+const MaxStatementBytes = 8 << 20
+
+// Column is one target column and where its value comes from.
+type Column struct {
+	Name   string // the target column (unquoted)
+	Source int    // the ordinal of its value in the source row image
+	// Expr is the SQL the value takes, with exactly one "?" for it ("" means "?"): e.g.
+	// "CONVERT(CAST(? AS BINARY) USING latin1)", "ELT(?, 'a','b')", or, for a key column,
+	// schema.KeyPlaceholder (compared in the column's collation so the index is used).
+	Expr string
+}
+
+func (c Column) expr() string {
+	if c.Expr == "" {
+		return "?"
+	}
+	return c.Expr
+}
+
+// Mapping says how the row changes of one source table become statements on its target table.
+// It is built once per table and shared by every change of it (changes are grouped by pointer).
+type Mapping struct {
+	Target  string   // quoted `db`.`table` written to
+	Columns []Column // what REPLACE writes, in order; target columns not listed get their default
+	Key     []Column // what identifies a row for DELETE
+
+	once                     sync.Once
+	replace, row, del, keyEq string // the statement parts, built once
+}
+
+func (m *Mapping) init() { m.once.Do(m.build) }
+
+func (m *Mapping) build() {
+	cols := make([]string, len(m.Columns))
+	vals := make([]string, len(m.Columns))
+	for i, c := range m.Columns {
+		cols[i] = schema.QuoteIdent(c.Name)
+		vals[i] = c.expr()
+	}
+	m.replace = "REPLACE INTO " + m.Target + " (" + strings.Join(cols, ", ") + ") VALUES "
+	m.row = "(" + strings.Join(vals, ", ") + ")"
+	eq := make([]string, len(m.Key))
+	for i, c := range m.Key {
+		eq[i] = schema.QuoteIdent(c.Name) + " = " + c.expr()
+	}
+	m.del = "DELETE FROM " + m.Target + " WHERE "
+	m.keyEq = "(" + strings.Join(eq, " AND ") + ")"
+}
+
+// Image picks the values REPLACE writes from a source row image.
+func (m *Mapping) Image(row []any) []any { return pick(row, m.Columns) }
+
+// KeyOf picks the key values DELETE compares from a source row image.
+func (m *Mapping) KeyOf(row []any) []any { return pick(row, m.Key) }
+
+func pick(row []any, cols []Column) []any {
+	out := make([]any, len(cols))
+	for i, c := range cols {
+		out[i] = row[c.Source]
+	}
+	return out
+}
+
+// SameKey reports whether two source row images have the same key, value by value and byte for
+// byte — never through a collation: a key changed from 'a' to 'A' is a key change, applied as
+// delete + set. A nil image has no key.
+func (m *Mapping) SameKey(a, b []any) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	for _, c := range m.Key {
+		if !sameValue(a[c.Source], b[c.Source]) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameValue(x, y any) bool {
+	switch xv := x.(type) {
+	case []byte:
+		yv, ok := y.([]byte)
+		return ok && bytes.Equal(xv, yv)
+	case nil:
+		return y == nil
+	case int64, uint64, float32, float64, string:
+		return x == y
+	}
+	return fmt.Sprint(x) == fmt.Sprint(y)
+}
+
+// Change is one idempotent row change: set the row to Values (Mapping.Image of the after-image),
+// or, with Delete, delete the row whose key is Values (Mapping.KeyOf of the before-image).
+type Change struct {
+	Mapping *Mapping
+	Delete  bool
+	Values  []any
+}
+
+// Statement is one SQL statement with its arguments.
+type Statement struct {
+	Query string
+	Args  []any
+}
+
+// Statements groups consecutive changes of the same Mapping and kind into multi-row statements,
+// keeping their order, each within MaxPlaceholders and about MaxStatementBytes.
+func Statements(changes []Change) []Statement {
+	var out []Statement
+	for i := 0; i < len(changes); {
+		first := changes[i]
+		first.Mapping.init()
+		j, size := i, 0
+		for j < len(changes) && changes[j].Mapping == first.Mapping && changes[j].Delete == first.Delete &&
+			size < MaxStatementBytes && (j-i+1)*len(first.Values) < MaxPlaceholders {
+			size += approxSize(changes[j].Values)
+			j++
+		}
+		if j == i { // a single change always goes, whatever its size
+			j++
+		}
+		m := first.Mapping
+		var sb strings.Builder
+		args := make([]any, 0, (j-i)*len(first.Values))
+		head, part, sep := m.replace, m.row, ", "
+		if first.Delete {
+			head, part, sep = m.del, m.keyEq, " OR "
+		}
+		sb.WriteString(head)
+		for k, c := range changes[i:j] {
+			if k > 0 {
+				sb.WriteString(sep)
+			}
+			sb.WriteString(part)
+			args = append(args, c.Values...)
+		}
+		out = append(out, Statement{sb.String(), args})
+		i = j
+	}
+	return out
+}
+
+func approxSize(vals []any) int {
+	n := 0
+	for _, v := range vals {
+		if b, ok := v.([]byte); ok {
+			n += 2*len(b) + 10
+		} else {
+			n += 24
+		}
+	}
+	return n
+}
+
+// ExecTx runs statements in one transaction, rolling back on the first error.
+func ExecTx(ctx context.Context, db *sql.DB, stmts []Statement) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for _, s := range stmts {
+		if _, err := tx.ExecContext(ctx, s.Query, s.Args...); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Exec applies statements in one transaction, running the whole transaction again on a transient
+// error (retry.Do: at most attempts times, logged as what).
+func Exec(ctx context.Context, db *sql.DB, stmts []Statement, attempts int, log logrus.FieldLogger, what string) error {
+	return retry.Do(ctx, max(attempts, 1), log, what, func() error { return ExecTx(ctx, db, stmts) })
+}
