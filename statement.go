@@ -72,10 +72,18 @@ var mariadbOnly = []struct {
 // schema; used only for statements the parser cannot read.
 var harmlessObject = regexp.MustCompile(`(?is)^(CREATE|DROP|ALTER)\s+(OR\s+REPLACE\s+)?(DEFINER\s*=\s*(` + "`[^`]*`|'[^']*'|[^\\s@]+)(@(`[^`]*`|'[^']*'|\\S+))?" + `\s+)?(SQL\s+SECURITY\s+\w+\s+)?(AGGREGATE\s+)?(EVENT|TRIGGER|PROCEDURE|FUNCTION|PACKAGE|VIEW|USER|ROLE|SERVER)\b`)
 
+// executableComment is /*!NNNNN … */ or /*M!NNNNNN … */: text the server executes (dump files wrap
+// DDL in them), so it is part of the statement, not a comment.
+var executableComment = regexp.MustCompile(`(?s)/\*M?!\d*(.*?)\*/`)
+
+func unwrapExecutableComments(q string) string {
+	return executableComment.ReplaceAllString(q, " $1 ")
+}
+
 // classifyStatement says which tables a statement from the binlog may change. defaultDB is the
 // database the statement ran in (the query event's schema).
 func classifyStatement(defaultDB, query string) statementEffect {
-	q := leadingComment.ReplaceAllString(query, "")
+	q := leadingComment.ReplaceAllString(unwrapExecutableComments(query), "")
 	verb := strings.ToUpper(firstWord(q))
 	switch verb {
 	case "ALTER", "DROP", "RENAME", "TRUNCATE", "CREATE",
@@ -209,7 +217,7 @@ func (s *SourceBinlogStreamer) checkStatement(defaultDB, q string) error {
 	if eff.Kind == "" {
 		return nil
 	}
-	lower := strings.ToLower(leadingComment.ReplaceAllString(q, ""))
+	lower := strings.ToLower(leadingComment.ReplaceAllString(unwrapExecutableComments(q), ""))
 	for _, t := range s.Tables {
 		db, name := t.Source.Database, t.Source.Name
 		if eff.Unparsed != nil {

@@ -38,6 +38,9 @@ func TestStatementClassification(t *testing.T) {
 		{"shop", "/* app */ alter table `T` drop column x", "DDL on copied table shop.t"},
 		{"shop", "CREATE INDEX i ON t (a)", "DDL on copied table shop.t"},
 		{"shop", "DROP INDEX i ON orders", "DDL on copied table shop.orders"},
+		// Executable comments are executed by the server: they are part of the statement.
+		{"shop", "/*!40000 ALTER TABLE `t` DISABLE KEYS */", "DDL on copied table shop.t"},
+		{"shop", "/*M!100000 TRUNCATE orders */", "DDL on copied table shop.orders"},
 		// Statement-format DML writing a copied table.
 		{"shop", "UPDATE t SET a = 1 WHERE id < 10", "statement-format DML on copied table shop.t"},
 		{"shop", "INSERT INTO orders SELECT * FROM other", "statement-format DML on copied table shop.orders"},
@@ -85,6 +88,7 @@ func TestStatementClassification(t *testing.T) {
 		{"shop", "FLUSH TABLES", ""},
 		{"shop", "SAVEPOINT t", ""},
 		{"shop", "XA START X'74',X'',1", ""},
+		{"shop", "/*!50001 CREATE ALGORITHM=UNDEFINED */ /*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */ /*!50001 VIEW `v` AS select `t`.`id` AS `id` from `t` */", ""},
 	} {
 		err := s.checkStatement(c.db, c.stmt)
 		switch {
