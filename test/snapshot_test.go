@@ -441,6 +441,35 @@ func TestSplitIntoThreeRangesRestoresEachTargetExactly(t *testing.T) {
 	for _, name := range snapshotTables {
 		sameRowsOn(t, source, target, db+"."+name)
 	}
+
+	// The hash split: 3 shards by MOD(CRC32(k), 3) of the string key k of strkey (the other tables
+	// have no k and go whole into each shard).
+	root = t.TempDir()
+	ms = takeSnapshot(t, ctx, &snapshot.Dir{Path: root}, snapshot.Options{Tables: ferry.TableFilter{Databases: []string{db}},
+		Split: &snapshot.Split{Column: "k", Shards: 3}})
+	var rows int64
+	for i, s := range servers {
+		must(t, s.Exec(ctx, "DROP DATABASE IF EXISTS "+db, "DROP DATABASE IF EXISTS _ferry"))
+		_, err := snapshot.Restore(ctx, restoreOpts(t, s, &snapshot.Dir{Path: filepath.Join(root, snapshot.ShardLocation(i))}))
+		must(t, err)
+		tgtDB, err := s.DB("")
+		must(t, err)
+		defer tgtDB.Close()
+		if res := subsetDiff(t, ctx, srcDB, tgtDB, ms[i]); !res.Match() {
+			t.Errorf("hash shard %d: %s", i, res)
+		}
+		for _, tm := range ms[i].Tables {
+			if tm.Name == "strkey" {
+				rows += tm.Rows
+				if tm.Rows == 0 {
+					t.Errorf("hash shard %d holds no strkey row", i)
+				}
+			}
+		}
+	}
+	if want := int64(count(t, source, "SELECT COUNT(*) FROM "+db+".strkey")); rows != want {
+		t.Errorf("hash shards hold %d strkey rows together, the source %d", rows, want)
+	}
 }
 
 func subsetDiff(t *testing.T, ctx context.Context, src, tgt *sql.DB, m *snapshot.Manifest) *verifier.Result {
