@@ -84,6 +84,9 @@ func TestSnapshotAndRestoreSurviveSIGKILL(t *testing.T) {
 	if out, err := exec.Command(bin, snap...).CombinedOutput(); err != nil {
 		t.Fatalf("snapshot again: %v\n%s", err, out)
 	}
+	if out, err := exec.Command(bin, "verify", "-from", dir).CombinedOutput(); err != nil {
+		t.Fatalf("verify of a complete snapshot: %v\n%s", err, out)
+	}
 
 	restore := append([]string{"restore", "-from", dir, "-threads", "2", "-log-level", "warn"}, tgtFlags...)
 	loadedFiles := func() bool {
