@@ -80,6 +80,17 @@ func TestXATransactions(t *testing.T) {
 	if _, err := f.FlushBinlog(ctx); err == nil || !strings.Contains(err.Error(), "prepared XA transaction(s) X'726231',X'',1") {
 		t.Errorf("FlushBinlog with a pending prepared XA transaction: %v, want it refused naming the XID", err)
 	}
+	// The cut-over fails and says why, never swaps, unlocks if it locked, and the Ferry keeps
+	// streaming (the changes below still arrive).
+	locked, unlocked := false, false
+	cut := &ferry.Cutover{Ferry: f, Hooks: ferry.HookFuncs{
+		LockFunc:   func(context.Context) error { locked = true; return nil },
+		SwapFunc:   func(context.Context) error { t.Error("Swap called while an XA transaction is pending"); return nil },
+		UnlockFunc: func(context.Context, bool) error { unlocked = true; return nil },
+	}}
+	if _, err := cut.Run(ctx); err == nil || !strings.Contains(err.Error(), "prepared XA transaction(s) X'726231'") || locked != unlocked {
+		t.Errorf("cut-over with a pending prepared XA transaction: %v (locked %v, unlocked %v), want it refused naming the XID", err, locked, unlocked)
+	}
 	run(rb, "XA ROLLBACK 'rb1'")
 	sync()
 	if n := onTarget("SELECT COUNT(*) FROM xa_db.t WHERE id = 100 OR v = 'rolled back'"); n != 0 {
