@@ -56,6 +56,9 @@ type Migration struct {
 	// AllowTriggers lets a table with triggers be migrated. The triggers stay on the original table
 	// (they move with it to <t>_del): recreate them on the new table after the cut-over.
 	AllowTriggers bool
+	// SkipVerification skips the comparison of the ghost table with the original before the
+	// cut-over (verify.go), which runs by default for ALTERs that keep the copied columns' values.
+	SkipVerification bool
 	// IncludeTriggers recreates the table's triggers on the new table within the cut-over, under
 	// their own names, as ALTER TABLE keeps them (see triggers.go); the old table keeps none.
 	IncludeTriggers bool
@@ -197,6 +200,9 @@ type Result struct {
 	WriteBlocked []time.Duration
 	// Instant is set when the ALTER ran in place with ALGORITHM=INSTANT (UseInstant).
 	Instant bool
+	// Verification is the outcome of the comparison of the ghost table with the original before
+	// the cut-over: "MATCH (...)", "not applicable: why", or "skipped".
+	Verification string
 	// OldTable is the name the original table has now (<t>_del), or "" if it was dropped.
 	OldTable string
 	Elapsed  time.Duration
@@ -207,6 +213,7 @@ const (
 	StateValidating = "validating"
 	StateCopying    = "copying"
 	StateCatchingUp = "catching up"
+	StateVerifying  = "verifying"
 	StatePostponed  = "postponed"
 	StateCutover    = "cut-over"
 	StateDone       = "done"
@@ -775,6 +782,12 @@ func (m *Migration) copyAndCutover(ctx context.Context, stream *stream) error {
 	m.log.WithField("rows", m.rowsCopied.Load()).Info("osc: row copy complete")
 	if err := m.runHook(ctx, HookRowCopyComplete, nil); err != nil {
 		return err
+	}
+	if err := m.waitCutoverAllowed(ctx); err != nil {
+		return causeOr(ctx, err)
+	}
+	if err := m.verifyGhost(ctx); err != nil {
+		return causeOr(ctx, err)
 	}
 	if err := m.cutover(ctx, stream); err != nil {
 		return causeOr(ctx, err)

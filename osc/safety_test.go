@@ -60,8 +60,10 @@ func TestRenameCheckNotVacuous(t *testing.T) {
 			}
 			t.Log(err)
 			// and with the stream in time, the same run passes
-			f2 := newFixture(t, 500)
-			m2 := f2.migration("ADD COLUMN z INT NULL")
+			f.exec("DROP TABLE t")
+			f.exec("RENAME TABLE t_del TO t")
+			f.exec("DROP TABLE IF EXISTS _t_ghc")
+			m2 := f.migration("ADD COLUMN z INT NULL")
 			m2.CutoverTwoStep = twoStep
 			m2.testStreamEndDelay = 200 * time.Millisecond
 			_, err = m2.Run(context.Background())
@@ -114,4 +116,47 @@ func TestResumeFinishesTwoStepRename(t *testing.T) {
 	if got := strings.Join(tt, ","); got != "t,t_del,twin" {
 		t.Errorf("tables after the resume: %s", got)
 	}
+}
+
+// Issue 11 item 9: the ghost table is compared with the original before the cut-over when the
+// ALTER keeps the columns' values (reported in the result); a difference — here a ghost row
+// changed behind the apply's back — fails the migration before the cut-over, naming the row.
+func TestVerificationBeforeCutover(t *testing.T) {
+	alter := "ADD COLUMN z INT NULL, ADD INDEX (a)"
+	t.Run("match under load", func(t *testing.T) {
+		f := newFixture(t, 3000)
+		res := runUnderLoad(t, f, f.migration(alter), alter)
+		if !strings.HasPrefix(res.Verification, "MATCH (") {
+			t.Errorf("verification %q", res.Verification)
+		}
+		t.Log(res.Verification)
+	})
+	t.Run("not applicable to a conversion", func(t *testing.T) {
+		f := newFixture(t, 300)
+		res, err := f.migration("MODIFY a BIGINT NOT NULL DEFAULT 0").Run(context.Background())
+		must(t, err)
+		if !strings.HasPrefix(res.Verification, "not applicable: the ALTER converts the values of a") {
+			t.Errorf("verification %q", res.Verification)
+		}
+	})
+	t.Run("a difference fails before the cut-over", func(t *testing.T) {
+		f := newFixture(t, 300)
+		m := f.migration(alter)
+		m.Postpone = true
+		go func() {
+			for m.Status().State != StatePostponed {
+				time.Sleep(10 * time.Millisecond)
+			}
+			f.exec("UPDATE _t_gho SET b = 'changed behind the apply' WHERE id = 77")
+			m.Unpostpone()
+		}()
+		_, err := m.Run(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "does not hold the rows") || !strings.Contains(err.Error(), "77") {
+			t.Fatalf("error %v, want the verification to name row 77", err)
+		}
+		t.Log(err)
+		if got := strings.Join(f.tables(), ","); !strings.Contains(got, "_t_gho") || strings.Contains(got, "t_del") {
+			t.Errorf("tables after the refused cut-over: %s", got)
+		}
+	})
 }

@@ -67,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		approveRenames  = fs.Bool("approve-renamed-columns", false, "approve the column renames the ALTER makes (CHANGE old new, RENAME COLUMN)")
 		allowFK         = fs.Bool("allow-foreign-keys", false, "migrate a table with foreign keys (they do not follow the cut-over; fix them after)")
 		allowTriggers   = fs.Bool("allow-triggers", false, "migrate a table with triggers (they stay on the old table; recreate them after)")
+		skipVerify      = fs.Bool("skip-verification", false, "skip the comparison of the new table with the original before the cut-over (on by default when the ALTER keeps the columns' values)")
 		includeTriggers = fs.Bool("include-triggers", false, "recreate the table's triggers on the new table within the cut-over, under their own names")
 		sqlMode         = fs.String("sql-mode", "", "sql_mode for the ghost table's DDL, the copy and the apply (default: the server's; STRICT_ALL_TABLES and NO_AUTO_VALUE_ON_ZERO are added)")
 		timeZone        = fs.String("time-zone", "", "time zone in which TIMESTAMP values are converted to and from other types (default: the server's time_zone)")
@@ -155,7 +156,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	m := &osc.Migration{
 		Conn: conn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
 		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
-		AllowTriggers: *allowTriggers, IncludeTriggers: *includeTriggers, SQLMode: *sqlMode, TimeZone: *timeZone, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
+		AllowTriggers: *allowTriggers, IncludeTriggers: *includeTriggers, SkipVerification: *skipVerify, SQLMode: *sqlMode, TimeZone: *timeZone, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
 		DropOldTable: *dropOld, CutoverTwoStep: *cutoverKind == "two-step", CutoverLockTimeout: *lockTimeout, CutoverAttempts: *attempts,
 		PostponeFlagFile: *postponeFile, MaxLag: *maxLag, Throttler: th, SocketPath: *serveSocket,
 		StatusInterval: *statusInterval, Logger: log,
@@ -189,6 +190,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "done in %s: %d rows copied, %d binlog events applied, %d cut-over attempt(s), writes blocked: %s\n",
 		res.Elapsed.Round(time.Millisecond), res.RowsCopied, res.EventsApplied, res.CutoverAttempts, strings.Join(blocked, ", "))
+	if res.Verification != "" {
+		fmt.Fprintln(stdout, "verification of the new table before the cut-over:", res.Verification)
+	}
 	if res.OldTable != "" {
 		fmt.Fprintf(stdout, "the original table is kept as %s.%s; drop it when you no longer need it\n", *database, res.OldTable)
 	}
