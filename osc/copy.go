@@ -43,13 +43,14 @@ func (m *Migration) copyRows(ctx context.Context) error {
 		keyList[i] = q(c.Name)
 	}
 	keys := strings.Join(keyList, ", ")
+	selectKeys := keySelect(p.Key)
 	index := "FORCE INDEX (" + q(p.KeyName) + ")"
 	table := m.qualified(m.Table)
 
 	// A locking read: a transaction whose events are already in the binlog before the stream's
 	// start may not be visible yet to a plain read (binlog before visibility); the lock waits for it,
 	// so its rows are either below the range's end (copied) or after the start (streamed).
-	maxKey, err := m.readKey(ctx, "SELECT "+keys+" FROM "+table+" "+index+" ORDER BY "+descKeys(keyList)+" LIMIT 1 LOCK IN SHARE MODE")
+	maxKey, err := m.readKey(ctx, "SELECT "+selectKeys+" FROM "+table+" "+index+" ORDER BY "+descKeys(keyList)+" LIMIT 1 LOCK IN SHARE MODE")
 	if err != nil {
 		return fmt.Errorf("read the largest key: %w", err)
 	}
@@ -94,7 +95,7 @@ func (m *Migration) copyRows(ctx context.Context) error {
 			where = append(where, c)
 			args = append(args, a...)
 		}
-		end, err := m.readKey(ctx, "SELECT "+keys+" FROM "+table+" "+index+" WHERE "+strings.Join(where, " AND ")+
+		end, err := m.readKey(ctx, "SELECT "+selectKeys+" FROM "+table+" "+index+" WHERE "+strings.Join(where, " AND ")+
 			" ORDER BY "+keys+fmt.Sprintf(" LIMIT 1 OFFSET %d", chunk-1), args...)
 		if err != nil {
 			return fmt.Errorf("find the end of the next chunk: %w", err)
@@ -155,6 +156,19 @@ func (m *Migration) copyThrottler() throttler.Throttler {
 		}
 		return throttler.Status{}, nil
 	})
+}
+
+// keySelect is the select list that reads key values as the comparisons take them back: an ENUM
+// as its member number (the server orders and compares ENUM keys by it), the rest as stored.
+func keySelect(key []*schema.Column) string {
+	out := make([]string, len(key))
+	for i, c := range key {
+		out[i] = q(c.Name)
+		if c.DataType == "enum" {
+			out[i] += "+0"
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 func descKeys(cols []string) string {
@@ -287,7 +301,7 @@ func (m *Migration) copyRowByRow(ctx context.Context, insert, where string, args
 		keyList[i] = q(c.Name)
 		eq[i] = q(c.Name) + " = " + schema.KeyPlaceholder(c)
 	}
-	rows, err := m.db.QueryContext(ctx, "SELECT "+strings.Join(keyList, ", ")+" FROM "+m.qualified(m.Table)+" WHERE "+where+" ORDER BY "+strings.Join(keyList, ", "), args...)
+	rows, err := m.db.QueryContext(ctx, "SELECT "+keySelect(m.plan.Key)+" FROM "+m.qualified(m.Table)+" WHERE "+where+" ORDER BY "+strings.Join(keyList, ", "), args...)
 	if err != nil {
 		return 0, err
 	}

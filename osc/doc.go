@@ -2,8 +2,8 @@
 // than a moment, the way gh-ost does, built from ferry's binlog streamer: an online schema change.
 //
 // A Migration creates a ghost table _<t>_gho (CREATE TABLE LIKE the original, then the ALTER),
-// copies the original's rows into it in key-range chunks with same-server
-// INSERT IGNORE ... SELECT ... LOCK IN SHARE MODE statements, applies every row change of the
+// copies the original's rows into it in key-range chunks with same-server strict
+// INSERT ... SELECT ... LOCK IN SHARE MODE statements, applies every row change of the
 // original that the binlog carries to the ghost (columns mapped old → new), and finally swaps the
 // tables with gh-ost's atomic cut-over: RENAME TABLE t TO <t>_del, _<t>_gho TO t, queued behind a
 // lock so that no write lands in between. (Unlike gh-ost, the sentry and old table is <t>_del, not
@@ -16,16 +16,35 @@
 // # Validation (before any write)
 //
 // The binlog must be on, ROW, FULL. The table needs a primary key or a NOT NULL unique key; the
-// ALTER must keep one such key (same columns, same types) for the new table. Column renames
+// ALTER must keep one such key (same columns, same types) for the new table, as a key of its own
+// or as the leading columns of a wider one ((id) → (id, i)). Keys on ENUM, SET, FLOAT, DOUBLE,
+// BIT and JSON columns cannot be paged by and are refused as such. Only one migration of a table
+// runs at a time: each run holds a GET_LOCK named after the table for its whole life, and a second
+// run is refused with the holder's connection id, user and host (lock.go). Column renames
 // (CHANGE old new, RENAME COLUMN) are refused unless approved (ApproveRenamedColumns or
 // ApprovedRenames), because a CHANGE that renames by accident would silently drop the column's
 // values; dropped columns are reported in the Plan. Foreign keys and triggers are refused unless
-// AllowForeignKeys / AllowTriggers. Leftover _<t>_gho, _<t>_ghc and <t>_del tables are an error unless DropLeftovers.
+// AllowForeignKeys / AllowTriggers, or triggers carried over with IncludeTriggers (triggers.go).
+// Leftover _<t>_gho, _<t>_ghc and <t>_del tables are an error unless DropLeftovers or Resume, and
+// ferry drops or reuses only the ones it marked as its own (marks.go): anything else is refused,
+// named.
 // Then the empty ghost table is created and altered (the first write; the original is never
-// written): an added NOT NULL column without a default, or a new unique key (rows colliding on it
-// would be dropped silently by INSERT IGNORE and REPLACE) is refused unless AllowNewUniqueKey, in
-// which case the rows are checked for duplicates first and the cut-over compares the row counts of
-// both tables under its lock and aborts if they differ. Without Execute, Run stops here (dry run)
+// written): an added NOT NULL column without a default, or a new unique key is refused unless
+// AllowNewUniqueKey, in which case the rows are checked for duplicates first. Whenever a unique key
+// is new or changes type or collation, the cut-over compares the row counts of both tables under
+// its lock and aborts if they differ (the apply's REPLACE would delete a colliding row silently).
+//
+// # The new table holds what ALTER TABLE would have stored
+//
+// The copy is strict (copy.go): a value the new column cannot hold or a duplicate on a new or
+// changed unique key fails the migration before the cut-over with the server's own error and the
+// row's key, as the same error fails a plain ALTER TABLE; the original is untouched. The ghost
+// DDL, the copy and the apply run under the server's sql_mode (or SQLMode), strict; conversions
+// involving TIMESTAMP are done in the server's time zone (or TimeZone), and the apply converts
+// binlog values through the same expressions the copy uses (session.go). The column mapping follows
+// the ALTER: a column dropped and added again under its name is a new column. The AUTO_INCREMENT
+// counter is carried over under the cut-over lock. Unless SkipVerification, an ALTER that keeps
+// the columns' values is verified (the verifier's Checksum) before the cut-over (verify.go). Without Execute, Run stops here (dry run)
 // and drops the ghost; Plan.InstantPossible says whether the server could do the ALTER in place
 // with ALGORITHM=INSTANT instead.
 //
@@ -56,16 +75,19 @@
 // refuses if the ALTER or either definition changed or the checkpoint's binlog file is gone, and
 // otherwise copies on after the checkpointed key and applies the binlog again from the checkpointed
 // position: the apply writes whole rows and deletes by key in binlog order, so changes applied twice
-// converge, and the copy's INSERT IGNORE leaves rows already in the ghost alone. A schema change of
+// converge, and the copy skips rows already in the ghost (NOT EXISTS on the shared key). A schema change of
 // the original after the checkpoint is also caught by the replayed binlog. A killed cut-over attempt
 // leaves its sentry, which Resume drops (the original was not renamed). Leftovers of a run that died
-// before its first checkpoint are dropped and the migration starts afresh.
+// before its first checkpoint are dropped and the migration starts afresh. A two-step cut-over
+// that died between its renames (t missing, <t>_del and _<t>_gho marked) is finished by Resume
+// with RENAME TABLE _<t>_gho TO t; without Resume the error prints that statement.
 //
 // A failed cut-over attempt leaves the original table in place and usable and is retried up to
 // CutoverAttempts times. Writes blocked by each attempt are measured (Result.WriteBlocked). After
 // the rename, ferry reads the binlog up to the RENAME and checks that no change of the original
 // came after the cut-over marker: if one ever did (it would be in <t>_del only), Run fails loudly
-// instead of losing it silently.
+// instead of losing it silently; if the stream does not reach that RENAME within a minute (or stops
+// elsewhere), Run fails too, saying the rename is done and the check could not be made.
 //
 // With UseInstant, an ALTER the server can do with ALGORITHM=INSTANT runs in place instead: no
 // ghost table and no copy, the same bounded wait for the metadata lock.
@@ -88,6 +110,8 @@
 // column's type changes they are written as ELT(n, old members...) / MAKE_SET(bits, old members...),
 // so reordered members and ENUM → VARCHAR keep their labels, as the copy's INSERT ... SELECT does.
 //
-// Limits: one table per Migration; the paging key's columns and types must stay the same; triggers
-// and foreign keys are not carried over.
+// Limits: one table per Migration; the paging key's columns and types must stay the same (or be
+// widened); foreign keys are not carried over, triggers only with IncludeTriggers; a row with id 0
+// in an AUTO_INCREMENT column keeps id 0 (NO_AUTO_VALUE_ON_ZERO), where a plain ALTER TABLE
+// without that mode would renumber it; the verification is one pass before the cut-over lock.
 package osc

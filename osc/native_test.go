@@ -236,6 +236,12 @@ func TestNativeWidenedKey(t *testing.T) {
 		rows:   []string{"INSERT INTO %s SELECT seq, seq % 3, 'v' FROM seq_1_to_30"},
 		writes: []string{"UPDATE %s SET i = 7 WHERE id = 25", "UPDATE %s SET i = 8, v = 'w' WHERE id = 2", "DELETE FROM %s WHERE id = 26", "INSERT INTO %s VALUES (40, 1, 'n')"},
 		alter:  "DROP PRIMARY KEY, ADD PRIMARY KEY (id, i)",
+	}, {
+		name:   "ENUM primary key, ENGINE=InnoDB",
+		create: "CREATE TABLE %s (e ENUM('b','a','c') NOT NULL, n INT NOT NULL, v INT NULL, PRIMARY KEY (e, n)) ENGINE=InnoDB",
+		rows:   []string{"INSERT INTO %s SELECT ELT(1 + seq % 3, 'a', 'b', 'c'), seq, seq FROM seq_1_to_40"},
+		writes: []string{"UPDATE %s SET v = 0 WHERE e = 'c' AND n = 38", "UPDATE %s SET e = 'b' WHERE e = 'a' AND n = 39", "DELETE FROM %s WHERE e = 'b' AND n = 36", "INSERT INTO %s VALUES ('a', 41, 1)"},
+		alter:  "ENGINE=InnoDB, ADD COLUMN z INT NULL",
 	}})
 }
 

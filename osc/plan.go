@@ -278,7 +278,7 @@ func (m *Migration) mapColumns(ctx context.Context, orig, ghost *schema.Table, i
 					break
 				}
 				switch c.DataType {
-				case "enum", "set", "float", "double", "bit", "json", "geometry":
+				case "set", "float", "double", "bit", "json", "geometry":
 					if !widened {
 						unusableTypes = append(unusableTypes, fmt.Sprintf("%s (%s %s)", n, c.Name, c.DataType))
 					}
@@ -315,7 +315,7 @@ func (m *Migration) mapColumns(ctx context.Context, orig, ghost *schema.Table, i
 	if p.Key == nil {
 		why := ""
 		if len(unusableTypes) > 0 {
-			why = fmt.Sprintf("; the unique key(s) %s of %s cannot be used whatever the ALTER: the server orders ENUM, SET, FLOAT, DOUBLE, BIT and JSON values differently from their values, so ferry cannot page by them: give the table a primary key on other columns first", strings.Join(unusableTypes, ", "), orig)
+			why = fmt.Sprintf("; the unique key(s) %s of %s cannot be used whatever the ALTER: the server orders SET, FLOAT, DOUBLE, BIT and JSON values differently from their values, so ferry cannot page by them: give the table a primary key on other columns first", strings.Join(unusableTypes, ", "), orig)
 		}
 		return nil, fmt.Errorf("%s and its altered form share no usable unique key: ferry pages the copy and applies changes by a PRIMARY or UNIQUE key of the original on NOT NULL columns that the new table keeps with the same types, as a unique key of its own or as the leading columns of one (a widened key such as (id) → (id, i))%s; otherwise keep that key in this ALTER and change it in a separate migration", orig, why)
 	}

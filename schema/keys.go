@@ -15,6 +15,9 @@ import (
 // server compare bytes, skip the index and page in a different order than ORDER BY); decimals are
 // cast to DECIMAL (a string compared with a decimal is compared as a double).
 func KeyPlaceholder(c *Column) string {
+	if c.DataType == "enum" {
+		return "?" // compared by member number, the order the server sorts ENUM keys in
+	}
 	if c.Charset != "" && c.Charset != "binary" {
 		return "CONVERT(? USING " + c.Charset + ") COLLATE " + c.Collation
 	}
@@ -26,14 +29,15 @@ func KeyPlaceholder(c *Column) string {
 
 // KeyArg turns a key value read as text from the server into the argument to compare it with:
 // integers are sent as numbers (a string compared with an integer column is compared as a double,
-// which loses precision above 2^53). Other values pass through.
+// which loses precision above 2^53); an ENUM key is read as its member number (column+0) and sent
+// as that number, since the server orders ENUM keys by it. Other values pass through.
 func KeyArg(c *Column, v any) (any, error) {
 	b, ok := v.([]byte)
 	if !ok {
 		return v, nil
 	}
 	switch c.DataType {
-	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year":
+	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year", "enum":
 		if c.Unsigned {
 			n, err := strconv.ParseUint(string(b), 10, 64)
 			if err != nil {
