@@ -134,6 +134,9 @@ func (m *Migration) finishTwoStepRename(ctx context.Context) (*Result, error) {
 		}
 	}
 	m.renamed.Store(true)
+	if err := m.resumeTriggerNames(ctx); err != nil {
+		return &m.result, fmt.Errorf("osc: %w", err)
+	}
 	if _, err := m.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+m.qualified(m.changelogName())); err != nil {
 		m.log.WithError(err).Warnf("osc: could not drop %s; drop it by hand", m.qualified(m.changelogName()))
 	}

@@ -53,7 +53,7 @@ func TestRenameCheckNotVacuous(t *testing.T) {
 			m := f.migration("ADD COLUMN z INT NULL")
 			m.CutoverTwoStep = twoStep
 			m.renameSeenTimeout = 300 * time.Millisecond
-			m.testStreamEndDelay = 2 * time.Second
+			m.testStreamEndDelay = time.Second
 			_, err := m.Run(context.Background())
 			if err == nil || !strings.Contains(err.Error(), "did not reach the rename within 300ms") || !strings.Contains(err.Error(), "the table was renamed") {
 				t.Fatalf("error %v, want the unchecked rename reported", err)
@@ -77,9 +77,12 @@ func TestRenameCheckNotVacuous(t *testing.T) {
 // finishes the rename, and the table holds exactly what ALTER TABLE gives.
 func TestResumeFinishesTwoStepRename(t *testing.T) {
 	f := newFixture(t, 3000)
+	f.exec("CREATE TRIGGER trg BEFORE UPDATE ON t FOR EACH ROW SET NEW.c = NEW.c")
+	f.exec("CREATE TRIGGER twin_trg BEFORE UPDATE ON twin FOR EACH ROW SET NEW.c = NEW.c")
 	alter := "ADD COLUMN z INT NULL DEFAULT 3"
 	m := f.migration(alter)
 	m.CutoverTwoStep = true
+	m.IncludeTriggers = true
 	m.testBetweenRenames = func() error { return errors.New("killed between the renames") }
 	l := f.startLoad(2)
 	time.Sleep(200 * time.Millisecond)
@@ -107,6 +110,9 @@ func TestResumeFinishesTwoStepRename(t *testing.T) {
 	resumed.Resume = true
 	res, err := resumed.Run(context.Background())
 	must(t, err)
+	if got, want := f.triggersOf("t"), strings.ReplaceAll(f.triggersOf("twin"), "%s_trg", "trg"); got != want {
+		t.Errorf("triggers of t after the resume:\n%s\nwant:\n%s", got, want)
+	}
 	if res.OldTable != "t_del" {
 		t.Errorf("old table %q", res.OldTable)
 	}

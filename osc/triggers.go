@@ -33,11 +33,35 @@ func (t trigger) tempName() string { return "_" + t.name + "_ghn" }
 
 // readTriggers reads the table's triggers in their firing order.
 func (m *Migration) readTriggers(ctx context.Context) ([]trigger, error) {
+	return m.readTriggersOf(ctx, m.Table)
+}
+
+// resumeTriggerNames finishes step 3 for a cut-over that died after the rename: the triggers of
+// the old table whose temporary copies are on the new table get their names back.
+func (m *Migration) resumeTriggerNames(ctx context.Context) error {
+	olds, err := m.readTriggersOf(ctx, m.oldName())
+	if err != nil {
+		return err
+	}
+	for _, t := range olds {
+		var n int
+		if err := m.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME = ? AND EVENT_OBJECT_TABLE = ?",
+			m.Database, t.tempName(), m.Table).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			m.triggers = append(m.triggers, t)
+		}
+	}
+	return m.nameTriggers(ctx)
+}
+
+func (m *Migration) readTriggersOf(ctx context.Context, table string) ([]trigger, error) {
 	rows, err := m.db.QueryContext(ctx, `SELECT TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION, ACTION_STATEMENT, DEFINER, SQL_MODE,
 		CHARACTER_SET_CLIENT, COLLATION_CONNECTION FROM information_schema.TRIGGERS
-		WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? ORDER BY EVENT_MANIPULATION, ACTION_TIMING, ACTION_ORDER`, m.Database, m.Table)
+		WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? ORDER BY EVENT_MANIPULATION, ACTION_TIMING, ACTION_ORDER`, m.Database, table)
 	if err != nil {
-		return nil, fmt.Errorf("osc: read the triggers of %s: %w", m.qualified(m.Table), err)
+		return nil, fmt.Errorf("osc: read the triggers of %s: %w", m.qualified(table), err)
 	}
 	defer rows.Close()
 	var out []trigger
