@@ -241,7 +241,7 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 		HeartbeatPeriod:         time.Second,
 		ReadTimeout:             30 * time.Second,
 		DisableRetrySync:        true,
-		Logger:                  quietSlog(),
+		Logger:                  goMySQLLogger(log),
 		// Decode only the header of row events of tables ferry does not copy: on a busy source (or
 		// in an online schema change, whose own copy into the ghost table streams back) most row
 		// images belong to other tables, and decoding them was most of the streamer's CPU.
