@@ -126,7 +126,10 @@ type Migration struct {
 	Hooks Hooks
 	// SocketPath, when set, serves interactive commands on a unix socket (see ServeSocket).
 	SocketPath string
-	Logger     logrus.FieldLogger
+	// ExtraCommands, when set, is offered every command Command does not know (name lower-cased,
+	// arg after '='); a host adds its own, e.g. gh-ost's max-load= for its throttlers.
+	ExtraCommands func(name, arg string) (answer string, handled bool, err error)
+	Logger        logrus.FieldLogger
 
 	// testCutoverLocked is called while the cut-over holds the table lock, with the id of the
 	// locking session (tests kill it).

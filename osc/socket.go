@@ -47,9 +47,24 @@ func (m *Migration) Command(cmd string) (string, error) {
 		m.Panic()
 		return "stopping", nil
 	case "help":
-		return "commands: status, throttle, no-throttle, chunk-size=N, cut-over (unpostpone), panic", nil
+		return "commands: status, throttle, no-throttle, chunk-size=N, cut-over (unpostpone), panic" + m.extraHelp(), nil
+	}
+	if m.ExtraCommands != nil {
+		if answer, ok, err := m.ExtraCommands(strings.ToLower(strings.TrimSpace(name)), strings.TrimSpace(arg)); ok {
+			return answer, err
+		}
 	}
 	return "", fmt.Errorf("unknown command %q (try help)", cmd)
+}
+
+func (m *Migration) extraHelp() string {
+	if m.ExtraCommands == nil {
+		return ""
+	}
+	if a, ok, _ := m.ExtraCommands("help", ""); ok && a != "" {
+		return ", " + a
+	}
+	return ""
 }
 
 // ServeSocket answers Command lines on a unix socket (one command per line, one answer line each,

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -109,9 +110,10 @@ type ReplicaLag struct {
 // The heartbeat writes appear in the source's binary log: a binlog tailer should skip the table
 // named by HeartbeatTable.
 type ReplicationLag struct {
-	cfg   ReplicationLagConfig
-	table string // quoted `db`.`table`
-	cache *cached
+	cfg    ReplicationLagConfig
+	table  string // quoted `db`.`table`
+	cache  *cached
+	maxLag atomic.Int64 // cfg.MaxLag, changeable while running (SetMaxLag)
 
 	mu       sync.Mutex
 	replicas []*replicaState
@@ -166,6 +168,7 @@ func NewReplicationLag(cfg ReplicationLagConfig) (*ReplicationLag, error) {
 		table: schema.QuoteIdent(cfg.HeartbeatDatabase) + "." + schema.QuoteIdent(cfg.HeartbeatTable),
 		cache: newCached(cfg.CheckInterval),
 	}
+	r.maxLag.Store(int64(cfg.MaxLag))
 	names := map[string]bool{}
 	for i, rep := range cfg.Replicas {
 		if rep.DB == nil {
@@ -191,6 +194,19 @@ func (r *ReplicationLag) HeartbeatTable() (database, table string) {
 		return "", ""
 	}
 	return r.cfg.HeartbeatDatabase, r.cfg.HeartbeatTable
+}
+
+// MaxLag is the lag above which work is throttled.
+func (r *ReplicationLag) MaxLag() time.Duration { return time.Duration(r.maxLag.Load()) }
+
+// SetMaxLag changes the lag above which work is throttled (gh-ost's max-lag-millis= command); it
+// applies from the next reading of the replicas.
+func (r *ReplicationLag) SetMaxLag(d time.Duration) error {
+	if d <= 0 {
+		return errors.New("throttler: max lag must be > 0")
+	}
+	r.maxLag.Store(int64(d))
+	return nil
 }
 
 // Start creates the heartbeat table on the source if needed, writes a first heartbeat and starts
@@ -377,9 +393,9 @@ func (r *ReplicationLag) refresh(ctx context.Context) (Status, error) {
 			slowest = rs
 		}
 	}
-	if slowest != nil && slowest.last.Lag > r.cfg.MaxLag {
+	if maxLag := r.MaxLag(); slowest != nil && slowest.last.Lag > maxLag {
 		return Status{Throttled: true,
-			Reason: fmt.Sprintf("replica %s lag above %s (%s)", slowest.Name, r.cfg.MaxLag, slowest.last.Method),
+			Reason: fmt.Sprintf("replica %s lag above %s (%s)", slowest.Name, maxLag, slowest.last.Method),
 			Detail: "lag " + slowest.last.Lag.Round(time.Millisecond).String()}, nil
 	}
 	// 3. A heartbeat that is not being written cannot show lag.

@@ -12,6 +12,11 @@
 // are never printed or logged. Every flag can also be set in a config file given with -config: one
 // "name = value" per line, '#' starts a comment. Logs: -log-level, -log-format text|json.
 //
+// Throttling: -throttle-flag-file, -max-load, -critical-load, and gh-ost's
+// -throttle-control-replicas with -max-lag-millis (replica lag). -cutover-max-lag (formerly
+// -max-lag) is the binlog apply lag under which the cut-over starts. With -http 127.0.0.1:PORT it
+// serves a status page with controls, /status and /metrics.
+//
 // With -create-tables it creates the missing target tables; -create-objects also creates the
 // databases' views and routines (before the copy) and triggers and events (with writes stopped,
 // right before the swap, so they never fire on copied rows); the summary lists every object that
@@ -78,6 +83,7 @@ type options struct {
 	cutoverTimeout        time.Duration
 	log                   *logrus.Logger
 	web                   *cli.HTTPFlags
+	replicas              *cli.ReplicaFlags
 	metrics               *metrics.Metrics
 	summaryJSON           string
 }
@@ -121,7 +127,8 @@ func run() int {
 	fs.DurationVar(&o.checkpointEvery, "checkpoint-interval", time.Second, "how often -state-file is written")
 	fs.BoolVar(&o.resume, "resume", false, "resume from -state-file")
 	fs.DurationVar(&o.progress, "progress", 2*time.Second, "progress interval")
-	fs.DurationVar(&o.maxLag, "max-lag", 500*time.Millisecond, "binlog lag under which the cut-over starts")
+	fs.DurationVar(&o.maxLag, "cutover-max-lag", 500*time.Millisecond, "binlog apply lag under which the cut-over starts (was -max-lag; for replica lag see -max-lag-millis)")
+	o.replicas = cli.AddReplicaFlags(fs)
 	fs.DurationVar(&o.cutoverTimeout, "cutover-timeout", ferry.DefaultCutoverTimeout, "longest the cut-over may block writes (apply the last changes, verify under the lock, swap); when reached, the cut-over is aborted and the source unlocked")
 	fs.StringVar(&o.summaryJSON, "summary-json", "", "write the final summary as JSON to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -373,6 +380,14 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 			return nil, err
 		}
 		throttlers = append(throttlers, l)
+	}
+	replicas, closeReplicas, err := o.replicas.Throttler(ctx, o.source)
+	if err != nil {
+		return nil, err
+	}
+	defer closeReplicas()
+	if replicas != nil {
+		throttlers = append(throttlers, replicas)
 	}
 	var ctl *controls
 	if o.web.Enabled() {

@@ -17,7 +17,10 @@
 //
 // While it runs: touch the --postpone-cut-over-flag-file to hold the cut-over; send commands to
 // --serve-socket-file (`echo status | nc -U /tmp/osc.sock`): status, throttle, no-throttle, chunk-size=N,
-// cut-over, panic. Hooks: --hook-<point>=/path/to/executable for startup, validated,
+// cut-over, panic, and gh-ost's max-load=, critical-load=, max-lag-millis=, throttle-query=. With
+// --http 127.0.0.1:PORT the same controls are buttons on a status page (also /status, /metrics).
+// Throttling: --max-load, --critical-load, --throttle-query, --throttle-control-replicas with
+// --max-lag-millis (gh-ost's names and meanings), --max-apply-lag (the binlog apply's own lag). Hooks: --hook-<point>=/path/to/executable for startup, validated,
 // row-copy-complete, before-cut-over, success, failure and status, with FERRY_OSC_* environment
 // variables describing the migration.
 //
@@ -79,7 +82,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cutoverKind     = fs.String("cut-over", "atomic", "atomic (writes wait, the table never goes missing) or two-step (the table is missing for a moment)")
 		attempts        = fs.Int("cut-over-attempts", 60, "cut-over attempts before giving up")
 		postponeFile    = fs.String("postpone-cut-over-flag-file", "", "hold the cut-over while this file exists")
-		maxLag          = fs.Duration("max-lag", 1500*time.Millisecond, "throttle the copy while the binlog apply lags more than this")
+		maxApplyLag     = fs.Duration("max-apply-lag", 1500*time.Millisecond, "throttle the copy while the binlog apply lags more than this (was --max-lag; for replica lag see --max-lag-millis)")
+		throttleQuery   = fs.String("throttle-query", "", "throttle while this query returns a non-zero value, e.g. \"SELECT COUNT(*) > 0 FROM ops.maintenance\"")
+		replicaFlags    = cli.AddReplicaFlags(fs)
+		web             = cli.AddHTTPFlags(fs)
 		throttleFile    = fs.String("throttle-flag-file", "", "throttle the copy while this file exists")
 		maxLoad         = fs.String("max-load", "", "throttle while a status variable exceeds a threshold, e.g. Threads_running=25")
 		criticalLoad    = fs.String("critical-load", "", "abort when a status variable exceeds a threshold, e.g. Threads_running=200")
@@ -120,45 +126,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	var throttlers []throttler.Throttler
+	var fixed []throttler.Throttler
 	if *throttleFile != "" {
-		throttlers = append(throttlers, throttler.FlagFile{Path: *throttleFile})
+		fixed = append(fixed, throttler.FlagFile{Path: *throttleFile})
 	}
-	if *maxLoad != "" || *criticalLoad != "" {
-		db, err := conn.Open(ctx)
-		if err != nil {
-			fmt.Fprintln(stderr, "osc:", err)
-			return 1
-		}
-		defer db.Close()
-		maxT, err := throttler.ParseThresholds(*maxLoad)
-		if err != nil {
-			fmt.Fprintln(stderr, "osc: --max-load:", err)
-			return 2
-		}
-		critT, err := throttler.ParseThresholds(*criticalLoad)
-		if err != nil {
-			fmt.Fprintln(stderr, "osc: --critical-load:", err)
-			return 2
-		}
-		load, err := throttler.NewLoad(throttler.LoadConfig{DB: db, Max: maxT, Critical: critT})
-		if err != nil {
-			fmt.Fprintln(stderr, "osc:", err)
-			return 2
-		}
-		throttlers = append(throttlers, load)
+	db, err := conn.Open(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "osc:", err)
+		return 1
 	}
-	var th throttler.Throttler
-	if len(throttlers) > 0 {
-		th = throttler.Composite(throttlers)
+	defer db.Close()
+	replicas, closeReplicas, err := replicaFlags.Throttler(ctx, conn)
+	if err != nil {
+		fmt.Fprintln(stderr, "osc:", err)
+		return 2
 	}
+	defer closeReplicas()
+	live, err := newLiveThrottle(db, replicas, fixed, *maxLoad, *criticalLoad, *throttleQuery)
+	if err != nil {
+		fmt.Fprintln(stderr, "osc:", err)
+		return 2
+	}
+	var th throttler.Throttler = live
 
 	m := &osc.Migration{
 		Conn: conn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
 		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
 		AllowTriggers: *allowTriggers, IncludeTriggers: *includeTriggers, SkipVerification: *skipVerify, SQLMode: *sqlMode, TimeZone: *timeZone, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
 		DropOldTable: *dropOld, CutoverTwoStep: *cutoverKind == "two-step", CutoverLockTimeout: *lockTimeout, CutoverAttempts: *attempts,
-		PostponeFlagFile: *postponeFile, MaxLag: *maxLag, Throttler: th, SocketPath: *serveSocket,
+		PostponeFlagFile: *postponeFile, MaxLag: *maxApplyLag, Throttler: th, ExtraCommands: live.command, SocketPath: *serveSocket,
 		StatusInterval: *statusInterval, Logger: log,
 		OnStatus: func(s osc.Status) { fmt.Fprintln(stdout, time.Now().UTC().Format("15:04:05"), s) },
 		Hooks:    osc.Hooks{Commands: map[osc.HookPoint]string{}, Timeout: *hookTimeout},
@@ -167,6 +163,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if *v != "" {
 			m.Hooks.Commands[p] = *v
 		}
+	}
+	if web.Enabled() {
+		webCtx, stopWeb := context.WithCancel(context.WithoutCancel(ctx))
+		wait, err := serveWeb(webCtx, web, m, *database+"."+*table, stderr)
+		if err != nil {
+			stopWeb()
+			fmt.Fprintln(stderr, "osc:", err)
+			return 2
+		}
+		defer wait()
+		defer stopWeb()
 	}
 	res, err := m.Run(ctx)
 	if res != nil && res.Plan != nil {

@@ -1,10 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,4 +77,118 @@ func TestCLI(t *testing.T) {
 	if code := run(ctx, []string{"--table", "x"}, &out, &errOut); code != 2 {
 		t.Fatalf("missing flags: exit %d", code)
 	}
+}
+
+// The command socket takes gh-ost's throttle commands, and -http serves the status and controls.
+func TestLiveThrottleCommandsAndStatusPage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := sandbox.Start(ctx, sandbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	if err := s.Exec(ctx, "CREATE DATABASE shop", "USE shop", "CREATE TABLE shop.orders (id INT PRIMARY KEY, amount INT NOT NULL)",
+		"INSERT INTO shop.orders SELECT seq, seq FROM seq_1_to_2000"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sock, postpone := filepath.Join(dir, "osc.sock"), filepath.Join(dir, "postpone")
+	if err := os.WriteFile(postpone, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--port", fmt.Sprint(s.Port), "--database", "shop", "--table", "orders", "--alter", "ADD COLUMN note INT NULL",
+			"--execute", "--serve-socket-file", sock, "--postpone-cut-over-flag-file", postpone, "--http", "127.0.0.1:0", "--status-interval", "1h",
+			"--throttle-query", "SELECT 1"}, &out, &errOut)
+	}()
+	addr := regexp.MustCompile(`status page on (http://\S+/)`)
+	waitUntil := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); !ok(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never happened: %s", what, errOut.String())
+			}
+		}
+	}
+	waitUntil("the status page", func() bool { return addr.MatchString(errOut.String()) })
+	base := addr.FindStringSubmatch(errOut.String())[1]
+	var st struct {
+		Phase      string
+		RowsCopied int64 `json:"rows_copied"`
+		Paused     string
+		Controls   []string
+	}
+	status := func() {
+		r, err := http.Get(base + "status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.NewDecoder(r.Body).Decode(&st)
+		r.Body.Close()
+	}
+	waitUntil("the throttle query holding the copy", func() bool { status(); return strings.Contains(st.Paused, "throttle query returned non-zero") })
+	if st.RowsCopied != 0 {
+		t.Errorf("%d rows copied while the throttle query said no", st.RowsCopied)
+	}
+	if got := command(t, sock, "throttle-query="); got != "throttle-query cleared" {
+		t.Errorf("throttle-query=: %q", got)
+	}
+	waitUntil("the postponed cut-over", func() bool { return strings.Contains(command(t, sock, "status"), "postponed") })
+	for _, tc := range []struct{ cmd, want string }{
+		{"max-load=Threads_running=1000", "max-load=Threads_running=1000"},
+		{"critical-load=Threads_running", "error"},
+		{"max-lag-millis=500", "error: max-lag-millis: no replicas to watch; start osc with --throttle-control-replicas"},
+		{"throttle-query=SELECT 0", "throttle-query set"},
+		{"help", "commands: status"},
+	} {
+		if got := command(t, sock, tc.cmd); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.cmd, got, tc.want)
+		}
+	}
+	if got := command(t, sock, "help"); !strings.Contains(got, "max-lag-millis=N, throttle-query=SQL") {
+		t.Errorf("help: %q", got)
+	}
+	status()
+	if fmt.Sprint(st.Controls) != "[throttle unthrottle unpostpone chunk-size abort]" {
+		t.Errorf("controls %v", st.Controls)
+	}
+	req, _ := http.NewRequest("POST", base+"control/unpostpone", nil)
+	req.Header.Set("X-Ferry-Control", "1")
+	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != 200 {
+		t.Fatalf("unpostpone from the page: %v %v", r, err)
+	}
+	if code := <-done; code != 0 {
+		t.Fatalf("osc: exit %d\n%s\n%s", code, out.String(), errOut.String())
+	}
+}
+
+func command(t *testing.T, sock, cmd string) string {
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	fmt.Fprintln(c, cmd)
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -2,11 +2,16 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ferrykit/ferry"
 )
 
 func parse(t *testing.T, spec ConnSpec, args ...string) (*Conn, *flag.FlagSet) {
@@ -152,5 +157,31 @@ func TestTLSModes(t *testing.T) {
 		case cfg != nil && (cfg.InsecureSkipVerify != tc.skipVerify || cfg.ServerName != tc.serverName):
 			t.Errorf("%+v: skip verify %v, server name %q", tc.opts, cfg.InsecureSkipVerify, cfg.ServerName)
 		}
+	}
+}
+
+func TestReplicaFlags(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	r := AddReplicaFlags(fs)
+	fs.Parse(nil)
+	if th, closeFn, err := r.Throttler(context.Background(), ferry.ConnConfig{}); th != nil || err != nil {
+		t.Errorf("without replicas: %v, %v", th, err)
+	} else {
+		closeFn()
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	r = AddReplicaFlags(fs)
+	fs.Parse([]string{"-throttle-control-replicas", addr, "-max-lag-millis", "250"})
+	if _, _, err := r.Throttler(context.Background(), ferry.ConnConfig{User: "u", Timeout: time.Second}); err == nil || !strings.Contains(err.Error(), "-throttle-control-replicas") {
+		t.Errorf("an unreachable replica: %v, want an error naming the flag", err)
+	}
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	r = AddReplicaFlags(fs)
+	fs.Parse([]string{"-throttle-control-replicas", addr, "-max-lag-millis", "0"})
+	if _, _, err := r.Throttler(context.Background(), ferry.ConnConfig{}); err == nil || !strings.Contains(err.Error(), "-max-lag-millis") {
+		t.Errorf("-max-lag-millis 0: %v", err)
 	}
 }
