@@ -76,7 +76,7 @@ func (m *Migration) readLeftovers(ctx context.Context) (leftovers, error) {
 
 // notOurs is the refusal for a table ferry did not create.
 func (m *Migration) notOurs(table, how string) error {
-	return fmt.Errorf("osc: table %s exists and ferry did not create it (%s): ferry never drops or reuses a table it did not create; rename or drop it yourself if it is not needed", m.qualified(table), how)
+	return fmt.Errorf("osc: table %s exists and nothing marks it as ferry's (%s): it may be an application's table, or the old table of an earlier, completed migration; ferry never drops or reuses a table it cannot tell is its own: rename or drop it yourself if it is not needed", m.qualified(table), how)
 }
 
 // createChangelog creates the changelog table, marked as ferry's.

@@ -194,7 +194,7 @@ func TestRefusals(t *testing.T) {
 	t.Run("leftover ghost", func(t *testing.T) {
 		f.exec("CREATE TABLE _t_gho (id INT PRIMARY KEY)")
 		defer f.exec("DROP TABLE _t_gho")
-		refused(t, f, f.migration("ADD COLUMN z INT"), "_t_gho` exists and ferry did not create it")
+		refused(t, f, f.migration("ADD COLUMN z INT"), "_t_gho` exists and nothing marks it as ferry's")
 	})
 	t.Run("foreign keys and triggers", func(t *testing.T) {
 		f.exec("CREATE TRIGGER trg BEFORE INSERT ON t FOR EACH ROW SET NEW.a = NEW.a")
@@ -554,11 +554,11 @@ func TestStringKeyAndDropLeftovers(t *testing.T) {
 	f.exec("CREATE TABLE t_del (x INT PRIMARY KEY)")
 	m0 := f.migration(alter)
 	m0.DropLeftovers = true
-	refused(t, f, m0, "`_t_gho` exists and ferry did not create it")
+	refused(t, f, m0, "`_t_gho` exists and nothing marks it as ferry's")
 	f.exec("DROP TABLE _t_gho")
 	m0 = f.migration(alter)
 	m0.DropLeftovers = true
-	refused(t, f, m0, "`t_del` exists and ferry did not create it")
+	refused(t, f, m0, "`t_del` exists and nothing marks it as ferry's")
 	f.exec("DROP TABLE t_del")
 	// Leftovers of a run that was stopped are ferry's: DropLeftovers drops them.
 	stopped := f.migration(alter)

@@ -74,6 +74,34 @@ func TestCLI(t *testing.T) {
 	if msg := errOut.String(); code != 1 || !strings.Contains(msg, "`shop`.`orders_del` exists") || strings.Contains(msg, "--resume") {
 		t.Fatalf("--resume after a completed cut-over: exit %d, stderr %s", code, msg)
 	}
+	// A narrowing ALTER that a value does not fit: exit 1 with the server's error naming the row,
+	// the table untouched (INSERT IGNORE used to truncate it and exit 0).
+	if err := s.Exec(ctx, "CREATE TABLE shop.people (id INT PRIMARY KEY, name VARCHAR(255) NOT NULL, UNIQUE KEY (name))",
+		"INSERT INTO shop.people VALUES (1, 'John Smith'), (2, 'John Travolta')"); err != nil {
+		t.Fatal(err)
+	}
+	var before string
+	if err := db.QueryRow("SHOW CREATE TABLE people").Scan(new(string), &before); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errOut.Reset()
+	people := append(append([]string{}, common[:len(common)-1]...), "people")
+	code = run(ctx, append(people, "--alter", "MODIFY name VARCHAR(4) NOT NULL", "--execute"), &out, &errOut)
+	if msg := errOut.String(); code != 1 || !strings.Contains(msg, "Error 1406") || !strings.Contains(msg, "Data too long for column 'name'") || !strings.Contains(msg, "row id=1") {
+		t.Fatalf("narrowing ALTER: exit %d, stderr %s", code, msg)
+	}
+	t.Log(errOut.String())
+	var after, names string
+	if err := db.QueryRow("SHOW CREATE TABLE people").Scan(new(string), &after); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow("SELECT GROUP_CONCAT(name ORDER BY id) FROM people").Scan(&names); err != nil {
+		t.Fatal(err)
+	}
+	if after != before || names != "John Smith,John Travolta" {
+		t.Fatalf("the table changed: %s\n%s", after, names)
+	}
 	if code := run(ctx, []string{"--table", "x"}, &out, &errOut); code != 2 {
 		t.Fatalf("missing flags: exit %d", code)
 	}
