@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -88,10 +89,10 @@ func TestCopydbPasswordsNeverShown(t *testing.T) {
 	}
 	check("argv and prompt", out)
 
-	// The environment, and the -source-password flag.
+	// The environment, and the -source-password flag; logs as JSON.
 	out, err = copydb("", []string{"FERRY_TARGET_PASSWORD=" + tgtPW},
 		"-source-port", fmt.Sprint(source.Port), "-source-user", "pwuser", "-source-password", srcPW,
-		"-target-port", fmt.Sprint(target.Port), "-target-user", "pwuser")
+		"-target-port", fmt.Sprint(target.Port), "-target-user", "pwuser", "-log-format", "json")
 	if err != nil || !strings.Contains(out, "MATCH") {
 		t.Fatalf("environment and -source-password: %v\n%s", err, rsTailString(out, 3000))
 	}
@@ -99,4 +100,19 @@ func TestCopydbPasswordsNeverShown(t *testing.T) {
 		t.Errorf("no warning about -source-password:\n%s", rsTailString(out, 2000))
 	}
 	check("env and -source-password", out)
+	var jsonLines int
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "{") {
+			var entry map[string]any
+			if err := json.Unmarshal([]byte(line), &entry); err != nil || entry["level"] == nil || entry["msg"] == nil {
+				t.Errorf("-log-format json: a line that is not a JSON log entry: %s (%v)", line, err)
+			}
+			jsonLines++
+		} else if strings.Contains(line, "level=") {
+			t.Errorf("-log-format json: a text log line: %s", line)
+		}
+	}
+	if jsonLines == 0 {
+		t.Errorf("-log-format json: no JSON log line at debug level:\n%s", rsTailString(out, 2000))
+	}
 }

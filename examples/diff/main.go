@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		srcConn   = cli.AddConn(fs, cli.ConnSpec{Prefix: "source", PasswordEnv: "FERRY_SOURCE_PASSWORD", DSN: true})
 		tgtConn   = cli.AddConn(fs, cli.ConnSpec{Prefix: "target", PasswordEnv: "FERRY_TARGET_PASSWORD", DSN: true})
 		askPass   = cli.AddAskPass(fs, os.Stdin, stderr)
+		logFlags  = cli.AddLogFlags(fs, "warn")
 		tables    = fs.String("tables", "", "tables to compare: db.t, db.t:db2.t2 or db.*, comma-separated")
 		where     = fs.String("where", "", "copy filter: an SQL condition over the source's columns, applied to both sides")
 		strict    = fs.Bool("strict", false, "with --where: report target rows outside the filter as extra")
@@ -93,6 +94,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *tables == "" || fs.NArg() > 0 {
 		fs.Usage()
 		return exitError
+	}
+	log, err := logFlags.Logger(stderr)
+	if err != nil {
+		return fail(err)
 	}
 	srcCfg, err := srcConn.Config(askPass(), stderr)
 	if err != nil {
@@ -143,11 +148,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var v verifier.Verifier
 	switch *which {
 	case "checksum":
-		v = &verifier.Checksum{Source: source, Target: target, ChunkSize: *chunk, Concurrency: *workers, SampleSize: *sample, Strict: *strict}
+		v = &verifier.Checksum{Source: source, Target: target, ChunkSize: *chunk, Concurrency: *workers, SampleSize: *sample, Strict: *strict, Logger: log}
 	case "rowdiff", "differ":
-		v = &verifier.Differ{Source: source, Target: target, PageSize: *chunk, SampleSize: *sample, Strict: *strict}
+		v = &verifier.Differ{Source: source, Target: target, PageSize: *chunk, SampleSize: *sample, Strict: *strict, Logger: log}
 	case "checksum-table":
-		v = &verifier.ChecksumTable{Source: source, Target: target,
+		v = &verifier.ChecksumTable{Source: source, Target: target, Logger: log,
 			Fallback: &verifier.Checksum{ChunkSize: *chunk, Concurrency: *workers, SampleSize: *sample}}
 	default:
 		return fail(fmt.Errorf("--verifier must be checksum, rowdiff or checksum-table, not %q", *which))

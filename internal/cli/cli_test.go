@@ -185,3 +185,24 @@ func TestReplicaFlags(t *testing.T) {
 		t.Errorf("-max-lag-millis 0: %v", err)
 	}
 }
+
+func TestLogFormat(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	l := AddLogFlags(fs, "info")
+	fs.Parse([]string{"-log-format", "json"})
+	var buf bytes.Buffer
+	log, err := l.Logger(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.WithField("table", "db.t").Info("copied")
+	if !strings.HasPrefix(buf.String(), "{") || !strings.Contains(buf.String(), `"table":"db.t"`) {
+		t.Errorf("json log: %s", buf.String())
+	}
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	l = AddLogFlags(fs, "info")
+	fs.Parse([]string{"-log-format", "xml"})
+	if _, err := l.Logger(&buf); err == nil || !strings.Contains(err.Error(), "-log-format") {
+		t.Errorf("-log-format xml: %v", err)
+	}
+}
