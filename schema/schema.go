@@ -116,11 +116,10 @@ func (t *Table) Fingerprint() string {
 // QuoteIdent quotes a MySQL identifier with backticks.
 func QuoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 
+var stringEscaper = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`, "\n", `\n`, "\r", `\r`, "\x1a", `\Z`)
+
 // QuoteString quotes a string literal for MySQL (for metadata queries built as text).
-func QuoteString(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`, "\n", `\n`, "\r", `\r`, "\x1a", `\Z`)
-	return "'" + r.Replace(s) + "'"
-}
+func QuoteString(s string) string { return "'" + stringEscaper.Replace(s) + "'" }
 
 // Querier is satisfied by *sql.DB, *sql.Conn and *sql.Tx.
 type Querier interface {
