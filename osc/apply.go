@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/internal/apply"
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 )
 
@@ -195,14 +196,15 @@ func (a *applier) run(ctx context.Context) error {
 			}
 		}
 		var ops []apply.Change
+		var keys [][]any // the original's key of each op's row, to name it in an error
 		var commit *ferry.Position
 		flush := func() error {
 			if len(ops) > 0 {
-				if err := a.apply(ctx, ops); err != nil {
+				if err := a.apply(ctx, ops, keys); err != nil {
 					return err
 				}
 				a.events.Add(int64(len(ops)))
-				ops = ops[:0]
+				ops, keys = ops[:0], keys[:0]
 			}
 			if commit != nil {
 				a.mu.Lock()
@@ -232,9 +234,11 @@ func (a *applier) run(ctx context.Context) error {
 				}
 				if e.Before != nil && (e.After == nil || a.m.plan.KeyWidened || !a.mapping.SameKey(e.Before, e.After)) {
 					ops = append(ops, apply.Change{Mapping: a.mapping, Delete: true, Values: a.mapping.KeyOf(e.Before)})
+					keys = append(keys, a.mapping.KeyOf(e.Before))
 				}
 				if e.After != nil {
 					ops = append(ops, apply.Change{Mapping: a.mapping, Values: a.mapping.Image(e.After)})
+					keys = append(keys, a.mapping.KeyOf(e.After))
 				}
 			}
 			if b.Commit != nil && !a.watching.Load() {
@@ -283,11 +287,47 @@ func (a *applier) changelogEvent(e *ferry.DMLEvent) {
 
 // apply writes the changes in one transaction (package apply: consecutive changes of one kind as
 // one statement, the transaction run again on a transient error).
-func (a *applier) apply(ctx context.Context, ops []apply.Change) error {
-	if err := apply.Exec(ctx, a.db, apply.Statements(ops), applyAttempts, a.m.log, "apply row changes to the ghost table"); err != nil {
-		return fmt.Errorf("apply %d row changes to the ghost table: %w", len(ops), err)
+//
+// A data error (a value the new column cannot hold, a duplicate on a new unique key) fails the
+// migration like the same error fails ALTER TABLE; the changes are then tried one by one, each
+// rolled back, to name the row whose change the server refuses.
+func (a *applier) apply(ctx context.Context, ops []apply.Change, keys [][]any) error {
+	err := apply.Exec(ctx, a.db, apply.Statements(ops), applyAttempts, a.m.log, "apply row changes to the ghost table")
+	if err == nil {
+		return nil
 	}
-	return nil
+	if !retry.Transient(err) && ctx.Err() == nil {
+		for i, op := range ops {
+			tx, terr := a.db.BeginTx(ctx, nil)
+			if terr != nil {
+				break
+			}
+			var rowErr error
+			for _, st := range apply.Statements([]apply.Change{op}) {
+				if _, rowErr = tx.ExecContext(ctx, st.Query, st.Args...); rowErr != nil {
+					break
+				}
+			}
+			tx.Rollback()
+			if rowErr != nil && !retry.Transient(rowErr) {
+				desc := make([]string, len(a.m.plan.Key))
+				for j, c := range a.m.plan.Key {
+					desc[j] = fmt.Sprintf("%s=%v", c.Name, printable(keys[i][j]))
+				}
+				return fmt.Errorf("apply the change of the row %s of %s to the altered table: %w; a plain ALTER TABLE fails the same way on this row; the original table is unchanged",
+					strings.Join(desc, ", "), a.m.qualified(a.m.Table), rowErr)
+			}
+		}
+	}
+	return fmt.Errorf("apply %d row changes to the ghost table: %w", len(ops), err)
+}
+
+// printable renders a key value for a message.
+func printable(v any) any {
+	if b, ok := v.([]byte); ok {
+		return string(b)
+	}
+	return v
 }
 
 // applyAttempts is how often one transaction of the apply is tried on transient errors.

@@ -178,6 +178,13 @@ func TestNativeStrictCopy(t *testing.T) {
 		alter:       "MODIFY name VARCHAR(4) NOT NULL",
 		errContains: "row id=33",
 	}, {
+		name:        "a too-long value written during the copy",
+		create:      "CREATE TABLE %s (id INT PRIMARY KEY, name VARCHAR(255) NOT NULL) ENGINE=InnoDB",
+		rows:        []string{"INSERT INTO %s SELECT seq, CONCAT('n', seq) FROM seq_1_to_40"},
+		writes:      []string{"UPDATE %s SET name = 'much too long' WHERE id = 3"},
+		alter:       "MODIFY name VARCHAR(4) NOT NULL",
+		errContains: "row id=3",
+	}, {
 		name:   "narrowed column, values fit",
 		create: "CREATE TABLE %s (id INT PRIMARY KEY, name VARCHAR(255) NOT NULL, UNIQUE KEY (name)) ENGINE=InnoDB",
 		rows:   []string{"INSERT INTO %s SELECT seq, CONCAT('n', seq) FROM seq_1_to_40"},
