@@ -149,7 +149,7 @@ func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCol
 		lower = r.Start
 	}
 	if lower != nil {
-		vals, err := keyArgs(keyCols, lower)
+		vals, err := schema.KeyArgs(keyCols, lower)
 		if err != nil {
 			return 0, nil, retry.Permanent(err)
 		}
@@ -157,7 +157,7 @@ func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCol
 		conds, args = append(conds, c), append(args, a...)
 	}
 	if r.End != nil {
-		vals, err := keyArgs(keyCols, r.End)
+		vals, err := schema.KeyArgs(keyCols, r.End)
 		if err != nil {
 			return 0, nil, retry.Permanent(err)
 		}
@@ -271,7 +271,7 @@ func PlanKeyRanges(ctx context.Context, db *sql.DB, table *schema.Table, estimat
 		q := "SELECT " + strings.Join(cols, ", ") + " FROM " + table.QualifiedName() + " FORCE INDEX (" + quoteIndex(table.KeyName) + ")"
 		var args []any
 		if prev != nil {
-			vals, err := keyArgs(keyCols, prev)
+			vals, err := schema.KeyArgs(keyCols, prev)
 			if err != nil {
 				return nil, err
 			}
@@ -297,24 +297,6 @@ func PlanKeyRanges(ctx context.Context, db *sql.DB, table *schema.Table, estimat
 		prev = bound
 	}
 	return append(out, &KeyRange{Start: prev}), nil
-}
-
-// KeyArgs turns a key read from the server into the arguments of schema.KeyCompare.
-func KeyArgs(cols []*schema.Column, k Key) ([]any, error) { return keyArgs(cols, k) }
-
-func keyArgs(cols []*schema.Column, k Key) ([]any, error) {
-	if len(k) != len(cols) {
-		return nil, fmt.Errorf("key has %d values, the table's key has %d columns", len(k), len(cols))
-	}
-	out := make([]any, len(k))
-	for i, c := range cols {
-		v, err := schema.KeyArg(c, k[i])
-		if err != nil {
-			return nil, err
-		}
-		out[i] = v
-	}
-	return out, nil
 }
 
 func isIntegerType(t string) bool {

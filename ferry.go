@@ -434,7 +434,7 @@ func (f *Ferry) checkResumedTarget(ctx context.Context, t *TableCopy, ts *TableS
 			if b.k == nil {
 				continue
 			}
-			vals, err := keyArgs(keyCols, b.k)
+			vals, err := schema.KeyArgs(keyCols, b.k)
 			if err != nil {
 				return fmt.Errorf("resume: table %s: checkpoint key: %w", t.Source, err)
 			}

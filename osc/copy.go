@@ -57,7 +57,7 @@ func (m *Migration) copyRows(ctx context.Context) error {
 	if maxKey == nil {
 		return nil // empty table: everything arrives through the binlog
 	}
-	maxArgs, err := keyArgs(p.Key, maxKey)
+	maxArgs, err := schema.KeyArgs(p.Key, maxKey)
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func (m *Migration) copyRows(ctx context.Context) error {
 		where := []string{upTo}
 		args := append([]any{}, upToArgs...)
 		if last != nil {
-			lastArgs, err := keyArgs(p.Key, last)
+			lastArgs, err := schema.KeyArgs(p.Key, last)
 			if err != nil {
 				return err
 			}
@@ -104,14 +104,14 @@ func (m *Migration) copyRows(ctx context.Context) error {
 		if end == nil {
 			end = maxKey
 		}
-		endArgs, err := keyArgs(p.Key, end)
+		endArgs, err := schema.KeyArgs(p.Key, end)
 		if err != nil {
 			return err
 		}
 		cw := []string{}
 		var cargs []any
 		if last != nil {
-			lastArgs, _ := keyArgs(p.Key, last)
+			lastArgs, _ := schema.KeyArgs(p.Key, last)
 			c, a := schema.KeyCompare(p.Key, lastArgs, ">", false)
 			cw = append(cw, c)
 			cargs = append(cargs, a...)
@@ -212,18 +212,6 @@ func (m *Migration) readKey(ctx context.Context, query string, args ...any) ([][
 		return rows.Err()
 	})
 	return out, err
-}
-
-func keyArgs(cols []*schema.Column, vals [][]byte) ([]any, error) {
-	out := make([]any, len(cols))
-	for i, c := range cols {
-		v, err := schema.KeyArg(c, vals[i])
-		if err != nil {
-			return nil, err
-		}
-		out[i] = v
-	}
-	return out, nil
 }
 
 func sameKey(a, b [][]byte) bool {
@@ -328,7 +316,7 @@ func (m *Migration) copyRowByRow(ctx context.Context, insert, where string, args
 	}
 	var copied int64
 	for _, k := range keys {
-		kargs, err := keyArgs(m.plan.Key, k)
+		kargs, err := schema.KeyArgs(m.plan.Key, k)
 		if err != nil {
 			return copied, err
 		}

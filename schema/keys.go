@@ -54,6 +54,23 @@ func KeyArg(c *Column, v any) (any, error) {
 	return b, nil
 }
 
+// KeyArgs turns a key read as text from the server (one value per key column) into the arguments
+// to compare it with (see KeyArg).
+func KeyArgs(cols []*Column, vals [][]byte) ([]any, error) {
+	if len(vals) != len(cols) {
+		return nil, fmt.Errorf("key has %d values, the table's key has %d columns", len(vals), len(cols))
+	}
+	out := make([]any, len(vals))
+	for i, c := range cols {
+		v, err := KeyArg(c, vals[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
 // KeyCompare builds "key op vals" over the key columns, expanded so every server's range optimizer
 // uses the index: (a > ?) OR (a = ? AND b > ?) ...; inclusive makes the last comparison op=.
 func KeyCompare(cols []*Column, vals []any, op string, inclusive bool) (string, []any) {

@@ -144,3 +144,17 @@ func TestTableHelpers(t *testing.T) {
 		t.Error("a changed column type does not change the fingerprint")
 	}
 }
+
+func TestKeyArgs(t *testing.T) {
+	cols := []*Column{intCol, strCol}
+	got, err := KeyArgs(cols, [][]byte{[]byte("12"), []byte("x")})
+	if err != nil || !reflect.DeepEqual(got, []any{int64(12), []byte("x")}) {
+		t.Errorf("KeyArgs = %#v, %v", got, err)
+	}
+	if _, err := KeyArgs(cols, [][]byte{[]byte("12")}); err == nil || err.Error() != "key has 1 values, the table's key has 2 columns" {
+		t.Errorf("KeyArgs with a short key: %v", err)
+	}
+	if _, err := KeyArgs(cols, [][]byte{[]byte("x"), []byte("y")}); err == nil {
+		t.Error("KeyArgs accepts a non-integer for an integer column")
+	}
+}

@@ -404,7 +404,7 @@ func (s *snap) readRange(ctx context.Context, c *sql.Conn, tk task) error {
 		if b.k == nil {
 			continue
 		}
-		vals, err := ferry.KeyArgs(keyCols, b.k)
+		vals, err := schema.KeyArgs(keyCols, b.k)
 		if err != nil {
 			return fmt.Errorf("snapshot %s: %w", st.t, err)
 		}
