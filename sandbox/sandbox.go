@@ -8,6 +8,17 @@
 // Nothing here is mocked: the servers are real, which is the point. Servers are cheap (under a
 // second to initialise a data directory, a second or two to accept connections), so every test
 // package starts its own and Stop removes every file it made.
+//
+// The installed server decides the flavor: MariaDB's mariadbd (data directory made by
+// mariadb-install-db) or MySQL's mysqld (made by mysqld --initialize-insecure, which is what MySQL
+// 5.7 and later have instead of mysql_install_db).
+//
+// With FERRY_TEST_DSN set (EnvDSN), Start starts nothing: it hands out the server that DSN names, a
+// server the user already runs, so the tests that need one server run against it (their databases
+// are created on it). It must be a throw-away server configured for ferry (log_bin, binlog_format=ROW,
+// binlog_row_image=FULL). A test that needs a second server at the same time (a source and a target,
+// a replica), or that kills and restarts its server, cannot run that way: its second Start, Kill or
+// Restart fails saying so.
 package sandbox
 
 import (
@@ -54,14 +65,22 @@ type TLSFiles struct {
 	CA, Cert, Key string
 }
 
-// Server is one running mariadbd.
+// EnvDSN is the environment variable naming a server the user already runs, for Start to hand out
+// instead of starting one (a go-sql-driver/mysql DSN, e.g. "root:pw@tcp(127.0.0.1:3306)/").
+const EnvDSN = "FERRY_TEST_DSN"
+
+// Server is one running mariadbd (or mysqld), or the server EnvDSN names.
 type Server struct {
 	Port     int
-	Host     string // always 127.0.0.1
-	User     string // root, no password
+	Host     string // 127.0.0.1 for a server the sandbox started
+	User     string // root, no password, for a server the sandbox started
+	Password string
 	ServerID int
 	Dir      string
 	Socket   string
+	// External is set for the server EnvDSN names: the sandbox did not start it and never stops,
+	// kills or restarts it.
+	External bool
 
 	viaSocket bool // the sandbox's own connections use Socket
 	cmd       *exec.Cmd
@@ -75,7 +94,8 @@ var serverIDs atomic.Int64
 func init() { serverIDs.Store(int64(os.Getpid()%1000) * 100) }
 
 // Binaries reports the server and install binaries found on this machine, or an error telling the
-// user how to install them.
+// user how to install them. For MySQL's mysqld, installDB is empty: its data directory is made by
+// mysqld --initialize-insecure.
 func Binaries() (mariadbd, installDB string, err error) {
 	for _, name := range []string{"mariadbd", "mysqld"} {
 		if p, e := lookPath(name); e == nil {
@@ -83,14 +103,55 @@ func Binaries() (mariadbd, installDB string, err error) {
 			break
 		}
 	}
+	if mariadbd == "" {
+		return "", "", errors.New("sandbox: neither mariadbd nor mysqld found; install the server with `apt-get install -y mariadb-server` (or run `make deps`), or point " + EnvDSN + " at a server of yours")
+	}
+	if isMySQL(mariadbd) {
+		return mariadbd, "", nil
+	}
 	installDB, _ = lookPath("mariadb-install-db")
 	if installDB == "" {
 		installDB, _ = lookPath("mysql_install_db")
 	}
-	if mariadbd == "" || installDB == "" {
-		return "", "", errors.New("sandbox: mariadbd or mariadb-install-db not found; install the server with `apt-get install -y mariadb-server` (or run `make deps`)")
+	if installDB == "" {
+		return "", "", errors.New("sandbox: mariadb-install-db not found; install the server with `apt-get install -y mariadb-server` (or run `make deps`)")
 	}
 	return mariadbd, installDB, nil
+}
+
+var versions sync.Map // binary path → its --version line
+
+// isMySQL reports whether the server binary is MySQL's (its --version does not say MariaDB).
+func isMySQL(server string) bool {
+	v, ok := versions.Load(server)
+	if !ok {
+		out, _ := exec.Command(server, "--version").CombinedOutput()
+		v, _ = versions.LoadOrStore(server, string(out))
+	}
+	return isMySQLVersion(v.(string))
+}
+
+func isMySQLVersion(versionLine string) bool {
+	return versionLine != "" && !strings.Contains(strings.ToLower(versionLine), "mariadb")
+}
+
+// initCommand is the command that makes a fresh data directory: mariadb-install-db for MariaDB,
+// mysqld --initialize-insecure (root without a password) for MySQL.
+func initCommand(server, installDB, data, tmp, user string) []string {
+	if installDB == "" {
+		return []string{server, "--no-defaults", "--initialize-insecure", "--datadir=" + data, "--tmpdir=" + tmp, "--user=" + user}
+	}
+	return []string{installDB, "--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db", "--user=" + user}
+}
+
+// flavorArgs are the server options that differ between MariaDB and MySQL.
+func flavorArgs(mysql bool) []string {
+	if mysql {
+		// no X Protocol listener (it would take port 33060 in every sandbox); the replica option
+		// under its 8.0.26+ name, loose so older servers start too
+		return []string{"--mysqlx=OFF", "--loose-log-replica-updates", "--loose-log-slave-updates"}
+	}
+	return []string{"--log-slave-updates"}
 }
 
 func lookPath(name string) (string, error) {
@@ -124,6 +185,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 }
 
 func start(ctx context.Context, opts Options) (*Server, error) {
+	if dsn := os.Getenv(EnvDSN); dsn != "" {
+		return external(ctx, dsn)
+	}
 	mariadbd, installDB, err := Binaries()
 	if err != nil {
 		return nil, err
@@ -160,12 +224,12 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("sandbox: make tmpdir: %w", err)
 	}
-	install := exec.CommandContext(ctx, installDB, "--no-defaults", "--datadir="+data,
-		"--auth-root-authentication-method=normal", "--skip-test-db", "--user="+currentUser())
+	initArgs := initCommand(mariadbd, installDB, data, tmp, currentUser())
+	install := exec.CommandContext(ctx, initArgs[0], initArgs[1:]...)
 	install.Env = append(os.Environ(), "TMPDIR="+tmp)
 	if out, err := install.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("sandbox: %s: %w\n%s", installDB, err, tail(out, 2000))
+		return nil, fmt.Errorf("sandbox: %s: %w\n%s", strings.Join(initArgs, " "), err, tail(out, 2000))
 	}
 	pool := opts.BufferPool
 	if pool == "" {
@@ -186,7 +250,6 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 		"--log-bin=" + filepath.Join(data, "binlog"),
 		"--binlog-format=ROW",
 		"--binlog-row-image=FULL",
-		"--log-slave-updates",
 		"--max-binlog-size=64M",
 		"--innodb-buffer-pool-size=" + pool,
 		"--innodb-log-file-size=128M",
@@ -200,11 +263,19 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 		"--skip-performance-schema",
 		"--loose-innodb-use-native-aio=0",
 	}
+	mysqlServer := installDB == ""
+	args = append(args, flavorArgs(mysqlServer)...)
 	if opts.TLS != nil {
 		args = append(args, "--ssl-ca="+opts.TLS.CA, "--ssl-cert="+opts.TLS.Cert, "--ssl-key="+opts.TLS.Key)
 	}
 	if opts.RequireSecureTransport {
 		args = append(args, "--require-secure-transport=ON")
+		s.viaSocket = true
+	}
+	viaSocket := s.viaSocket
+	if mysqlServer {
+		// mysqld --initialize-insecure makes only root@localhost, which a TCP connection to
+		// 127.0.0.1 is not (skip-name-resolve): start-up talks over the socket and adds root@127.0.0.1
 		s.viaSocket = true
 	}
 	args = append(args, opts.ExtraArgs...)
@@ -244,8 +315,15 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("sandbox: server on port %d did not accept connections within 60s: %s", port, tail(log, 3000))
 		}
 	}
+	if mysqlServer {
+		if err := s.Exec(ctx, "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'", "GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION"); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
+	s.viaSocket = viaSocket
 	if s.logf != nil {
-		s.logf("sandbox: mariadbd server_id=%d listening on 127.0.0.1:%d (%s)", s.ServerID, port, dir)
+		s.logf("sandbox: %s server_id=%d listening on 127.0.0.1:%d (%s)", filepath.Base(mariadbd), s.ServerID, port, dir)
 	}
 	return s, nil
 }
@@ -254,6 +332,7 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 func (s *Server) DSN(database string) string {
 	cfg := mysql.NewConfig()
 	cfg.User = s.User
+	cfg.Passwd = s.Password
 	cfg.Net = "tcp"
 	cfg.Addr = net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
 	if s.viaSocket {
@@ -291,8 +370,12 @@ func (s *Server) Exec(ctx context.Context, stmts ...string) error {
 	return nil
 }
 
-// Running reports whether the server process is still alive.
+// Running reports whether the server process is still alive (for an external server: whether it
+// answers).
 func (s *Server) Running() bool {
+	if s.External {
+		return s.Exec(context.Background(), "DO 1") == nil
+	}
 	select {
 	case <-s.exited:
 		return false
@@ -304,6 +387,11 @@ func (s *Server) Running() bool {
 // Kill stops the server abruptly (SIGKILL), as a crash would, keeping its files. Restart brings it
 // back on the same port with the same data.
 func (s *Server) Kill() {
+	if s.External {
+		// a test that crashes its server cannot run against a server it does not own; failing
+		// loudly beats a test that passes without its crash
+		panic("sandbox: Kill needs a server the sandbox started; run this test without " + EnvDSN)
+	}
 	if s.cmd != nil && s.cmd.Process != nil {
 		s.cmd.Process.Kill()
 		<-s.exited
@@ -312,6 +400,9 @@ func (s *Server) Kill() {
 
 // Restart starts the server again on its port and data directory after Kill.
 func (s *Server) Restart(ctx context.Context) error {
+	if s.External {
+		return errors.New("sandbox: restart needs a server the sandbox started; run this test without " + EnvDSN)
+	}
 	if s.Running() {
 		return errors.New("sandbox: restart: server is still running")
 	}
@@ -351,6 +442,10 @@ func (s *Server) Restart(ctx context.Context) error {
 // Stop shuts the server down and removes its directory. It is safe to call more than once.
 func (s *Server) Stop() {
 	s.stopped.Do(func() {
+		if s.External {
+			externalInUse.Store(false)
+			return
+		}
 		if s.cmd != nil && s.cmd.Process != nil && s.Running() {
 			s.cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -461,4 +556,48 @@ func abbreviate(q string) string {
 		return q[:117] + "..."
 	}
 	return q
+}
+
+// externalInUse is set while the server EnvDSN names is handed out: there is one.
+var externalInUse atomic.Bool
+
+// external hands out the server dsn names (see EnvDSN), once at a time.
+func external(ctx context.Context, dsn string) (*Server, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %s: %w", EnvDSN, err)
+	}
+	if !externalInUse.CompareAndSwap(false, true) {
+		return nil, fmt.Errorf("sandbox: this test needs a second server at the same time, and %s names one; run it without %s", EnvDSN, EnvDSN)
+	}
+	s := &Server{User: cfg.User, Password: cfg.Passwd, External: true, exited: make(chan struct{})}
+	switch cfg.Net {
+	case "unix":
+		s.Socket, s.viaSocket = cfg.Addr, true
+	default:
+		host, port, err := net.SplitHostPort(cfg.Addr)
+		if err != nil {
+			externalInUse.Store(false)
+			return nil, fmt.Errorf("sandbox: %s: address %q: %w", EnvDSN, cfg.Addr, err)
+		}
+		s.Host = host
+		s.Port, _ = strconv.Atoi(port)
+	}
+	db, err := s.DB("")
+	if err != nil {
+		externalInUse.Store(false)
+		return nil, err
+	}
+	defer db.Close()
+	var logBin, format, image string
+	err = db.QueryRowContext(ctx, "SELECT @@server_id, @@log_bin, @@binlog_format, @@binlog_row_image").Scan(&s.ServerID, &logBin, &format, &image)
+	if err != nil {
+		externalInUse.Store(false)
+		return nil, fmt.Errorf("sandbox: the server %s names: %w", EnvDSN, err)
+	}
+	if (logBin != "1" && !strings.EqualFold(logBin, "ON")) || !strings.EqualFold(format, "ROW") || !strings.EqualFold(image, "FULL") {
+		externalInUse.Store(false)
+		return nil, fmt.Errorf("sandbox: the server %s names has log_bin=%s, binlog_format=%s, binlog_row_image=%s; the tests need log_bin, binlog_format=ROW and binlog_row_image=FULL", EnvDSN, logBin, format, image)
+	}
+	return s, nil
 }
