@@ -170,29 +170,9 @@ func (w *TargetBinlogWriter) Run(ctx context.Context) error {
 		log = logrus.StandardLogger()
 	}
 	for {
-		var first *BinlogBatch
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case first = <-w.queue:
-		case <-w.closed:
-			select {
-			case first = <-w.queue:
-			default:
-				return nil
-			}
-		}
-		pending := []*BinlogBatch{first}
-		n := len(first.Events)
-	drain:
-		for n < limit {
-			select {
-			case b := <-w.queue:
-				pending = append(pending, b)
-				n += len(b.Events)
-			default:
-				break drain
-			}
+		pending, n, done, err := apply.Take(ctx, w.queue, w.closed, batchEvents, limit)
+		if err != nil || done {
+			return err
 		}
 		w.mu.Lock()
 		w.applying = w.received[0]
@@ -236,6 +216,8 @@ func (w *TargetBinlogWriter) Run(ctx context.Context) error {
 		w.events.Add(int64(n))
 	}
 }
+
+func batchEvents(b *BinlogBatch) int { return len(b.Events) }
 
 // rowOp is one idempotent change (package apply) of a copied table: set a row to the image of
 // table.Columns, or delete the row with the key.

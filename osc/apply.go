@@ -177,23 +177,9 @@ func (a *applier) backlog() int64 { return a.queued.Load() }
 func (a *applier) run(ctx context.Context) error {
 	const limit = 500
 	for {
-		var first *ferry.BinlogBatch
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case first = <-a.queue:
-		}
-		pending := []*ferry.BinlogBatch{first}
-		n := len(first.Events)
-	drain:
-		for n < limit {
-			select {
-			case b := <-a.queue:
-				pending = append(pending, b)
-				n += len(b.Events)
-			default:
-				break drain
-			}
+		pending, n, _, err := apply.Take(ctx, a.queue, nil, func(b *ferry.BinlogBatch) int { return len(b.Events) }, limit)
+		if err != nil {
+			return err
 		}
 		var ops []apply.Change
 		var keys [][]any // the original's key of each op's row, to name it in an error

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"context"
 	"reflect"
 	"strings"
 	"testing"
@@ -105,5 +106,39 @@ func TestStatementsAreCut(t *testing.T) {
 		if rows != len(c.changes) {
 			t.Errorf("%s: %d rows in the statements, want %d", c.name, rows, len(c.changes))
 		}
+	}
+}
+
+func TestTake(t *testing.T) {
+	ctx := context.Background()
+	size := func(b []int) int { return len(b) }
+	q := make(chan []int, 10)
+	closed := make(chan struct{})
+	q <- []int{1, 2}
+	q <- []int{3}
+	q <- []int{4, 5, 6}
+	q <- []int{7}
+	// takes batches until their size reaches the limit, never splitting one
+	items, n, done, err := Take(ctx, q, closed, size, 3)
+	if err != nil || done || n != 3 || !reflect.DeepEqual(items, [][]int{{1, 2}, {3}}) {
+		t.Fatalf("Take = %v, %d, %v, %v; want the first two batches (3 items)", items, n, done, err)
+	}
+	items, n, _, _ = Take(ctx, q, closed, size, 3)
+	if n != 3 || len(items) != 1 {
+		t.Fatalf("Take = %v, %d; want the batch of 3 alone", items, n)
+	}
+	// after close, what is queued is still taken, then done
+	close(closed)
+	if items, _, done, _ := Take(ctx, q, closed, size, 3); done || !reflect.DeepEqual(items, [][]int{{7}}) {
+		t.Fatalf("after close: %v, done %v; want the last batch", items, done)
+	}
+	if _, _, done, err := Take(ctx, q, closed, size, 3); !done || err != nil {
+		t.Fatalf("after close with nothing queued: done %v, %v; want done", done, err)
+	}
+	// a cancelled context ends the wait
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, _, err := Take(cctx, make(chan []int), nil, size, 3); err != context.Canceled {
+		t.Fatalf("cancelled: %v", err)
 	}
 }
