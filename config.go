@@ -280,18 +280,37 @@ func (f ColumnEquals) Matches(ctx context.Context, source SourceEvaluator, t *sc
 	if v == nil {
 		return false, nil // "column = value" is NULL, so the copy does not select the row either
 	}
-	cond, err := f.Condition(t)
-	if err != nil {
-		return false, err
-	}
-	expr, err := rowValueExpr(c)
-	if err != nil {
-		return false, err
-	}
 	if source == nil {
 		return false, errors.New("ColumnEquals needs the source server to evaluate its condition (no SourceEvaluator)")
 	}
-	return source.True(ctx, "SELECT IFNULL(("+cond+"), 0) <> 0 FROM (SELECT "+expr+" AS "+schema.QuoteIdent(c.Name)+") AS ferry_row", v)
+	build := func() (string, error) {
+		cond, err := f.Condition(t)
+		if err != nil {
+			return "", err
+		}
+		expr, err := rowValueExpr(c)
+		if err != nil {
+			return "", err
+		}
+		return "SELECT IFNULL((" + cond + "), 0) <> 0 FROM (SELECT " + expr + " AS " + schema.QuoteIdent(c.Name) + ") AS ferry_row", nil
+	}
+	var query string
+	var err error
+	if qc, ok := source.(queryCache); ok && isComparable(f.Value) {
+		query, err = qc.cachedQuery(columnEqualsQuery{f, t}, build)
+	} else {
+		query, err = build()
+	}
+	if err != nil {
+		return false, err
+	}
+	return source.True(ctx, query, v)
+}
+
+// columnEqualsQuery keys the query ColumnEquals builds for a table.
+type columnEqualsQuery struct {
+	f ColumnEquals
+	t *schema.Table
 }
 
 // WriteMethod is how copied rows are written; see Config.CopyWriteMethod.

@@ -35,8 +35,36 @@ type sourceEvaluator struct {
 	maxRetries int
 	log        logrus.FieldLogger
 
-	mu   sync.Mutex
-	memo map[string]bool
+	mu      sync.Mutex
+	memo    map[string]bool
+	queries sync.Map // per filter and table: the query a filter builds (see queryCache)
+}
+
+// queryCache is implemented by ferry's own SourceEvaluator: filters keep there the SQL they build
+// per table, for the run, instead of building it again for every row image.
+type queryCache interface {
+	cachedQuery(key any, build func() (string, error)) (string, error)
+}
+
+func (e *sourceEvaluator) cachedQuery(key any, build func() (string, error)) (string, error) {
+	if q, ok := e.queries.Load(key); ok {
+		return q.(string), nil
+	}
+	q, err := build()
+	if err != nil {
+		return "", err
+	}
+	e.queries.Store(key, q)
+	return q, nil
+}
+
+// isComparable reports a filter value usable in a map key (ColumnEquals takes integers and strings).
+func isComparable(v any) bool {
+	switch v.(type) {
+	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, string:
+		return true
+	}
+	return false
 }
 
 func newSourceEvaluator(db *sql.DB, maxRetries int, log logrus.FieldLogger) *sourceEvaluator {
