@@ -42,6 +42,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/throttler"
 	"github.com/ferrykit/ferry/verifier"
@@ -105,7 +106,9 @@ type Ferry struct {
 }
 
 // Observer is told of the copy's batches and the binlog apply's transactions as they happen. Its
-// methods must be quick and safe for concurrent use: they run on the copy and apply paths.
+// methods must be quick and safe for concurrent use: they run on the copy and apply paths. An
+// Observer that also has a Retried(what string) method is told of every retry of a transient error
+// during Run (what names the operation).
 type Observer interface {
 	// BatchCopied: a batch of rows of table (named as in TableProgress) was written to the target; bytes is the
 	// size of the values as read.
@@ -722,6 +725,9 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 		if err := f.Checkpoints.Save(ctx, f.State()); err != nil {
 			return fmt.Errorf("ferry: save the first checkpoint: %w", err)
 		}
+	}
+	if o, ok := f.Observer.(interface{ Retried(what string) }); ok {
+		ctx = retry.WithObserver(ctx, o.Retried)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

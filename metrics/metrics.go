@@ -34,6 +34,7 @@ type Metrics struct {
 	cutovers     *prometheus.CounterVec
 	verified     *prometheus.GaugeVec
 	verifyRuns   *prometheus.CounterVec
+	retries      prometheus.Counter
 }
 
 // Register registers f's metrics on reg and sets f.Observer (call before f.Start, so the binlog
@@ -57,9 +58,11 @@ func Register(reg prometheus.Registerer, f *ferry.Ferry) (*Metrics, error) {
 			Help: "Rows of the last verification, by kind: compared, and the differences missing, extra, different."}, []string{"kind"}),
 		verifyRuns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_verifications_total",
 			Help: "Verifications run, by result (match, mismatch)."}, []string{"result"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_retries_total",
+			Help: "Transient errors retried during the run (lost connections, deadlocks, lock wait timeouts...)."}),
 	}
 	for _, c := range []prometheus.Collector{m.batchSeconds, m.batchBytes, m.applySeconds, m.applied, m.cutoverPhase,
-		m.cutovers, m.verified, m.verifyRuns, progressCollector{f}} {
+		m.cutovers, m.verified, m.verifyRuns, m.retries, progressCollector{f}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -84,6 +87,9 @@ func (m *Metrics) ChangesApplied(byKind map[ferry.DMLType]int, took time.Duratio
 		m.applied.WithLabelValues(k.String()).Add(float64(n))
 	}
 }
+
+// Retried counts a retry (ferry calls it for every transient error retried during Run).
+func (m *Metrics) Retried(string) { m.retries.Inc() }
 
 // ObserveCutover records a cut-over's report and outcome. A nil Metrics ignores it.
 func (m *Metrics) ObserveCutover(rep *ferry.CutoverReport, err error) {

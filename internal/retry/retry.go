@@ -107,6 +107,9 @@ func Do(ctx context.Context, attempts int, log logrus.FieldLogger, what string, 
 			return fmt.Errorf("%s: giving up after %d attempts: %w", what, i, err)
 		}
 		log.WithError(err).WithField("attempt", i).Warnf("%s: transient error, retrying in %s", what, delay)
+		if f, ok := ctx.Value(observerKey{}).(func(string)); ok {
+			f(what)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -148,4 +151,12 @@ func AsPermanent(err error) (error, bool) {
 		return p.err, true
 	}
 	return nil, false
+}
+
+type observerKey struct{}
+
+// WithObserver returns a context under which Do calls f (with what) before each retry, so that a
+// host can count retries (ferry's metrics do) without every caller passing a counter down.
+func WithObserver(ctx context.Context, f func(what string)) context.Context {
+	return context.WithValue(ctx, observerKey{}, f)
 }

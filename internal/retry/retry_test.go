@@ -119,3 +119,20 @@ func TestPermanentMark(t *testing.T) {
 		t.Error("Permanent(nil) is not nil")
 	}
 }
+
+// A context's observer is told of each retry, naming the operation; the final attempt is not one.
+func TestDoTellsTheContextsObserver(t *testing.T) {
+	var seen []string
+	ctx := WithObserver(context.Background(), func(what string) { seen = append(seen, what) })
+	calls := 0
+	err := Do(ctx, 3, logrus.New(), "copy db.t", func() error {
+		calls++
+		return &mysql.MySQLError{Number: CodeDeadlock}
+	})
+	if err == nil || calls != 3 {
+		t.Fatalf("err %v after %d calls", err, calls)
+	}
+	if len(seen) != 2 || seen[0] != "copy db.t" {
+		t.Errorf("observer saw %v, want two retries of copy db.t", seen)
+	}
+}
