@@ -38,9 +38,12 @@ type TargetBatchWriter struct {
 	DB         *sql.DB
 	MaxRetries int
 	Logger     logrus.FieldLogger
-	// MaxStatementBytes splits a batch into several INSERTs above this size; default 8 MiB, safely
-	// under the default max_allowed_packet.
+	// MaxStatementBytes splits a batch into several INSERTs above this size; default 8 MiB, or less
+	// to stay under MaxPacket.
 	MaxStatementBytes int
+	// MaxPacket is the target's max_allowed_packet (0: unknown). A row whose INSERT is larger fails
+	// the batch before any of it is written, with ErrRowTooLarge naming the row.
+	MaxPacket int
 }
 
 // WriteBatch implements BatchWriter.
@@ -48,7 +51,10 @@ func (w *TargetBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error {
 	if len(b.Rows) == 0 {
 		return nil
 	}
-	stmts := w.statements(b)
+	stmts, err := w.statements(b)
+	if err != nil {
+		return err
+	}
 	log := w.Logger
 	if log == nil {
 		log = logrus.StandardLogger()
@@ -61,16 +67,17 @@ func (w *TargetBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error {
 	})
 }
 
-func (w *TargetBatchWriter) statements(b *RowBatch) []apply.Statement {
-	limit := w.MaxStatementBytes
-	if limit <= 0 {
-		limit = apply.MaxStatementBytes
-	}
+func (w *TargetBatchWriter) statements(b *RowBatch) ([]apply.Statement, error) {
+	limit := apply.StatementLimit(w.MaxStatementBytes, w.MaxPacket)
 	t := b.Table
 	key := t.Source.KeyColumns()[0].Name
 	head := "INSERT INTO " + t.TargetName() + " (" + t.insertColumns() + ") VALUES "
 	tailSQL := " ON DUPLICATE KEY UPDATE " + schema.QuoteIdent(key) + " = " + schema.QuoteIdent(key)
 	row := t.rowPlaceholders()
+	var keyNames []string
+	for _, k := range t.Source.KeyColumns() {
+		keyNames = append(keyNames, k.Name)
+	}
 	var out []apply.Statement
 	var sb strings.Builder
 	var args []any
@@ -85,12 +92,10 @@ func (w *TargetBatchWriter) statements(b *RowBatch) []apply.Statement {
 		args, size, n = nil, 0, 0
 	}
 	for _, r := range b.Rows {
-		rs := len(row)
-		for _, v := range r {
-			if bs, ok := v.([]byte); ok {
-				rs += 2*len(bs) + 10
-			} else {
-				rs += 24
+		rs := len(row) + apply.ApproxSize(r)
+		if rs > limit {
+			if err := apply.CheckFits(t.TargetName(), keyNames, pick(r, t.keyIndexes()), r, len(head)+len(row)+len(tailSQL), w.MaxPacket); err != nil {
+				return nil, err
 			}
 		}
 		if n > 0 && (size+rs > limit || len(args)+len(r) > apply.MaxPlaceholders) {
@@ -107,5 +112,5 @@ func (w *TargetBatchWriter) statements(b *RowBatch) []apply.Statement {
 		n++
 	}
 	flush()
-	return out
+	return out, nil
 }

@@ -78,7 +78,7 @@ func BenchmarkCopyInsertStatements(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if s := w.statements(batch); len(s) != 1 {
+		if s, _ := w.statements(batch); len(s) != 1 {
 			b.Fatalf("%d statements", len(s))
 		}
 	}

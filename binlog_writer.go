@@ -56,6 +56,9 @@ type TargetBinlogWriter struct {
 	// it took.
 	OnApplied func(byKind map[DMLType]int, took time.Duration)
 	Logger    logrus.FieldLogger
+	// MaxPacket is the target's max_allowed_packet (0: unknown): statements stay under it, and a
+	// row image larger fails with ErrRowTooLarge.
+	MaxPacket int
 
 	once     sync.Once
 	queue    chan *BinlogBatch
@@ -272,7 +275,10 @@ func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, 
 	if err != nil {
 		return err
 	}
-	stmts := apply.Statements(changesOf(ops))
+	stmts, err := apply.StatementsWithin(changesOf(ops), w.MaxPacket)
+	if err != nil {
+		return fmt.Errorf("apply binlog events up to %s: %w", events[len(events)-1].Position, err)
+	}
 	if err := apply.Exec(ctx, w.DB, stmts, w.MaxRetries, log, "target transaction"); err != nil {
 		return fmt.Errorf("apply binlog events up to %s: %w", events[len(events)-1].Position, err)
 	}

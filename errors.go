@@ -3,6 +3,8 @@ package ferry
 import (
 	"errors"
 	"time"
+
+	"github.com/ferrykit/ferry/internal/apply"
 )
 
 // Decisions a host can test for with errors.Is. The error ferry returns wraps one of these and says,
@@ -29,8 +31,9 @@ var (
 	// ErrWritesNotStopped: after the cut-over's Lock the source still took writes, so the cut-over
 	// was aborted before anything was swapped (the source unlocked, the Ferry still streaming).
 	ErrWritesNotStopped = errors.New("writes did not stop")
-	// ErrRowTooLarge: a row does not fit in one statement the target accepts (max_allowed_packet).
-	ErrRowTooLarge = errors.New("row too large")
+	// ErrRowTooLarge: a row does not fit in one statement the target accepts (its
+	// max_allowed_packet); the error names the table, the row's key, the size and the setting.
+	ErrRowTooLarge = apply.ErrRowTooLarge
 )
 
 // startOver is the one next step after an error that no resume can get past.

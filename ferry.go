@@ -103,6 +103,8 @@ type Ferry struct {
 	observer verifier.BinlogObserver
 	// sourceID and targetID name the servers, for the checkpoint.
 	sourceID, targetID ServerIdentity
+	// targetMaxPacket is the target's max_allowed_packet: the largest statement it takes.
+	targetMaxPacket int
 }
 
 // Observer is told of the copy's batches and the binlog apply's transactions as they happen. Its
@@ -178,6 +180,9 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 	}
 	if f.targetID, err = serverIdentity(ctx, f.Target); err != nil {
 		return fmt.Errorf("target: %w", err)
+	}
+	if err := f.Target.QueryRowContext(ctx, "SELECT @@GLOBAL.max_allowed_packet").Scan(&f.targetMaxPacket); err != nil {
+		return fmt.Errorf("target: read max_allowed_packet: %w", err)
 	}
 	switch cfg.CopyWriteMethod {
 	case WriteAuto, WriteLoadData:
@@ -620,13 +625,14 @@ func (f *Ferry) Start(ctx context.Context) error {
 	}
 	if f.BatchWriter == nil {
 		if f.loadData {
-			f.BatchWriter = &LoadDataBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MariaDB: f.TargetFlavor.MariaDB}
+			f.BatchWriter = &LoadDataBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MariaDB: f.TargetFlavor.MariaDB,
+				Fallback: &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MaxPacket: f.targetMaxPacket}}
 		} else {
-			f.BatchWriter = &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log}
+			f.BatchWriter = &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MaxPacket: f.targetMaxPacket}
 		}
 	}
 	if f.BinlogWriter == nil {
-		w := &TargetBinlogWriter{DB: f.Target, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, MaxRetries: cfg.MaxRetries,
+		w := &TargetBinlogWriter{DB: f.Target, MaxPacket: f.targetMaxPacket, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, MaxRetries: cfg.MaxRetries,
 			Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log}
 		if f.Observer != nil {
 			w.OnApplied = f.Observer.ChangesApplied

@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -142,26 +143,43 @@ type Statement struct {
 // Statements groups consecutive changes of the same Mapping and kind into multi-row statements,
 // keeping their order, each within MaxPlaceholders and about MaxStatementBytes.
 func Statements(changes []Change) []Statement {
+	out, _ := StatementsWithin(changes, 0)
+	return out
+}
+
+// StatementsWithin is Statements for a target whose max_allowed_packet is maxPacket (0: unknown):
+// every statement stays under it, and a row image no statement can hold fails with ErrRowTooLarge
+// (naming the table, the row's key and the size) before anything is written.
+func StatementsWithin(changes []Change, maxPacket int) ([]Statement, error) {
+	limit := StatementLimit(0, maxPacket)
 	var out []Statement
 	for i := 0; i < len(changes); {
 		first := changes[i]
 		first.Mapping.init()
-		j, size := i, 0
-		for j < len(changes) && changes[j].Mapping == first.Mapping && changes[j].Delete == first.Delete &&
-			size < MaxStatementBytes && (j-i+1)*len(first.Values) < MaxPlaceholders {
-			size += approxSize(changes[j].Values)
-			j++
-		}
-		if j == i { // a single change always goes, whatever its size
-			j++
-		}
 		m := first.Mapping
-		var sb strings.Builder
-		args := make([]any, 0, (j-i)*len(first.Values))
 		head, part, sep := m.replace, m.row, ", "
 		if first.Delete {
 			head, part, sep = m.del, m.keyEq, " OR "
 		}
+		j, size := i, 0
+		for j < len(changes) && changes[j].Mapping == m && changes[j].Delete == first.Delete && (j-i+1)*len(first.Values) < MaxPlaceholders {
+			rs := ApproxSize(changes[j].Values)
+			if j > i && size+rs > limit {
+				break
+			}
+			size += rs
+			j++
+		}
+		if j == i { // a single change always goes, if it fits at all
+			j++
+		}
+		if j == i+1 && size > limit && !first.Delete {
+			if err := CheckFits(m.Target, m.keyNames(), m.keyValues(first.Values), first.Values, len(head)+len(part), maxPacket); err != nil {
+				return nil, err
+			}
+		}
+		var sb strings.Builder
+		args := make([]any, 0, (j-i)*len(first.Values))
 		sb.WriteString(head)
 		for k, c := range changes[i:j] {
 			if k > 0 {
@@ -173,10 +191,51 @@ func Statements(changes []Change) []Statement {
 		out = append(out, Statement{sb.String(), args})
 		i = j
 	}
+	return out, nil
+}
+
+func (m *Mapping) keyNames() []string {
+	out := make([]string, len(m.Key))
+	for i, k := range m.Key {
+		out[i] = k.Name
+	}
 	return out
 }
 
-func approxSize(vals []any) int {
+// keyValues picks the key out of an image (the values of Columns).
+func (m *Mapping) keyValues(image []any) []any {
+	out := make([]any, len(m.Key))
+	for i, k := range m.Key {
+		for j, c := range m.Columns {
+			if c.Source == k.Source && j < len(image) {
+				out[i] = image[j]
+			}
+		}
+	}
+	return out
+}
+
+// ErrRowTooLarge: a row does not fit in one statement the target accepts (max_allowed_packet).
+// ferry.ErrRowTooLarge is this error.
+var ErrRowTooLarge = errors.New("row too large")
+
+// StatementLimit is the size a multi-row statement is cut at: configured (default
+// MaxStatementBytes), or less to stay under the target's max_allowed_packet (maxPacket; 0: unknown)
+// with room for the statement's text.
+func StatementLimit(configured, maxPacket int) int {
+	limit := configured
+	if limit <= 0 {
+		limit = MaxStatementBytes
+	}
+	if room := maxPacket - 16<<10; maxPacket > 0 && room < limit {
+		limit = max(room, 1)
+	}
+	return limit
+}
+
+// ApproxSize bounds the size of values in an interpolated statement cheaply: twice their bytes
+// (every byte escaped) plus quoting.
+func ApproxSize(vals []any) int {
 	n := 0
 	for _, v := range vals {
 		if b, ok := v.([]byte); ok {
@@ -186,6 +245,54 @@ func approxSize(vals []any) int {
 		}
 	}
 	return n
+}
+
+// ExactSize is the size of values as the driver interpolates them: each byte string as
+// _binary'...' with the bytes it escapes (NUL, newline, return, backslash, quotes, Ctrl-Z) doubled.
+func ExactSize(vals []any) int {
+	n := 0
+	for _, v := range vals {
+		b, ok := v.([]byte)
+		if !ok {
+			n += 24
+			continue
+		}
+		n += len(b) + 10
+		for _, c := range b {
+			switch c {
+			case 0, '\n', '\r', '\\', '\'', '"', 0x1a:
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// CheckFits refuses a row that no statement the target accepts can hold: its values as
+// interpolated plus text bytes of SQL are more than maxPacket (0: unknown, never refused). The error
+// wraps ErrRowTooLarge and names the table, the row's key, the size and the setting to raise.
+func CheckFits(target string, keyNames []string, keyVals, vals []any, text, maxPacket int) error {
+	if maxPacket <= 0 {
+		return nil
+	}
+	size := text + ExactSize(vals)
+	if size <= maxPacket {
+		return nil
+	}
+	shown := make([]string, len(keyVals))
+	for i, v := range keyVals {
+		s := fmt.Sprint(v)
+		if b, ok := v.([]byte); ok {
+			s = string(b)
+		}
+		if len(s) > 64 {
+			s = s[:64] + "..."
+		}
+		shown[i] = s
+	}
+	need := size + 1024
+	return retry.Permanent(fmt.Errorf("table %s, row (%s)=(%s): %w: writing it takes a %d-byte statement, more than the target's max_allowed_packet of %d bytes; raise it on the target to at least %d (SET GLOBAL max_allowed_packet = %d, and in its configuration; at most 1073741824), then resume",
+		target, strings.Join(keyNames, ", "), strings.Join(shown, ", "), ErrRowTooLarge, size, maxPacket, need, (need+1<<20-1)&^(1<<20-1)))
 }
 
 // ExecTx runs statements in one transaction, rolling back on the first error.
