@@ -174,3 +174,35 @@ func TestXABufferIsBounded(t *testing.T) {
 		t.Fatal("Run went on buffering past the bound")
 	}
 }
+
+// An XA transaction prepared before the copy started was invisible to the copy and its rows are
+// not in the stream; its XA COMMIT therefore stops the run instead of leaving its changes out.
+func TestXAPreparedBeforeStartStopsRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS xa_early", "CREATE DATABASE xa_early",
+		"CREATE TABLE xa_early.t (id INT PRIMARY KEY, v INT)", "INSERT INTO xa_early.t SELECT seq, seq FROM mysql.seq_1_to_100"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS xa_early"))
+	db, err := source.DB("")
+	must(t, err)
+	defer db.Close()
+	c, err := db.Conn(ctx)
+	must(t, err)
+	defer c.Close()
+	for _, q := range []string{"XA START 'early'", "INSERT INTO xa_early.t VALUES (1000, 1000)", "XA END 'early'", "XA PREPARE 'early'"} {
+		_, err := c.ExecContext(ctx, q)
+		must(t, err)
+	}
+	_, errc := startFerry(t, ctx, "xa_early", nil)
+	time.Sleep(200 * time.Millisecond)
+	_, err = c.ExecContext(ctx, "XA COMMIT 'early'")
+	must(t, err)
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "commits an XA transaction prepared before the stream started") {
+			t.Fatalf("Run returned %v, want it stopped by the XA COMMIT of an earlier prepare", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Run went on after the XA COMMIT of a transaction prepared before it started")
+	}
+}
