@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/ferrykit/ferry/schema"
 )
 
 // Every difference between MariaDB and MySQL that ferry depends on lives in this file.
@@ -183,19 +185,14 @@ func CurrentPosition(ctx context.Context, db *sql.DB, f Flavor) (Position, error
 		return Position{}, fmt.Errorf("read binlog position (%s): %w", f.binlogStatusQuery(), err)
 	}
 	defer rows.Close()
-	cols, _ := rows.Columns()
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
 			return Position{}, err
 		}
 		return Position{}, fmt.Errorf("read binlog position: %s returned no row: the binary log is off; start the source with log_bin (e.g. --log-bin=binlog)", f.binlogStatusQuery())
 	}
-	vals := make([]sql.RawBytes, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	if err := rows.Scan(ptrs...); err != nil {
+	vals, err := schema.ScanRaw(rows)
+	if err != nil {
 		return Position{}, err
 	}
 	pos, err := strconv.ParseUint(string(vals[1]), 10, 32)
@@ -218,15 +215,10 @@ func BinlogFiles(ctx context.Context, db *sql.DB) ([]string, error) {
 		return nil, fmt.Errorf("list binary logs: %w", err)
 	}
 	defer rows.Close()
-	cols, _ := rows.Columns()
 	var out []string
 	for rows.Next() {
-		vals := make([]sql.RawBytes, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
+		vals, err := schema.ScanRaw(rows)
+		if err != nil {
 			return nil, err
 		}
 		out = append(out, string(vals[0]))

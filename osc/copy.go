@@ -193,16 +193,11 @@ func (m *Migration) readKey(ctx context.Context, query string, args ...any) ([][
 		if !rows.Next() {
 			return rows.Err()
 		}
-		cols, _ := rows.Columns()
-		vals := make([]sql.RawBytes, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
+		vals, err := schema.ScanRaw(rows)
+		if err != nil {
 			return err
 		}
-		out = make([][]byte, len(cols))
+		out = make([][]byte, len(vals))
 		for i, v := range vals {
 			if v == nil {
 				return errors.New("NULL in a key column")
@@ -295,12 +290,8 @@ func (m *Migration) copyRowByRow(ctx context.Context, insert, where string, args
 	}
 	var keys [][][]byte
 	for rows.Next() {
-		vals := make([]sql.RawBytes, len(keyList))
-		ptrs := make([]any, len(vals))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
+		vals, err := schema.ScanRaw(rows)
+		if err != nil {
 			rows.Close()
 			return 0, err
 		}

@@ -121,6 +121,24 @@ var stringEscaper = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`, "\n"
 // QuoteString quotes a string literal for MySQL (for metadata queries built as text).
 func QuoteString(s string) string { return "'" + stringEscaper.Replace(s) + "'" }
 
+// ScanRaw scans the current row of rows, every column as the server's bytes (nil for NULL; valid
+// until the next call of rows.Next).
+func ScanRaw(rows *sql.Rows) ([]sql.RawBytes, error) {
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	vals := make([]sql.RawBytes, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return nil, err
+	}
+	return vals, nil
+}
+
 // Querier is satisfied by *sql.DB, *sql.Conn and *sql.Tx.
 type Querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
