@@ -10,8 +10,10 @@ apt_install() {
   if [ -z "$updated" ]; then $SUDO apt-get update -qq; updated=1; fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
 }
-if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
-  echo "deps: mariadbd not found; installing mariadb-server" >&2
+# A machine with MySQL's mysqld keeps it: the sandboxes initialise mysqld instead (package sandbox).
+if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] &&
+  ! command -v mysqld >/dev/null 2>&1 && [ ! -x /usr/sbin/mysqld ]; then
+  echo "deps: neither mariadbd nor mysqld found; installing mariadb-server" >&2
   apt_install mariadb-server mariadb-client
   # The package starts a system server; ferry never uses it (sandboxes run their own), so stop it.
   $SUDO service mariadb stop >/dev/null 2>&1 || true
