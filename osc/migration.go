@@ -68,14 +68,14 @@ type Migration struct {
 	ApproveRenamedColumns bool
 	// ApprovedRenames approves individual renames, old name → new name.
 	ApprovedRenames map[string]string
-	// AllowNewUniqueKey lets the ALTER add a unique key. The copy (INSERT IGNORE) and the apply
-	// (REPLACE) would silently drop rows that collide on the new key, so ferry refuses such an ALTER
-	// unless allowed; when allowed it first checks the existing rows have no duplicates on the new
-	// key, and under the cut-over lock it compares the row counts of both tables and aborts the
-	// cut-over if they differ (costs one COUNT(*) of each table while writes are blocked).
+	// AllowNewUniqueKey lets the ALTER add a unique key. A row colliding on it fails the copy, but
+	// the apply's REPLACE would silently delete the other row, so ferry refuses such an ALTER unless
+	// allowed; when allowed it first checks the existing rows have no duplicates on the new key, and
+	// under the cut-over lock it compares the row counts of both tables and aborts the cut-over if
+	// they differ (costs one COUNT(*) of each table while writes are blocked).
 	AllowNewUniqueKey bool
 	// DropLeftovers drops _<t>_gho, _<t>_ghc and <t>_del left by an earlier run, instead of refusing
-	// to start. <t>_del may be the original table of an earlier successful migration.
+	// to start — only those marked as ferry's (marks.go); any other table of those names is refused.
 	DropLeftovers bool
 	// Resume continues a migration that was interrupted (the process killed, the server restarted)
 	// from the checkpoint in its leftover _<t>_ghc, instead of refusing the leftovers: after checking
@@ -470,7 +470,7 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 	if len(plan.NewUniqueKeys) > 0 {
 		if !m.AllowNewUniqueKey {
 			m.dropGhost(ctx)
-			return nil, fmt.Errorf("osc: the ALTER adds unique key %s: rows of %s that collide on it would be silently dropped by the copy (INSERT IGNORE) and the apply (REPLACE); set AllowNewUniqueKey (--allow-new-unique-key) to go on with a duplicate check before the copy and a row count check at cut-over", strings.Join(plan.NewUniqueKeys, ", "), orig)
+			return nil, fmt.Errorf("osc: the ALTER adds unique key %s: rows of %s that collide on it fail the copy, or would be silently deleted by the apply (REPLACE) if written later; set AllowNewUniqueKey (--allow-new-unique-key) to go on with a duplicate check before the copy and a row count check at cut-over", strings.Join(plan.NewUniqueKeys, ", "), orig)
 		}
 		if err := m.checkNoDuplicates(ctx, ghost, plan); err != nil {
 			m.dropGhost(ctx)

@@ -19,7 +19,7 @@ import (
 // Resuming an interrupted migration.
 //
 // While a migration copies and catches up, a checkpoint row (id 3, hint "checkpoint") in the
-// changelog table _<t>_ghc holds, as JSON: the last chunk end whose INSERT IGNORE ... SELECT
+// changelog table _<t>_ghc holds, as JSON: the last chunk end whose INSERT ... SELECT
 // committed, whether the copy finished, and the binlog position up to which every change of the
 // original is applied to the ghost table (a transaction boundary: the applier moves it only after the
 // transaction that applied the events before it committed), plus fingerprints of the original's and
@@ -31,8 +31,8 @@ import (
 // chunks after the checkpointed key (up to the table's largest key now) and streams the binlog from
 // the checkpointed position. Why this converges: the apply writes whole row images by key and
 // deletes by key, in binlog order, so replaying changes already applied leaves every row as the last
-// change has it; the copy is INSERT IGNORE under shared locks, so re-copying a chunk changes nothing
-// in rows the ghost has, and a row it adds is read as the original has it now (any later change
+// change has it; the copy skips rows the ghost has (NOT EXISTS) under shared locks, so re-copying a
+// chunk changes nothing in rows the ghost has, and a row it adds is read as the original has it now (any later change
 // comes after in the binlog, which is streamed from an older position anyway). Rows inserted above
 // the first run's copy range are copied again or streamed, both harmless.
 
