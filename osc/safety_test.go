@@ -149,6 +149,7 @@ func TestVerificationBeforeCutover(t *testing.T) {
 		f := newFixture(t, 300)
 		m := f.migration(alter)
 		m.Postpone = true
+		m.MaxLag = 300 * time.Millisecond // (the recheck delay: a real difference is rechecked 3 times, twice)
 		go func() {
 			for m.Status().State != StatePostponed {
 				time.Sleep(10 * time.Millisecond)

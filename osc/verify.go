@@ -66,7 +66,7 @@ func (m *Migration) verifyGhost(ctx context.Context) error {
 	// a difference that stays through a second pass, started once the apply reached the binlog
 	// position of that moment, is real.
 	v := &verifier.Checksum{Source: m.db, Target: m.db, Concurrency: 2, Logger: m.log,
-		Rechecks: 5, RecheckDelay: max(m.MaxLag, 300*time.Millisecond)}
+		Rechecks: 3, RecheckDelay: max(m.MaxLag, 300*time.Millisecond)}
 	var res *verifier.Result
 	for pass := 1; ; pass++ {
 		var err error
