@@ -221,16 +221,13 @@ func TestSnapshotUnderWritesIsExactAtItsPositionAndClones(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	db := "snap_load"
+	replica, rdb := startReplicaFromNow(t, ctx)
+	defer replica.Stop()
+	defer rdb.Close()
 	createSnapshotSchema(t, db, 20000)
 	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db, "DROP DATABASE IF EXISTS _ferry"))
-	replica, err := sandbox.StartReplica(ctx, source, sandbox.Options{})
-	must(t, err)
-	defer replica.Stop()
-	rdb, err := replica.DB("")
-	must(t, err)
-	defer rdb.Close()
 	waitReplicaHas(t, ctx, rdb)
-	_, err = rdb.ExecContext(ctx, "STOP SLAVE")
+	_, err := rdb.ExecContext(ctx, "STOP SLAVE")
 	must(t, err)
 
 	load := startLoad(t, source, db, 7, 3, 20000)
@@ -314,6 +311,25 @@ func TestSnapshotUnderWritesIsExactAtItsPositionAndClones(t *testing.T) {
 	for _, name := range snapshotTables {
 		sameRowsOn(t, replica, target, db+"."+name)
 	}
+}
+
+// startReplicaFromNow starts a replica of the source that replicates from the source's current GTID
+// position (not its whole history, which other tests may have purged).
+func startReplicaFromNow(t *testing.T, ctx context.Context) (*sandbox.Server, *sql.DB) {
+	t.Helper()
+	r, err := sandbox.Start(ctx, sandbox.Options{})
+	must(t, err)
+	sdb, err := source.DB("")
+	must(t, err)
+	defer sdb.Close()
+	var gtid string
+	must(t, sdb.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_pos").Scan(&gtid))
+	must(t, r.Exec(ctx, "SET GLOBAL gtid_slave_pos = '"+gtid+"'",
+		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", source.Port),
+		"START SLAVE"))
+	rdb, err := r.DB("")
+	must(t, err)
+	return r, rdb
 }
 
 // waitReplicaHas waits until the replica has applied everything the source has written so far.
@@ -479,4 +495,3 @@ func subsetDiff(t *testing.T, ctx context.Context, src, tgt *sql.DB, m *snapshot
 	return res
 }
 
-var _ = fmt.Sprint
