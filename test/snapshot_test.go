@@ -494,4 +494,3 @@ func subsetDiff(t *testing.T, ctx context.Context, src, tgt *sql.DB, m *snapshot
 	must(t, err)
 	return res
 }
-
