@@ -15,6 +15,7 @@ var (
 	dateCol     = &Column{Name: "t", DataType: "datetime", ColumnType: "datetime(6)"}
 	yearCol     = &Column{Name: "y", DataType: "year", ColumnType: "year(4)"}
 	backtickCol = &Column{Name: "a`b", DataType: "int", ColumnType: "int(11)"}
+	enumCol     = &Column{Name: "e", DataType: "enum", ColumnType: "enum('b','a')", Charset: "utf8mb4", Collation: "utf8mb4_general_ci"}
 )
 
 func TestKeyPlaceholder(t *testing.T) {
@@ -30,6 +31,8 @@ func TestKeyPlaceholder(t *testing.T) {
 		{intCol, "?"},
 		{binCol, "?"},
 		{dateCol, "?"},
+		// an ENUM key by its member number: the server sorts ENUM keys by it, not by the label
+		{enumCol, "?"},
 	} {
 		if got := KeyPlaceholder(c.col); got != c.want {
 			t.Errorf("KeyPlaceholder(%s %s) = %q, want %q", c.col.Name, c.col.ColumnType, got, c.want)
@@ -51,6 +54,7 @@ func TestKeyArg(t *testing.T) {
 		{"beyond 2^53", &Column{Name: "id", DataType: "bigint"}, []byte("9007199254740993"), int64(9007199254740993), ""},
 		{"unsigned max", uintCol, []byte("18446744073709551615"), uint64(18446744073709551615), ""},
 		{"year", yearCol, []byte("2024"), int64(2024), ""},
+		{"enum member number (read as e+0)", enumCol, []byte("2"), int64(2), ""},
 		{"not an integer", intCol, []byte("4x"), nil, `key column id: "4x" is not an integer`},
 		{"not unsigned", uintCol, []byte("-1"), nil, `key column id: "-1" is not an unsigned integer`},
 		{"string passes through", strCol, []byte("abc"), []byte("abc"), ""},
