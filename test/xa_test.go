@@ -66,9 +66,8 @@ func TestXATransactions(t *testing.T) {
 	}
 
 	// Rolled back after PREPARE: nothing reaches the target.
-	rb := session()
-	run(rb, "XA START 'rb1'", "INSERT INTO xa_db.t VALUES (100, 'rolled back')", "UPDATE xa_db.t SET v = 'rolled back' WHERE id = 1",
-		"DELETE FROM xa_db.t WHERE id = 2", "XA END 'rb1'", "XA PREPARE 'rb1'")
+	rb := prepareXA(t, ctx, db, "'rb1'", "INSERT INTO xa_db.t VALUES (100, 'rolled back')", "UPDATE xa_db.t SET v = 'rolled back' WHERE id = 1",
+		"DELETE FROM xa_db.t WHERE id = 2")
 	prepared := binlogPos()
 	sync()
 	if onTarget("SELECT COUNT(*) FROM xa_db.t WHERE id = 100 OR v = 'rolled back'") != 0 || onTarget("SELECT COUNT(*) FROM xa_db.t WHERE id = 2") != 1 {
@@ -98,9 +97,8 @@ func TestXATransactions(t *testing.T) {
 	}
 
 	// Prepared, the stream reconnects (re-reading the prepare), then committed: applied at COMMIT.
-	c1 := session()
-	run(c1, "XA START 'c1','branch',3", "INSERT INTO xa_db.t VALUES (101, 'committed')", "UPDATE xa_db.t SET v = 'committed' WHERE id = 3",
-		"DELETE FROM xa_db.t WHERE id = 4", "XA END 'c1','branch',3", "XA PREPARE 'c1','branch',3")
+	c1 := prepareXA(t, ctx, db, "'c1','branch',3", "INSERT INTO xa_db.t VALUES (101, 'committed')", "UPDATE xa_db.t SET v = 'committed' WHERE id = 3",
+		"DELETE FROM xa_db.t WHERE id = 4")
 	killBinlogDump(t, ctx)
 	sync()
 	if n := onTarget("SELECT COUNT(*) FROM xa_db.t WHERE v = 'committed'"); n != 0 {
@@ -111,17 +109,16 @@ func TestXATransactions(t *testing.T) {
 	// One phase: an ordinary transaction in the binlog.
 	run(session(), "XA START 'op1'", "INSERT INTO xa_db.t VALUES (102, 'one phase')", "XA END 'op1'", "XA COMMIT 'op1' ONE PHASE")
 	// Two interleaved XA transactions, committed in the reverse order of their prepares.
-	a, b := session(), session()
-	run(a, "XA START 'ia'", "INSERT INTO xa_db.t VALUES (103, 'ia')", "XA END 'ia'", "XA PREPARE 'ia'")
-	run(b, "XA START 'ib'", "INSERT INTO xa_db.t VALUES (104, 'ib')", "UPDATE xa_db.t SET v = 'ib' WHERE id = 5", "XA END 'ib'", "XA PREPARE 'ib'")
+	a := prepareXA(t, ctx, db, "'ia'", "INSERT INTO xa_db.t VALUES (103, 'ia')")
+	b := prepareXA(t, ctx, db, "'ib'", "INSERT INTO xa_db.t VALUES (104, 'ib')", "UPDATE xa_db.t SET v = 'ib' WHERE id = 5")
 	sync()
 	run(b, "XA COMMIT 'ib'")
 	run(a, "XA ROLLBACK 'ia'")
 
 	// A read-only XA transaction, and one that changed only a table that is not copied.
-	run(session(), "XA START 'ro'", "SELECT COUNT(*) FROM xa_db.t", "XA END 'ro'", "XA PREPARE 'ro'", "XA COMMIT 'ro'")
+	run(prepareXA(t, ctx, db, "'ro'", "SELECT COUNT(*) FROM xa_db.t"), "XA COMMIT 'ro'")
 	must(t, source.Exec(ctx, "CREATE TABLE IF NOT EXISTS xa_other.t (id INT PRIMARY KEY)"))
-	run(session(), "XA START 'other'", "INSERT INTO xa_other.t VALUES (1)", "XA END 'other'", "XA PREPARE 'other'", "XA COMMIT 'other'")
+	run(prepareXA(t, ctx, db, "'other'", "INSERT INTO xa_other.t VALUES (1)"), "XA COMMIT 'other'")
 	sync()
 
 	must(t, f.FlushBinlogAndStopStreaming(ctx))
@@ -157,13 +154,7 @@ func TestXABufferIsBounded(t *testing.T) {
 	db, err := source.DB("")
 	must(t, err)
 	defer db.Close()
-	c, err := db.Conn(ctx)
-	must(t, err)
-	defer c.Close()
-	for _, q := range []string{"XA START 'big'", "INSERT INTO xa_bound.t SELECT seq FROM mysql.seq_1_to_11", "XA END 'big'", "XA PREPARE 'big'"} {
-		_, err := c.ExecContext(ctx, q)
-		must(t, err)
-	}
+	c := prepareXA(t, ctx, db, "'big'", "INSERT INTO xa_bound.t SELECT seq FROM mysql.seq_1_to_11")
 	defer c.ExecContext(context.Background(), "XA ROLLBACK 'big'")
 	select {
 	case err := <-errc:
@@ -186,13 +177,7 @@ func TestXAPreparedBeforeStartStopsRun(t *testing.T) {
 	db, err := source.DB("")
 	must(t, err)
 	defer db.Close()
-	c, err := db.Conn(ctx)
-	must(t, err)
-	defer c.Close()
-	for _, q := range []string{"XA START 'early'", "INSERT INTO xa_early.t VALUES (1000, 1000)", "XA END 'early'", "XA PREPARE 'early'"} {
-		_, err := c.ExecContext(ctx, q)
-		must(t, err)
-	}
+	c := prepareXA(t, ctx, db, "'early'", "INSERT INTO xa_early.t VALUES (1000, 1000)")
 	_, errc := startFerry(t, ctx, "xa_early", nil)
 	time.Sleep(200 * time.Millisecond)
 	_, err = c.ExecContext(ctx, "XA COMMIT 'early'")
@@ -205,4 +190,19 @@ func TestXAPreparedBeforeStartStopsRun(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Run went on after the XA COMMIT of a transaction prepared before it started")
 	}
+}
+
+// prepareXA runs stmts as XA transaction xid (an XID literal, e.g. 'a' or 'a','b',3) on a new session
+// of db and prepares it; the session is returned to end the transaction.
+func prepareXA(t *testing.T, ctx context.Context, db *sql.DB, xid string, stmts ...string) *sql.Conn {
+	t.Helper()
+	c, err := db.Conn(ctx)
+	must(t, err)
+	t.Cleanup(func() { c.Close() })
+	for _, q := range append(append([]string{"XA START " + xid}, stmts...), "XA END "+xid, "XA PREPARE "+xid) {
+		if _, err := c.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	return c
 }
