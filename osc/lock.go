@@ -30,6 +30,12 @@ func (m *Migration) lockMigration(ctx context.Context) (release func(), err erro
 		return nil, fmt.Errorf("osc: connect for the migration lock: %w", err)
 	}
 	name := m.migrationLockName()
+	// The session sits idle for the whole run: keep the server from closing it (and releasing the
+	// lock) after wait_timeout.
+	if _, err := conn.ExecContext(ctx, "SET SESSION wait_timeout = 31536000"); err != nil {
+		discard(conn)
+		return nil, fmt.Errorf("osc: prepare the migration lock's session: %w", err)
+	}
 	var got sql.NullInt64
 	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", name).Scan(&got); err != nil {
 		discard(conn)
