@@ -250,8 +250,9 @@ func (e *CutoverTimeoutError) Unwrap() []error { return []error{ErrCutoverTimeou
 
 // CutoverReport says what happened.
 type CutoverReport struct {
-	// Blocked is the write-blocked window: from the moment Lock returned to the moment Unlock was
-	// called.
+	// Blocked is the write-blocked window: from the moment Lock was called (a Lock blocks writes
+	// while it waits for them to stop, and ReadOnlyHooks while it watches the binlog settle) to the
+	// moment Unlock was called.
 	Blocked time.Duration `json:"blocked_ns"`
 	// Flush is the part of Blocked spent applying the last changes.
 	Flush  time.Duration `json:"flush_ns"`
@@ -325,14 +326,16 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 	if _, err := f.FlushBinlog(ctx); err != nil {
 		return rep, fmt.Errorf("cutover: catch up before lock: %w", err)
 	}
+	lockCalled := time.Now()
 	if err := c.Hooks.Lock(ctx); err != nil {
+		rep.Blocked = time.Since(lockCalled)
 		unlockErr := c.Hooks.Unlock(context.WithoutCancel(ctx), false)
 		return rep, errors.Join(fmt.Errorf("cutover: lock: %w", err), unlockErr)
 	}
 	locked := time.Now()
 	swapped := false
 	defer func() {
-		rep.Blocked = time.Since(locked)
+		rep.Blocked = time.Since(lockCalled)
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if uerr := c.Hooks.Unlock(uctx, swapped); uerr != nil {
