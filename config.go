@@ -288,11 +288,7 @@ func (f ColumnEquals) Matches(ctx context.Context, source SourceEvaluator, t *sc
 		if err != nil {
 			return "", err
 		}
-		expr, err := rowValueExpr(c)
-		if err != nil {
-			return "", err
-		}
-		return "SELECT IFNULL((" + cond + "), 0) <> 0 FROM (SELECT " + expr + " AS " + schema.QuoteIdent(c.Name) + ") AS ferry_row", nil
+		return RowConditionQuery(c, cond)
 	}
 	var query string
 	var err error

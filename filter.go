@@ -130,6 +130,19 @@ func filterLiteral(c *schema.Column, v any) (string, error) {
 
 var typeArgs = regexp.MustCompile(`^[a-z]+(\([0-9, ]+\))?`)
 
+// RowConditionQuery returns the query a CopyFilter hands to SourceEvaluator.True to judge one
+// binlog value of column c (the query's only placeholder) by cond, an SQL condition over the
+// table's columns of which only c may appear: the server evaluates cond on the value restored to
+// c's type and collation, exactly as the copy's WHERE evaluated it on stored rows. A NULL
+// condition is false.
+func RowConditionQuery(c *schema.Column, cond string) (string, error) {
+	expr, err := rowValueExpr(c)
+	if err != nil {
+		return "", err
+	}
+	return "SELECT IFNULL((" + cond + "), 0) <> 0 FROM (SELECT " + expr + " AS " + schema.QuoteIdent(c.Name) + ") AS ferry_row", nil
+}
+
 // rowValueExpr returns SQL turning one placeholder, bound to a binlog value of column c as
 // normalizeValue leaves it, back into a value of c's type and collation, so that a condition over
 // the column evaluates on it exactly as on the stored row. Types whose binlog value cannot be

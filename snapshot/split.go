@@ -1,10 +1,12 @@
 package snapshot
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
 
+	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/schema"
 )
 
@@ -99,4 +101,63 @@ func isInteger(t string) bool {
 		return true
 	}
 	return false
+}
+
+// ShardFilter is the online variant of a split: a ferry.CopyFilter selecting shard Index of Split,
+// so N Ferries from one source, each with its shard's filter and its own target, move the shards
+// live. The copy selects rows with the shard expression of Take and SubsetDiff, and binlog row
+// images are judged by the source server evaluating the same expression on the image's value
+// (ferry.RowConditionQuery): the three can never disagree on a row.
+type ShardFilter struct {
+	Split *Split
+	Index int
+}
+
+// Condition implements ferry.CopyFilter.
+func (f ShardFilter) Condition(t *schema.Table) (string, error) {
+	if err := f.Split.validate(); err != nil {
+		return "", err
+	}
+	if f.Index < 0 || f.Index >= f.Split.count() {
+		return "", fmt.Errorf("shard filter: shard %d of %d", f.Index, f.Split.count())
+	}
+	e, err := f.Split.ShardExpr(t)
+	if err != nil || e == "" {
+		return "", err
+	}
+	cond := "(" + e + ") = " + strconv.Itoa(f.Index)
+	// Refuse now, before anything is written, a column whose binlog values the server cannot judge.
+	if _, err := ferry.RowConditionQuery(t.Column(f.Split.Column), cond); err != nil {
+		return "", fmt.Errorf("shard filter on %s: %w", t, err)
+	}
+	return cond, nil
+}
+
+// Matches implements ferry.CopyFilter.
+func (f ShardFilter) Matches(ctx context.Context, source ferry.SourceEvaluator, t *schema.Table, row []any) (bool, error) {
+	c := t.Column(f.Split.Column)
+	if c == nil {
+		return true, nil
+	}
+	if c.Ordinal >= len(row) {
+		return false, fmt.Errorf("shard filter: row of %s has %d values, column %s is #%d", t, len(row), c.Name, c.Ordinal)
+	}
+	if source == nil {
+		return false, fmt.Errorf("shard filter needs the source server to evaluate its condition (no SourceEvaluator)")
+	}
+	cond, err := f.Condition(t)
+	if err != nil {
+		return false, err
+	}
+	q, err := ferry.RowConditionQuery(c, cond)
+	if err != nil {
+		return false, err
+	}
+	return source.True(ctx, q, row[c.Ordinal])
+}
+
+// Fingerprint implements ferry.FilterFingerprinter: a checkpoint of a shard's Ferry resumes only
+// with the same shard of the same split.
+func (f ShardFilter) Fingerprint() string {
+	return fmt.Sprintf("shard %d of %s split of %s bounds %q shards %d", f.Index, f.Split.method(), f.Split.Column, f.Split.Bounds, f.Split.count())
 }

@@ -421,6 +421,7 @@ func TestSplitIntoThreeRangesRestoresEachTargetExactly(t *testing.T) {
 	if len(ms) != 3 {
 		t.Fatalf("%d manifests, want 3", len(ms))
 	}
+	ms0 := ms // the range split's manifests: their Where is each shard's range
 	srcDB, err := source.DB("")
 	must(t, err)
 	defer srcDB.Close()
@@ -485,6 +486,38 @@ func TestSplitIntoThreeRangesRestoresEachTargetExactly(t *testing.T) {
 	}
 	if want := int64(count(t, source, "SELECT COUNT(*) FROM "+db+".strkey")); rows != want {
 		t.Errorf("hash shards hold %d strkey rows together, the source %d", rows, want)
+	}
+
+	// The online split: 3 Ferries from the live source, each with its shard's filter, under writes.
+	ferries := make([]*ferry.Ferry, len(servers))
+	runErrs := make([]chan error, len(servers))
+	load := startLoad(t, source, db, 9, 2, 6000)
+	for i, s := range servers {
+		must(t, s.Exec(ctx, "DROP DATABASE IF EXISTS "+db, "DROP DATABASE IF EXISTS _ferry"))
+		f, err := ferry.New(ferry.Config{Source: conn(source), Target: conn(s), Tables: ferry.TableFilter{Databases: []string{db}},
+			Filter: snapshot.ShardFilter{Split: split, Index: i}, CreateTargetTables: true, Logger: testLogger(t)})
+		must(t, err)
+		defer f.Close()
+		must(t, f.Initialize(ctx))
+		must(t, f.Start(ctx))
+		ferries[i], runErrs[i] = f, make(chan error, 1)
+		go func() { runErrs[i] <- f.Run(ctx) }()
+	}
+	for _, f := range ferries {
+		must(t, f.WaitUntilRowCopyIsComplete(ctx))
+	}
+	load.stop()
+	t.Logf("online split: load ran %d transactions", load.ops.Load())
+	for i, f := range ferries {
+		_, err := (&ferry.Cutover{Ferry: f, Hooks: ferry.HookFuncs{}}).Run(ctx)
+		must(t, err)
+		must(t, <-runErrs[i])
+		tgtDB, err := servers[i].DB("")
+		must(t, err)
+		defer tgtDB.Close()
+		if res := subsetDiff(t, ctx, srcDB, tgtDB, ms0[i]); !res.Match() {
+			t.Errorf("online shard %d: %s", i, res)
+		}
 	}
 }
 
