@@ -95,6 +95,9 @@ func (c *controls) status() statuspage.Status {
 	if p.Throttled {
 		st.Paused = p.ThrottleReason
 	}
+	if p.Throttled || p.CopyIdle >= copyStall {
+		st.ETA = 0 // no estimate while nothing moves (the page shows "-")
+	}
 	for _, t := range p.Tables {
 		state := "copying"
 		if t.Completed {
