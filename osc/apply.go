@@ -52,6 +52,12 @@ type applier struct {
 	heartbeatAt time.Time // write time of the last heartbeat that came back
 	lastLag     time.Duration
 	markers     map[string]chan struct{}
+	// touched holds, once tracking starts (the verification pass), the keys of the rows the apply
+	// changed since, for the re-check of those rows under the cut-over lock; overflow is set when
+	// there were more than maxTracked.
+	tracking bool
+	touched  map[string][]any
+	overflow bool
 }
 
 func newApplier(m *Migration, db *sql.DB, orig, changelog *schema.Table) *applier {
@@ -226,6 +232,7 @@ func (a *applier) run(ctx context.Context) error {
 					ops = append(ops, apply.Change{Mapping: a.mapping, Values: a.mapping.Image(e.After)})
 					keys = append(keys, a.mapping.KeyOf(e.After))
 				}
+				a.track(e)
 			}
 			if b.Commit != nil && !a.watching.Load() {
 				commit = b.Commit
@@ -236,6 +243,45 @@ func (a *applier) run(ctx context.Context) error {
 		}
 		a.queued.Add(-int64(n))
 	}
+}
+
+// maxTracked bounds the keys remembered for the re-check under the cut-over lock.
+const maxTracked = 20_000
+
+func (a *applier) startTracking() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tracking, a.touched, a.overflow = true, map[string][]any{}, false
+}
+
+// track remembers the keys of a change (before and after image) while tracking.
+func (a *applier) track(e *ferry.DMLEvent) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.tracking || a.overflow {
+		return
+	}
+	for _, img := range [][]any{e.Before, e.After} {
+		if img == nil {
+			continue
+		}
+		k := a.mapping.KeyOf(img)
+		a.touched[fmt.Sprint(k)] = k
+	}
+	if len(a.touched) > maxTracked {
+		a.overflow, a.touched = true, nil
+	}
+}
+
+// touchedKeys returns the keys remembered so far (kept: a later attempt checks them again).
+func (a *applier) touchedKeys() ([][]any, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([][]any, 0, len(a.touched))
+	for _, k := range a.touched {
+		out = append(out, k)
+	}
+	return out, a.overflow
 }
 
 func (a *applier) changelogEvent(e *ferry.DMLEvent) {

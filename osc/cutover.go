@@ -231,6 +231,10 @@ func (m *Migration) cutoverAttempt(ctx context.Context, s *stream) (blocked time
 		unlock()
 		return time.Since(lockStart), err
 	}
+	if err := m.verifyChangedRows(ctx, connA); err != nil {
+		unlock()
+		return time.Since(lockStart), err
+	}
 	if err := m.markOldTable(ctx); err != nil {
 		unlock()
 		return time.Since(lockStart), err
@@ -499,6 +503,9 @@ func (m *Migration) cutoverTwoStep(ctx context.Context, s *stream) (time.Duratio
 	err = m.checkRowCounts(ctx, connA)
 	if err == nil {
 		err = m.carryAutoIncrement(ctx, connA)
+	}
+	if err == nil {
+		err = m.verifyChangedRows(ctx, connA)
 	}
 	if err == nil {
 		err = m.markOldTable(ctx)

@@ -179,6 +179,9 @@ type Migration struct {
 	cp             checkpoint  // the checkpoint's fixed fields
 	resumeFrom     *checkpoint // set when resuming
 	copiedUpTo     atomic.Pointer[[][]byte]
+	// verified: the verification pass before the cut-over matched (the changed rows are checked
+	// again under the lock)
+	verified bool
 	// triggers are recreated on the new table (IncludeTriggers)
 	triggers []trigger
 	// zone is the time zone the server converts TIMESTAMP values in ("+00:00": no conversion)

@@ -2,6 +2,7 @@ package osc
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"sort"
 	"strings"
@@ -132,10 +133,33 @@ func TestVerificationBeforeCutover(t *testing.T) {
 	t.Run("match under load", func(t *testing.T) {
 		f := newFixture(t, 3000)
 		res := runUnderLoad(t, f, f.migration(alter), alter)
-		if !strings.HasPrefix(res.Verification, "MATCH (") {
+		if !strings.HasPrefix(res.Verification, "MATCH (") || !strings.Contains(res.Verification, "changed rows compared again under the lock") {
 			t.Errorf("verification %q", res.Verification)
 		}
 		t.Log(res.Verification)
+	})
+	t.Run("a difference after the pass is caught under the lock", func(t *testing.T) {
+		f := newFixture(t, 2000)
+		m := f.migration(alter)
+		m.testAfterMarker = func(*sql.Conn) {
+			keys, _ := m.applier.touchedKeys()
+			if len(keys) == 0 {
+				t.Error("no row changed since the verification pass")
+				return
+			}
+			f.exec("UPDATE _t_gho SET b = 'changed behind the apply' WHERE id = ?", keys[0][0])
+		}
+		l := f.startLoad(2)
+		time.Sleep(200 * time.Millisecond)
+		_, err := m.Run(context.Background())
+		l.stop()
+		if err == nil || !strings.Contains(err.Error(), "under the cut-over lock, 1 changed row(s)") {
+			t.Fatalf("error %v, want the changed row found under the lock", err)
+		}
+		t.Log(err)
+		if got := strings.Join(f.tables(), ","); strings.Contains(got, "t_del") {
+			t.Errorf("tables after the refused cut-over: %s", got)
+		}
 	})
 	t.Run("not applicable to a conversion", func(t *testing.T) {
 		f := newFixture(t, 300)

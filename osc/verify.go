@@ -2,10 +2,13 @@ package osc
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
+	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/verifier"
 )
 
@@ -20,9 +23,13 @@ import (
 // type change, a renamed column) cannot be compared value for value; the summary says so
 // (Result.Verification).
 //
-// Limit: the pass runs before the lock; the changes applied between it and the rename are covered
-// by the cut-over's own checks (every change up to the lock applied, the rename check), not by a
-// second comparison.
+// Under the cut-over lock, once every change up to the lock is applied, the rows the apply changed
+// since the pass began are compared again (verifyChangedRows): the original read on the locking
+// session, the ghost on another, each row hashed by the same SQL on both. A row changed on either
+// side after the pass compared it is one the apply wrote (only ferry writes the ghost, and every
+// change of the original up to the lock is applied), so the two passes together cover every row,
+// except changes that never reach the binlog. More than maxTracked changed rows: the second
+// comparison is skipped and the summary says so.
 
 // verificationPair returns the table pair to compare, or why the ALTER cannot be verified.
 func (m *Migration) verificationPair() (verifier.TablePair, string) {
@@ -62,6 +69,7 @@ func (m *Migration) verifyGhost(ctx context.Context) error {
 		return nil
 	}
 	m.setState(StateVerifying)
+	m.applier.startTracking()
 	// A chunk that differs is checked again after the apply could have caught up (writes go on);
 	// a difference that stays through a second pass, started once the apply reached the binlog
 	// position of that moment, is real.
@@ -87,7 +95,113 @@ func (m *Migration) verifyGhost(ctx context.Context) error {
 	for _, t := range res.Tables {
 		rows += t.RowsCompared
 	}
+	m.verified = true
 	m.result.Verification = fmt.Sprintf("MATCH (%d rows compared before the cut-over, %s)", rows, res.Duration.Round(1e6))
 	m.log.Info("osc: verification of the ghost table: " + m.result.Verification)
 	return nil
+}
+
+// verifyChangedRows re-checks, under the cut-over lock (lock holds LOCK TABLES on the original), the
+// rows the apply changed since the verification pass began.
+func (m *Migration) verifyChangedRows(ctx context.Context, lock *sql.Conn) error {
+	if !m.verified {
+		return nil
+	}
+	keys, overflow := m.applier.touchedKeys()
+	if overflow {
+		m.result.Verification = strings.SplitN(m.result.Verification, "; ", 2)[0] + fmt.Sprintf("; the rows changed since (more than %d) were not compared again under the lock", maxTracked)
+		return nil
+	}
+	p := m.plan
+	side := func(ghost bool) (keyID string, hash string, table string) {
+		var ks, cs []string
+		for _, k := range p.Key {
+			name := k.Name
+			if ghost {
+				name = p.newName(k)
+			}
+			ks = append(ks, "HEX("+q(name)+")")
+		}
+		for _, cm := range p.Columns {
+			c, name := cm.From, cm.From.Name
+			if ghost {
+				c, name = cm.To, cm.To.Name
+			}
+			v := "HEX(CAST(" + q(name) + " AS BINARY))"
+			if isChar(c) {
+				v = "HEX(CONVERT(" + q(name) + " USING utf8mb4))"
+			}
+			cs = append(cs, "IFNULL("+v+", '-')")
+		}
+		table = m.qualified(m.Table)
+		if ghost {
+			table = m.qualified(m.ghostName())
+		}
+		return "CONCAT_WS(',', " + strings.Join(ks, ", ") + ")", "MD5(CONCAT_WS(',', " + strings.Join(cs, ", ") + "))", table
+	}
+	read := func(q querier, ghost bool, batch [][]any) (map[string]string, error) {
+		id, hash, table := side(ghost)
+		var conds []string
+		var args []any
+		for _, k := range batch {
+			var eq []string
+			for i, c := range p.Key {
+				name := c.Name
+				if ghost {
+					name = p.newName(c)
+				}
+				eq = append(eq, schema.QuoteIdent(name)+" = "+schema.KeyPlaceholder(c))
+				args = append(args, k[i])
+			}
+			conds = append(conds, "("+strings.Join(eq, " AND ")+")")
+		}
+		rows, err := q.QueryContext(ctx, "SELECT "+id+", "+hash+" FROM "+table+" WHERE "+strings.Join(conds, " OR "), args...)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		out := map[string]string{}
+		for rows.Next() {
+			var k, h string
+			if err := rows.Scan(&k, &h); err != nil {
+				return nil, err
+			}
+			out[k] = h
+		}
+		return out, rows.Err()
+	}
+	var differ []string
+	for start := 0; start < len(keys); start += 200 {
+		batch := keys[start:min(start+200, len(keys))]
+		orig, err := read(lock, false, batch)
+		if err != nil {
+			return fmt.Errorf("re-check the changed rows of %s under the lock: %w", m.qualified(m.Table), err)
+		}
+		ghost, err := read(m.db, true, batch)
+		if err != nil {
+			return fmt.Errorf("re-check the changed rows of %s under the lock: %w", m.qualified(m.ghostName()), err)
+		}
+		for k, h := range orig {
+			if ghost[k] != h {
+				differ = append(differ, k)
+			}
+		}
+		for k := range ghost {
+			if _, ok := orig[k]; !ok {
+				differ = append(differ, k)
+			}
+		}
+	}
+	if len(differ) > 0 {
+		sort.Strings(differ)
+		m.result.Verification = "MISMATCH under the lock"
+		return errNoRetry{fmt.Errorf("under the cut-over lock, %d changed row(s) of %s differ in the ghost table %s (keys, hex: %s); the cut-over was not done",
+			len(differ), m.qualified(m.Table), m.qualified(m.ghostName()), strings.Join(differ[:min(len(differ), 10)], "; "))}
+	}
+	m.result.Verification = strings.SplitN(m.result.Verification, "; ", 2)[0] + fmt.Sprintf("; %d changed rows compared again under the lock", len(keys))
+	return nil
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
