@@ -113,5 +113,6 @@
 // Limits: one table per Migration; the paging key's columns and types must stay the same (or be
 // widened); foreign keys are not carried over, triggers only with IncludeTriggers; a row with id 0
 // in an AUTO_INCREMENT column keeps id 0 (NO_AUTO_VALUE_ON_ZERO), where a plain ALTER TABLE
-// without that mode would renumber it; the verification is one pass before the cut-over lock.
+// without that mode would renumber it; an added AUTO_INCREMENT column is refused (ALTER TABLE numbers
+// the rows in the table's order, an online copy in the order they reach the ghost); the verification is one pass before the cut-over lock.
 package osc

@@ -364,7 +364,11 @@ func (m *Migration) mapColumns(ctx context.Context, orig, ghost *schema.Table, i
 func isChar(c *schema.Column) bool { return c.Charset != "" && c.Charset != "binary" }
 
 // checkAddedColumn refuses an added NOT NULL column without a default: the copy would fail on its
-// first row (or, outside strict mode, silently fill in 0 / ”).
+// first row (or, outside strict mode, silently fill in 0 / ”). It refuses an added AUTO_INCREMENT
+// column too: ALTER TABLE numbers the existing rows at once in the table's order, but the ghost
+// numbers them in the order they reach it (a row inserted during the copy gets a number below rows
+// copied after it, and a row updated during the migration is written again by the apply and gets a
+// new number), so the values would differ from the native ALTER's.
 func (m *Migration) checkAddedColumn(ctx context.Context, gc *schema.Column) error {
 	var def sql.NullString
 	var extra string
@@ -373,7 +377,10 @@ func (m *Migration) checkAddedColumn(ctx context.Context, gc *schema.Column) err
 	if err != nil {
 		return fmt.Errorf("read default of added column %s: %w", gc.Name, err)
 	}
-	if gc.Nullable || strings.Contains(strings.ToLower(extra), "auto_increment") {
+	if strings.Contains(strings.ToLower(extra), "auto_increment") {
+		return fmt.Errorf("the ALTER adds AUTO_INCREMENT column %s: ALTER TABLE numbers the existing rows in the table's order, an online copy in the order rows reach the new table (rows changed during the migration would be renumbered), so it cannot be done online exactly; run it as a plain ALTER TABLE, or add the column without AUTO_INCREMENT, fill it, and make it AUTO_INCREMENT in a second migration", gc.Name)
+	}
+	if gc.Nullable {
 		return nil
 	}
 	// MariaDB reports "NULL" (text) for no default on a NOT NULL column.
