@@ -241,6 +241,29 @@ func selectTables(ctx context.Context, db *sql.DB, f ferry.TableFilter) ([]*sche
 			out = append(out, t)
 		}
 	}
+	// A name without wildcards names one table, and a database named must exist: a typo is an
+	// error, not a smaller snapshot.
+	for _, p := range f.Include {
+		if strings.ContainsAny(p, "*?[") {
+			continue
+		}
+		found := false
+		for _, t := range out {
+			found = found || t.String() == p
+		}
+		if !found {
+			return nil, fmt.Errorf("source: table %s does not exist (or is excluded)", p)
+		}
+	}
+	for _, d := range f.Databases {
+		found := false
+		for _, x := range dbs {
+			found = found || x == d
+		}
+		if !found {
+			return nil, fmt.Errorf("source: database %s does not exist", d)
+		}
+	}
 	if len(out) == 0 {
 		return nil, errors.New("source: no table matches the table filter (-databases / -tables)")
 	}

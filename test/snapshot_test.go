@@ -120,6 +120,13 @@ func TestSnapshotRestoreRoundTripsEveryType(t *testing.T) {
 	}
 	t.Logf("restored %d rows in %d files (verify %s, load %s, indexes %s)", rep.Rows, rep.Files, rep.Verify, rep.Load, rep.Indexes)
 
+	// A table or database that does not exist is an error, not a smaller snapshot.
+	for _, f := range []ferry.TableFilter{{Include: []string{db + ".nosuch"}}, {Databases: []string{"nosuch_db"}}} {
+		if _, err := snapshot.Take(ctx, snapshot.Options{Source: conn(source), Tables: f, Storage: &snapshot.Dir{Path: t.TempDir()}, Logger: testLogger(t)}); err == nil || !strings.Contains(err.Error(), "does not exist") {
+			t.Errorf("snapshot of %+v: got %v, want an error naming what does not exist", f, err)
+		}
+	}
+
 	// The same snapshot again is refused as already restored; another one into the now full
 	// target is refused before writing.
 	if _, err := snapshot.Restore(ctx, restoreOpts(t, target, dir)); err == nil || !strings.Contains(err.Error(), "already restored") {
