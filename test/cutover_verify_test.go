@@ -147,6 +147,8 @@ func TestCopydbReportsBothVerificationPasses(t *testing.T) {
 	bin := rsBuildCopydb(t, t.TempDir())
 	const db = "cdpasses"
 	cvTable(t, ctx, db, 3000)
+	// A read-only cut-over leaves the source read-only after the swap; the next tests need it writable.
+	t.Cleanup(func() { source.Exec(context.Background(), "SET GLOBAL read_only = 0") })
 	out, code := runCopydb(t, ctx, bin, "-databases", db, "-create-tables", "-cutover", "read-only")
 	if code != 0 {
 		t.Fatalf("exit status %d:\n%s", code, rsTailString(out, 3000))
