@@ -227,6 +227,9 @@ func batchEvents(b *BinlogBatch) int { return len(b.Events) }
 type rowOp struct {
 	table *TableCopy
 	apply.Change
+	// raw, when set, is a foreign-key cascade carried out on table's children (cascadeOps) instead
+	// of Change.
+	raw *apply.Statement
 }
 
 func (w *TargetBinlogWriter) ops(ctx context.Context, events []DMLEvent) ([]rowOp, error) {
@@ -253,12 +256,15 @@ func (w *TargetBinlogWriter) ops(ctx context.Context, events []DMLEvent) ([]rowO
 		}
 		if before && (!after || !t.applyMapping().SameKey(e.Before, e.After)) {
 			m := t.applyMapping()
-			out = append(out, rowOp{t, apply.Change{Mapping: m, Delete: true, Values: m.KeyOf(e.Before)}})
+			out = append(out, rowOp{table: t, Change: apply.Change{Mapping: m, Delete: true, Values: m.KeyOf(e.Before)}})
 		}
 		if after {
 			m := t.applyMapping()
-			out = append(out, rowOp{t, apply.Change{Mapping: m, Values: m.Image(e.After)}})
+			out = append(out, rowOp{table: t, Change: apply.Change{Mapping: m, Values: m.Image(e.After)}})
 		}
+		// What the source's storage engine did to the children, whether or not this row is in the
+		// copy filter: the children on the target are whichever rows are.
+		out = append(out, cascadeOps(t, e.Before, e.After)...)
 	}
 	return out, nil
 }
@@ -275,7 +281,7 @@ func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, 
 	if err != nil {
 		return err
 	}
-	stmts, err := apply.StatementsWithin(changesOf(ops), w.MaxPacket)
+	stmts, err := w.statementsOf(ops)
 	if err != nil {
 		return fmt.Errorf("apply binlog events up to %s: %w", events[len(events)-1].Position, err)
 	}
@@ -284,6 +290,9 @@ func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, 
 	}
 	if w.Observer != nil {
 		for _, op := range ops {
+			if op.raw != nil {
+				continue
+			}
 			if op.Delete {
 				w.Observer.RowChanged(op.table.Source, op.Values)
 			} else {
@@ -300,6 +309,30 @@ func pick(vals []any, idx []int) []any {
 		out[i] = vals[j]
 	}
 	return out
+}
+
+// statementsOf turns ops into statements in order: runs of row changes through apply.Statements,
+// foreign-key cascades as they are.
+func (w *TargetBinlogWriter) statementsOf(ops []rowOp) ([]apply.Statement, error) {
+	var out []apply.Statement
+	start := 0
+	for i := 0; i <= len(ops); i++ {
+		if i < len(ops) && ops[i].raw == nil {
+			continue
+		}
+		if i > start {
+			stmts, err := apply.StatementsWithin(changesOf(ops[start:i]), w.MaxPacket)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, stmts...)
+		}
+		if i < len(ops) {
+			out = append(out, *ops[i].raw)
+		}
+		start = i + 1
+	}
+	return out, nil
 }
 
 func changesOf(ops []rowOp) []apply.Change {

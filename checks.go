@@ -163,62 +163,6 @@ func checkHostPool(ctx context.Context, db *sql.DB, field string, target bool) e
 	return nil
 }
 
-// checkForeignKeyCascades refuses selected tables that a cascading foreign key changes (the child
-// of an ON DELETE/ON UPDATE CASCADE, SET NULL or SET DEFAULT constraint, whether or not its parent
-// is selected): InnoDB makes those changes itself and they never reach the binlog, so the target
-// would keep the rows the source cascaded away.
-func (f *Ferry) checkForeignKeyCascades(ctx context.Context, tables []*TableCopy) error {
-	selected := map[string]bool{}
-	for _, t := range tables {
-		selected[t.Source.String()] = true
-	}
-	rows, err := f.Source.QueryContext(ctx, `SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, UNIQUE_CONSTRAINT_SCHEMA,
-		REFERENCED_TABLE_NAME, UPDATE_RULE, DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS
-		WHERE UPDATE_RULE IN ('CASCADE', 'SET NULL', 'SET DEFAULT') OR DELETE_RULE IN ('CASCADE', 'SET NULL', 'SET DEFAULT')
-		ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME`)
-	if err != nil {
-		return fmt.Errorf("source: read foreign keys: %w", err)
-	}
-	defer rows.Close()
-	var found []string
-	for rows.Next() {
-		var db, table, name, parentDB, parent, onUpdate, onDelete string
-		if err := rows.Scan(&db, &table, &name, &parentDB, &parent, &onUpdate, &onDelete); err != nil {
-			return fmt.Errorf("source: read foreign keys: %w", err)
-		}
-		if !selected[db+"."+table] {
-			continue
-		}
-		var actions []string
-		for _, a := range []struct{ on, rule string }{{"DELETE", onDelete}, {"UPDATE", onUpdate}} {
-			if a.rule == "CASCADE" || a.rule == "SET NULL" || a.rule == "SET DEFAULT" {
-				actions = append(actions, "ON "+a.on+" "+a.rule)
-			}
-		}
-		note := ""
-		if !selected[parentDB+"."+parent] {
-			note = ", not selected"
-		}
-		found = append(found, fmt.Sprintf("%s.%s.%s (%s from %s.%s%s)", db, table, name, strings.Join(actions, " "), parentDB, parent, note))
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("source: read foreign keys: %w", err)
-	}
-	if len(found) == 0 {
-		return nil
-	}
-	if f.Config.AllowForeignKeyCascades {
-		f.log.WithField("constraints", strings.Join(found, ", ")).Warn("ferry: cascading foreign keys change copied tables without a binlog event; the target diverges if a parent row is deleted or its key changed while ferry runs")
-		return nil
-	}
-	return &OptionError{
-		What: fmt.Sprintf("source: foreign keys change selected tables by cascade, which the binlog never shows, so the target would keep rows the source changed or deleted: %s; "+
-			"stop the application from deleting or re-keying these parent rows during the copy, or drop the cascade", strings.Join(found, ", ")),
-		Option: "AllowForeignKeyCascades",
-		Effect: "to copy anyway, accepting that the target diverges if a parent row is deleted or its key changed while ferry runs",
-	}
-}
-
 // checkTargetTriggers refuses target tables that have triggers: they would fire on every copied and
 // applied row (a BEFORE INSERT trigger that rewrites a column rewrites every copied row).
 func (f *Ferry) checkTargetTriggers(ctx context.Context, tables []*TableCopy) error {

@@ -370,9 +370,16 @@ type Config struct {
 	// never reach the binlog, so ferry cannot apply them: Initialize refuses these tables, naming
 	// each constraint, unless this is set. Setting it states that no parent row is deleted or has
 	// its referenced key changed while ferry runs, or accepts that the target diverges when one is
-	// (a checksum verification then reports the difference). There is no exact mode; see
-	// docs/design.md.
+	// (a checksum verification then reports the difference).
 	AllowForeignKeyCascades bool
+	// ApplyForeignKeyCascades has ferry carry out cascading foreign keys on the target itself: when
+	// the binlog shows a parent row deleted or its referenced columns changed, the writer applies
+	// the constraint's action to the child rows on the target, in the same place in binlog order.
+	// This is exact (docs/design.md, "Foreign-key cascades"); Initialize refuses, by name, the
+	// constraints it cannot apply exactly (a parent not selected, SET DEFAULT, cycles, ON UPDATE
+	// CASCADE on a child's unique key, ON UPDATE actions under a copy filter, update-type actions
+	// feeding further cascades).
+	ApplyForeignKeyCascades bool
 	// AllowTargetTriggers copies into target tables that have triggers. The triggers fire on every
 	// copied and applied row and can rewrite them, so Initialize refuses such tables, naming each
 	// trigger, unless this is set.

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
@@ -71,16 +72,28 @@ func (it *SourceDataIterator) Run(ctx context.Context, tables []*TableCopy, sink
 	if log == nil {
 		log = logrus.StandardLogger()
 	}
-	// Largest tables first: the longest table bounds the copy, so it must start early.
+	// Largest tables first: the longest table bounds the copy, so it must start early; a table that
+	// must be copied after others (TableCopy.copyAfter) comes after them.
 	ordered := append([]*TableCopy(nil), tables...)
 	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].EstimatedRows > ordered[j].EstimatedRows })
+	ordered = copyOrder(ordered)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
+	copied := map[*TableCopy]*sync.WaitGroup{}
 	for _, t := range ordered {
 		if t.state.Completed {
 			continue
 		}
+		for _, dep := range t.copyAfter {
+			if wg := copied[dep]; wg != nil {
+				if err := waitGroupCtx(gctx, wg); err != nil {
+					break
+				}
+			}
+		}
+		wg := &sync.WaitGroup{}
+		copied[t] = wg
 		if len(t.state.Ranges) == 0 {
 			planned, err := it.planRanges(gctx, t, ranges)
 			if err != nil {
@@ -94,7 +107,11 @@ func (it *SourceDataIterator) Run(ctx context.Context, tables []*TableCopy, sink
 				continue
 			}
 			task := copyTask{t, i}
-			g.Go(func() error { return it.copyRange(gctx, task, sink, log) })
+			wg.Add(1)
+			g.Go(func() error {
+				defer wg.Done()
+				return it.copyRange(gctx, task, sink, log)
+			})
 		}
 	}
 	if err := g.Wait(); err != nil {
@@ -312,4 +329,46 @@ func quoteIndex(name string) string {
 		return "PRIMARY"
 	}
 	return schema.QuoteIdent(name)
+}
+
+// copyOrder moves every table after the tables it must be copied after, keeping the given order
+// otherwise.
+func copyOrder(tables []*TableCopy) []*TableCopy {
+	var out []*TableCopy
+	placed := map[*TableCopy]bool{}
+	in := map[*TableCopy]bool{}
+	for _, t := range tables {
+		in[t] = true
+	}
+	var place func(t *TableCopy, depth int)
+	place = func(t *TableCopy, depth int) {
+		if placed[t] || depth > len(tables) {
+			return
+		}
+		for _, dep := range t.copyAfter {
+			if in[dep] {
+				place(dep, depth+1)
+			}
+		}
+		if !placed[t] {
+			placed[t] = true
+			out = append(out, t)
+		}
+	}
+	for _, t := range tables {
+		place(t, 0)
+	}
+	return out
+}
+
+// waitGroupCtx waits for wg or ctx.
+func waitGroupCtx(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

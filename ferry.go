@@ -619,6 +619,13 @@ func (f *Ferry) Start(ctx context.Context) error {
 		f.startPos = pos
 	}
 	cfg := &f.Config
+	if _, ours := f.DataIterator.(*SourceDataIterator); f.DataIterator != nil && !ours {
+		for _, t := range f.Tables {
+			if len(t.copyAfter) > 0 {
+				return fmt.Errorf("ferry: ApplyForeignKeyCascades needs %s copied completely before %s (a cascade finds its rows through theirs), which only the default DataIterator does", t.copyAfter[0].Source, t.Source)
+			}
+		}
+	}
 	if f.DataIterator == nil {
 		f.DataIterator = &SourceDataIterator{DB: f.Source, BatchSize: f.BatchSize, Workers: cfg.CopyWorkers,
 			RangesPerTable: cfg.RangesPerTable, Throttler: f.Throttler, OnThrottle: f.onThrottle, MaxRetries: cfg.MaxRetries, Logger: f.log}

@@ -28,6 +28,13 @@ type TableCopy struct {
 
 	mappingOnce sync.Once
 	mapping     *apply.Mapping
+
+	// cascades are the cascading foreign keys ferry applies when a row of this table is deleted or
+	// re-keyed (Config.ApplyForeignKeyCascades).
+	cascades []*cascadeRule
+	// copyAfter are tables whose copy must be complete before this table's starts: a cascade
+	// finds this table's rows through theirs.
+	copyAfter []*TableCopy
 }
 
 // applyMapping is how the binlog writer writes this table's row changes (package apply): every

@@ -60,7 +60,7 @@ func TestForeignKeyCascadesAreRefused(t *testing.T) {
 	must(t, err)
 	err = f.Initialize(ctx)
 	f.Close()
-	assertRefusal(t, err, "AllowForeignKeyCascades",
+	assertRefusal(t, err, "ApplyForeignKeyCascades",
 		[]string{"fkc.child.child_parent (ON DELETE CASCADE from fkc.parent)", "fkc.note.note_owner (ON UPDATE SET NULL from fkc_other.owner, not selected)"},
 		[]string{"plain_parent"})
 	if n := count(t, target, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'fkc'"); n != 0 {

@@ -68,6 +68,7 @@ type options struct {
 	createTables          bool
 	createObjects         string
 	allowFKCascades       bool
+	applyFKCascades       bool
 	allowTargetTriggers   bool
 	writeMethod           string
 	throttleFile          string
@@ -117,6 +118,7 @@ func run() int {
 	fs.BoolVar(&o.createTables, "create-tables", false, "create missing target tables from the source's definitions")
 	fs.StringVar(&o.createObjects, "create-objects", "", "also create these schema objects of the copied databases on the target: comma-separated views, routines, events, triggers, or all (views and routines before the copy; triggers and events with writes stopped, right before the swap, so they never fire on copied rows)")
 	fs.BoolVar(&o.allowFKCascades, "allow-fk-cascades", false, "copy tables changed by ON DELETE/UPDATE CASCADE or SET NULL foreign keys, accepting that the target diverges if a parent row is deleted or re-keyed during the copy (those changes never reach the binlog)")
+	fs.BoolVar(&o.applyFKCascades, "apply-fk-cascades", false, "carry out ON DELETE/UPDATE CASCADE and SET NULL foreign keys on the target (exact; shapes that cannot be done exactly are refused by name)")
 	fs.BoolVar(&o.allowTargetTriggers, "allow-target-triggers", false, "copy into target tables that have triggers (they fire on every copied and applied row)")
 	fs.BoolVar(&o.allowNonEmpty, "allow-nonempty-target", false, "copy into target tables that already hold rows")
 	fs.StringVar(&o.cutover, "cutover", "none", "how to cut over once caught up: none (stop after verifying, source untouched), read-only (set the source read_only, flush, swap), or wait (keep streaming until SIGUSR1, then read-only cut-over)")
@@ -199,6 +201,7 @@ var cliFlags = map[string]string{
 	"CreateTargetTables":      "-create-tables",
 	"AllowNonEmptyTarget":     "-allow-nonempty-target",
 	"AllowForeignKeyCascades": "-allow-fk-cascades",
+	"ApplyForeignKeyCascades": "-apply-fk-cascades",
 	"AllowTargetTriggers":     "-allow-target-triggers",
 	"CopyWriteMethod":         "-write-method",
 	"Filter.Column":           "-filter-column",
@@ -210,9 +213,12 @@ func describe(err error) string {
 	msg := err.Error()
 	var oe *ferry.OptionError
 	if errors.As(err, &oe) {
-		if flag, ok := cliFlags[oe.Option]; ok {
-			msg = strings.Replace(msg, oe.Error(), oe.Message(flag), 1)
-		}
+		msg = strings.Replace(msg, oe.Error(), oe.Message(func(option string) string {
+			if flag, ok := cliFlags[option]; ok {
+				return flag
+			}
+			return option
+		}), 1)
 	}
 	return msg
 }
@@ -296,6 +302,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		CopyWorkers:             o.workers,
 		CreateTargetTables:      o.createTables,
 		AllowForeignKeyCascades: o.allowFKCascades,
+		ApplyForeignKeyCascades: o.applyFKCascades,
 		AllowTargetTriggers:     o.allowTargetTriggers,
 		CreateSchemaObjects:     split(o.createObjects),
 		CopyWriteMethod:         ferry.WriteMethod(o.writeMethod),
