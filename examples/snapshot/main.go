@@ -245,7 +245,8 @@ func clone(ctx context.Context, log logrus.FieldLogger, o snapshot.CloneOptions,
 	restored := time.Since(start)
 	runErr := make(chan error, 1)
 	go func() { runErr <- f.Run(ctx) }()
-	if err := f.WaitUntilBinlogCaughtUp(ctx, time.Second); err != nil {
+	// Catch-up: apply every change committed on the source since the snapshot, up to now.
+	if _, err := f.FlushBinlog(ctx); err != nil {
 		return fail(err)
 	}
 	caught := time.Since(start) - restored
