@@ -44,7 +44,8 @@
 // binlog values through the same expressions the copy uses (session.go). The column mapping follows
 // the ALTER: a column dropped and added again under its name is a new column. The AUTO_INCREMENT
 // counter is carried over under the cut-over lock. Unless SkipVerification, an ALTER that keeps
-// the columns' values is verified (the verifier's Checksum) before the cut-over (verify.go). Without Execute, Run stops here (dry run)
+// the columns' values is verified (the verifier's Checksum) before the cut-over, and the rows
+// changed since are compared again under its lock (verify.go). Without Execute, Run stops here (dry run)
 // and drops the ghost; Plan.InstantPossible says whether the server could do the ALTER in place
 // with ALGORITHM=INSTANT instead.
 //
@@ -114,5 +115,6 @@
 // widened); foreign keys are not carried over, triggers only with IncludeTriggers; a row with id 0
 // in an AUTO_INCREMENT column keeps id 0 (NO_AUTO_VALUE_ON_ZERO), where a plain ALTER TABLE
 // without that mode would renumber it; an added AUTO_INCREMENT column is refused (ALTER TABLE numbers
-// the rows in the table's order, an online copy in the order they reach the ghost); the verification is one pass before the cut-over lock.
+// the rows in the table's order, an online copy in the order they reach the ghost); the re-check
+// of the verification under the lock covers at most 20,000 changed rows.
 package osc
