@@ -106,4 +106,16 @@ func TestSnapshotAndRestoreSurviveSIGKILL(t *testing.T) {
 	for _, name := range snapshotTables {
 		sameRowsOn(t, source, target, db+"."+name)
 	}
+
+	// The CLI's clone: restore, catch up the changes made since the snapshot, cut over.
+	must(t, target.Exec(ctx, "DROP DATABASE "+db, "DROP DATABASE _ferry"))
+	must(t, source.Exec(ctx, "UPDATE "+db+".big SET payload = 'changed after the snapshot' WHERE id % 97 = 0",
+		"DELETE FROM "+db+".strkey WHERE v % 11 = 0", "INSERT INTO "+db+".indexed VALUES (100000, 1, 'new')"))
+	clone := append(append([]string{"clone", "-from", dir, "-cutover", "none", "-log-level", "warn"}, srcFlags...), tgtFlags...)
+	if out, err := exec.Command(bin, clone...).CombinedOutput(); err != nil {
+		t.Fatalf("clone: %v\n%s", err, out)
+	}
+	for _, name := range snapshotTables {
+		sameRowsOn(t, source, target, db+"."+name)
+	}
 }
