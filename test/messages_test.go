@@ -48,7 +48,9 @@ func TestCopydbMessagesGiveOneCauseAndOneNextStep(t *testing.T) {
 			t.Fatalf("first run: exit %d\n%s", code, out)
 		}
 		// The servers swapped: the copied database exists on both, but the checkpoint's source is
-		// the other one.
+		// the other one. (An earlier read-only cut-over leaves the source read-only; it is the
+		// target here.)
+		must(t, source.Exec(ctx, "SET GLOBAL read_only = 0"))
 		out, code := runCopydb(t, ctx, bin, append(append(serverArgs("source", target), serverArgs("target", source)...),
 			"-databases", db, "-state-file", state, "-resume", "-verify", "none")...)
 		if code != 1 || !strings.Contains(out, "the checkpoint was taken from the source server") || strings.Contains(out, "purged") || strings.Contains(out, resumeHint) {
