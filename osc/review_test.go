@@ -81,3 +81,38 @@ func TestAddedAutoIncrementColumnRefused(t *testing.T) {
 		}
 	}
 }
+
+// TIMESTAMP conversions at the edges, in a server time zone other than UTC: a DATETIME outside the
+// TIMESTAMP range once read in the server's zone fails like ALTER TABLE (1292; CONVERT_TZ returned it
+// unconverted, and it was stored shifted with exit 0), in the copy and in the apply; zero values
+// keep their zero as ALTER TABLE does (CONVERT_TZ made them NULL silently, or failed the apply).
+func TestNativeTimestampEdges(t *testing.T) {
+	runNativeCases(t, []nativeCase{{
+		name:    "DATETIME to TIMESTAMP in a +05:00 server, a value below the TIMESTAMP range in UTC",
+		globals: []string{"time_zone = '+05:00'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, dt DATETIME NULL) ENGINE=InnoDB",
+		rows:    []string{"INSERT INTO %s SELECT seq, '2020-01-01 10:00:00' + INTERVAL seq DAY FROM seq_1_to_30", "UPDATE %s SET dt = '1970-01-01 03:00:00' WHERE id = 7"},
+		alter:   "MODIFY dt TIMESTAMP NULL",
+	}, {
+		name:    "DATETIME to TIMESTAMP in a -05:00 server, a value above the range arrives during the copy",
+		globals: []string{"time_zone = '-05:00'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, dt DATETIME NULL) ENGINE=InnoDB",
+		rows:    []string{"INSERT INTO %s SELECT seq, '2020-01-01 10:00:00' + INTERVAL seq DAY FROM seq_1_to_30"},
+		writes:  []string{"UPDATE %s SET dt = '2038-01-19 01:00:00' WHERE id = 25"},
+		alter:   "MODIFY dt TIMESTAMP NULL",
+	}, {
+		name:    "zero TIMESTAMP to DATETIME in a +05:00 server",
+		globals: []string{"time_zone = '+05:00'", "sql_mode = 'STRICT_TRANS_TABLES'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, ts TIMESTAMP NULL, ts2 TIMESTAMP NOT NULL DEFAULT '2000-01-01') ENGINE=InnoDB",
+		rows:    []string{"INSERT INTO %s SELECT seq, IF(seq = 3, '0000-00-00 00:00:00', '2020-01-01'), IF(seq = 4, '0000-00-00 00:00:00', '2020-01-01') FROM seq_1_to_30"},
+		writes:  []string{"UPDATE %s SET ts = '0000-00-00 00:00:00', ts2 = '0000-00-00' WHERE id = 25"},
+		alter:   "MODIFY ts DATETIME NULL, MODIFY ts2 DATETIME NOT NULL",
+	}, {
+		name:    "zero DATETIME to TIMESTAMP in a +05:00 server",
+		globals: []string{"time_zone = '+05:00'", "sql_mode = 'STRICT_TRANS_TABLES'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, dt DATETIME NULL) ENGINE=InnoDB",
+		rows:    []string{"INSERT INTO %s SELECT seq, IF(seq = 3, '0000-00-00 00:00:00', '2020-01-01') FROM seq_1_to_30"},
+		writes:  []string{"UPDATE %s SET dt = '0000-00-00 00:00:00' WHERE id = 25"},
+		alter:   "MODIFY dt TIMESTAMP NULL",
+	}})
+}

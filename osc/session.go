@@ -22,6 +22,9 @@ import (
 // in its time zone (Migration.TimeZone, default @@GLOBAL.time_zone) is spelled out with
 // CONVERT_TZ, in the same expression for the copy (over the original's column) and for the apply
 // (over the binlog value). The ghost DDL runs in that zone (TIMESTAMP defaults are local times).
+// CONVERT_TZ differs from the column's own conversion at the edges (it returns a value outside the
+// TIMESTAMP range unconverted, and NULL for a zero date), so the expression handles both as ALTER
+// TABLE does: the first fails with 1292, the second keeps its zero.
 //
 // Binlog values reach the apply as Go values, not as the column's type: the apply first restores
 // the source type (CAST(? AS FLOAT) for a FLOAT, DECIMAL(M,D) for a DECIMAL ...), so that the
@@ -130,11 +133,49 @@ func (m *Migration) convertExpr(cm ColumnMap, value string) string {
 		if d := fractionDigits.FindStringSubmatch(cm.From.ColumnType); d != nil {
 			fsp = d[1]
 		}
-		return "CAST(CONVERT_TZ(" + value + ", '+00:00', " + zone + ") AS DATETIME(" + fsp + "))"
+		// A zero TIMESTAMP has no instant: CONVERT_TZ gives NULL, ALTER TABLE keeps the zero.
+		return usedOnce(cm, value, func(v string) string {
+			return "CAST(COALESCE(CONVERT_TZ(" + v + ", '+00:00', " + zone + "), " + v + ") AS DATETIME(" + fsp + "))"
+		})
 	case -1:
-		return "CONVERT_TZ(" + value + ", " + zone + ", '+00:00')"
+		// CONVERT_TZ gives NULL for a zero date (or one with zero parts): the value is written
+		// unchanged, and the TIMESTAMP column takes or refuses it as it does in any zone. It returns
+		// a value outside the TIMESTAMP range unchanged, where ALTER TABLE fails (1292); so such a
+		// value (unchanged by the conversion although the zone's offset at it is not zero) is
+		// made a text the column refuses with that error, naming the value and the zone.
+		return usedOnce(cm, value, func(v string) string {
+			utc := "CONVERT_TZ(" + v + ", " + zone + ", '+00:00')"
+			return "CASE WHEN " + utc + " IS NULL THEN " + v +
+				" WHEN " + utc + " = " + v + " AND CONVERT_TZ(" + v + ", '+00:00', " + zone + ") <> " + v +
+				" THEN CAST(CONCAT(" + v + ", ' is outside the TIMESTAMP range in time zone ', " + zone + ") AS DATETIME)" +
+				" ELSE " + utc + " END"
+		})
 	}
 	return value
+}
+
+// usedOnce builds an expression that uses value several times (expr(v)). A value bound to a
+// placeholder (the apply's "?", bound once per row) is selected once in a derived table.
+// A binlog DATETIME or TIMESTAMP arrives as text, and text that is a zero date is refused (1292)
+// by CONVERT_TZ in a strict statement where the column's zero value is not: it is read as the
+// column's type first.
+func usedOnce(cm ColumnMap, value string, expr func(v string) string) string {
+	if !strings.Contains(value, "?") {
+		return expr(value)
+	}
+	if value == "?" {
+		switch cm.From.DataType {
+		case "datetime", "timestamp":
+			fsp := "0"
+			if d := fractionDigits.FindStringSubmatch(cm.From.ColumnType); d != nil {
+				fsp = d[1]
+			}
+			value = "CAST(? AS DATETIME(" + fsp + "))"
+		case "date":
+			value = "CAST(? AS DATE)"
+		}
+	}
+	return "(SELECT " + expr("ferry_value.v") + " FROM (SELECT " + value + " AS v) AS ferry_value)"
 }
 
 // sourceTypeExpr restores a binlog value's source type where the new column's type differs, so the
