@@ -44,6 +44,9 @@ type TargetBatchWriter struct {
 	// MaxPacket is the target's max_allowed_packet (0: unknown). A row whose INSERT is larger fails
 	// the batch before any of it is written, with ErrRowTooLarge naming the row.
 	MaxPacket int
+	// gate, when set (by Ferry.Start), keeps each attempt apart from the binlog apply's
+	// transactions on the same table: see apply.Gate.
+	gate *apply.Gate
 }
 
 // WriteBatch implements BatchWriter.
@@ -60,7 +63,7 @@ func (w *TargetBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error {
 		log = logrus.StandardLogger()
 	}
 	return retry.Do(ctx, max(w.MaxRetries, 1), log, "write batch to "+b.Table.TargetName(), func() error {
-		if err := apply.ExecTx(ctx, w.DB, stmts); err != nil {
+		if err := w.gate.Copy(b.Table.TargetName(), func() error { return apply.ExecTx(ctx, w.DB, stmts) }); err != nil {
 			return fmt.Errorf("insert into %s: %w", b.Table.TargetName(), err)
 		}
 		return nil

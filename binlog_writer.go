@@ -70,6 +70,8 @@ type TargetBinlogWriter struct {
 	// appliedEvent is the source timestamp of the last batch applied that had one.
 	appliedEvent time.Time
 	events       atomic.Int64
+	// gate, when set (by Ferry.Start), is shared with the copy's writers: see apply.Gate.
+	gate *apply.Gate
 }
 
 func (w *TargetBinlogWriter) init() {
@@ -285,7 +287,11 @@ func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, 
 	if err != nil {
 		return fmt.Errorf("apply binlog events up to %s: %w", events[len(events)-1].Position, err)
 	}
-	if err := apply.Exec(ctx, w.DB, stmts, w.MaxRetries, log, "target transaction"); err != nil {
+	// Under the gate the copy does not write these tables while this transaction (or its retries)
+	// runs: the two cannot deadlock, and the apply never waits for more than the batches in flight.
+	if err := w.gate.Apply(targetsOf(ops), func() error {
+		return apply.Exec(ctx, w.DB, stmts, w.MaxRetries, log, "target transaction")
+	}); err != nil {
 		return fmt.Errorf("apply binlog events up to %s: %w", events[len(events)-1].Position, err)
 	}
 	if w.Observer != nil {
@@ -333,6 +339,15 @@ func (w *TargetBinlogWriter) statementsOf(ops []rowOp) ([]apply.Statement, error
 		start = i + 1
 	}
 	return out, nil
+}
+
+// targetsOf lists the target tables ops write (a cascade's op names the child it writes).
+func targetsOf(ops []rowOp) []string {
+	out := make([]string, len(ops))
+	for i, op := range ops {
+		out[i] = op.table.TargetName()
+	}
+	return out
 }
 
 func changesOf(ops []rowOp) []apply.Change {

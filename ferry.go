@@ -42,6 +42,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ferrykit/ferry/internal/apply"
 	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/throttler"
@@ -630,17 +631,20 @@ func (f *Ferry) Start(ctx context.Context) error {
 		f.DataIterator = &SourceDataIterator{DB: f.Source, BatchSize: f.BatchSize, Workers: cfg.CopyWorkers,
 			RangesPerTable: cfg.RangesPerTable, Throttler: f.Throttler, OnThrottle: f.onThrottle, MaxRetries: cfg.MaxRetries, Logger: f.log}
 	}
+	// The default copy writers and binlog writer share one gate, so that the copy yields to the
+	// apply instead of deadlocking with it (apply.Gate).
+	gate := &apply.Gate{}
 	if f.BatchWriter == nil {
 		if f.loadData {
-			f.BatchWriter = &LoadDataBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MariaDB: f.TargetFlavor.MariaDB,
-				Fallback: &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MaxPacket: f.targetMaxPacket}}
+			f.BatchWriter = &LoadDataBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MariaDB: f.TargetFlavor.MariaDB, gate: gate,
+				Fallback: &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MaxPacket: f.targetMaxPacket, gate: gate}}
 		} else {
-			f.BatchWriter = &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MaxPacket: f.targetMaxPacket}
+			f.BatchWriter = &TargetBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MaxPacket: f.targetMaxPacket, gate: gate}
 		}
 	}
 	if f.BinlogWriter == nil {
 		w := &TargetBinlogWriter{DB: f.Target, MaxPacket: f.targetMaxPacket, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, MaxRetries: cfg.MaxRetries,
-			Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log}
+			Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log, gate: gate}
 		if f.Observer != nil {
 			w.OnApplied = f.Observer.ChangesApplied
 		}

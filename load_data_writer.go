@@ -14,6 +14,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferrykit/ferry/internal/apply"
 	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 )
@@ -42,6 +43,9 @@ type LoadDataBatchWriter struct {
 	MariaDB bool
 
 	seq atomic.Int64
+	// gate, when set (by Ferry.Start), keeps each attempt apart from the binlog apply's
+	// transactions on the same table: see apply.Gate.
+	gate *apply.Gate
 }
 
 func (w *LoadDataBatchWriter) canLoad(t *TableCopy) bool {
@@ -60,7 +64,7 @@ func (w *LoadDataBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error
 	}
 	if !w.canLoad(b.Table) {
 		if w.Fallback == nil {
-			w.Fallback = &TargetBatchWriter{DB: w.DB, MaxRetries: w.MaxRetries, Logger: w.Logger}
+			w.Fallback = &TargetBatchWriter{DB: w.DB, MaxRetries: w.MaxRetries, Logger: w.Logger, gate: w.gate}
 		}
 		return w.Fallback.WriteBatch(ctx, b)
 	}
@@ -81,7 +85,7 @@ func (w *LoadDataBatchWriter) WriteBatch(ctx context.Context, b *RowBatch) error
 		log = logrus.StandardLogger()
 	}
 	return retry.Do(ctx, max(w.MaxRetries, 1), log, "load batch into "+b.Table.TargetName(), func() error {
-		return w.load(ctx, q, b.Table)
+		return w.gate.Copy(b.Table.TargetName(), func() error { return w.load(ctx, q, b.Table) })
 	})
 }
 
