@@ -334,6 +334,27 @@ type Config struct {
 	// BatchSize is the number of rows per copy batch; default 1000. SetBatchSize changes it while
 	// running.
 	BatchSize int
+	// TargetChunkTime, when positive, makes the batch size adaptive: each batch (the locking read
+	// on the source, the write to the target and its commit) is sized to take about this long,
+	// from the rows per second of the recent batches, growing by at most 1.5x per batch and
+	// shrinking at once when batches get slow; BatchSize is then the starting size. The source
+	// rows of a batch stay share-locked until the target commits them, so this is also about the
+	// longest an application UPDATE or DELETE of a row being copied waits for ferry. Zero keeps
+	// BatchSize fixed. The command-line tools default to 500ms.
+	TargetChunkTime time.Duration
+	// MinBatchSize and MaxBatchSize bound the adaptive batch size; defaults 100 and 100,000 rows.
+	MinBatchSize, MaxBatchSize int
+	// MaxRowsPerSecond, when positive, caps how fast rows are copied, over all workers (it does
+	// not slow the binlog apply). The wait is between batches, while no source row is locked.
+	MaxRowsPerSecond float64
+	// ExactRowCount counts each table's rows (with the copy filter) with SELECT COUNT(*) at
+	// Initialize instead of taking information_schema's estimate, so Progress shows a true total
+	// and ETA. The count scans every table once.
+	ExactRowCount bool
+	// PanicFlagFile, when set, is watched while Run runs: when the file exists, Run stops at once
+	// with ErrPanicFlag — the open batches are rolled back, so no source row stays locked, and the
+	// checkpoint is saved (if Checkpoints is set), so the work can be resumed.
+	PanicFlagFile string
 	// CopyWorkers is how many key ranges are copied at once, across all tables; default 4.
 	CopyWorkers int
 	// RangesPerTable splits each large table into this many key ranges copied in parallel; default
@@ -433,7 +454,8 @@ func (c *Config) Validate() error {
 	if err := validateObjectKinds(c.CreateSchemaObjects); err != nil {
 		return err
 	}
-	if c.BatchSize < 0 || c.CopyWorkers < 0 || c.RangesPerTable < 0 || c.ApplyBatchSize < 0 {
+	if c.BatchSize < 0 || c.CopyWorkers < 0 || c.RangesPerTable < 0 || c.ApplyBatchSize < 0 ||
+		c.TargetChunkTime < 0 || c.MinBatchSize < 0 || c.MaxBatchSize < 0 || c.MaxRowsPerSecond < 0 {
 		return errors.New("config: sizes and concurrencies must not be negative")
 	}
 	return nil

@@ -9,9 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
 	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
@@ -51,6 +54,24 @@ type SourceDataIterator struct {
 	OnThrottle     func(throttler.Status)
 	MaxRetries     int
 	Logger         logrus.FieldLogger
+
+	// TargetChunkTime, when positive, adapts the batch size after every batch so that a batch —
+	// the locking read, the write to the target and its commit — takes about this long (see
+	// chunkSizer), within MinBatchSize and MaxBatchSize (defaults DefaultMinBatchSize and
+	// DefaultMaxBatchSize). The size starts at BatchSize and each new size is handed to
+	// SetBatchSize. Since the source rows of a batch stay share-locked until the target commits,
+	// this is also about the longest an application write to those rows waits for the copy.
+	// Zero keeps the batch size fixed.
+	TargetChunkTime            time.Duration
+	MinBatchSize, MaxBatchSize int
+	SetBatchSize               func(int)
+	// RowsPerSecond, when positive, caps the rate at which rows are copied, across all workers.
+	// The wait happens between batches, never while source rows are locked.
+	RowsPerSecond float64
+
+	sizer   *chunkSizer
+	limiter *rate.Limiter
+	size    atomic.Int64 // the adaptive size when SetBatchSize is nil
 }
 
 type copyTask struct {
@@ -72,6 +93,14 @@ func (it *SourceDataIterator) Run(ctx context.Context, tables []*TableCopy, sink
 	if log == nil {
 		log = logrus.StandardLogger()
 	}
+	if it.TargetChunkTime > 0 {
+		it.sizer = newChunkSizer(it.TargetChunkTime, it.MinBatchSize, it.MaxBatchSize)
+		if it.BatchSize != nil && it.BatchSize() > 0 {
+			// A host's starting size below the minimum lowers the minimum: it asked for small batches.
+			it.sizer.min = min(it.sizer.min, it.BatchSize())
+		}
+	}
+	it.limiter = newRowLimiter(it.RowsPerSecond)
 	// Largest tables first: the longest table bounds the copy, so it must start early; a table that
 	// must be copied after others (TableCopy.copyAfter) comes after them.
 	ordered := append([]*TableCopy(nil), tables...)
@@ -135,25 +164,59 @@ func (it *SourceDataIterator) copyRange(ctx context.Context, task copyTask, sink
 		if r.Done {
 			return nil
 		}
-		size := 1000
-		if it.BatchSize != nil && it.BatchSize() > 0 {
-			size = it.BatchSize()
-		}
+		size := it.batchSize()
 		var n int
 		var last Key
+		var took time.Duration
 		err := retry.Do(ctx, max(it.MaxRetries, 1), log, "copy "+t.String(), func() error {
 			var err error
+			began := time.Now()
 			n, last, err = it.copyPage(ctx, t, keyCols, keyIdx, r, size, sink)
+			took = time.Since(began)
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("copy %s: %w", t, retry.Unwrap(err))
 		}
 		t.recordCopied(task.index, last, n, n < size)
+		if it.sizer != nil && n == size {
+			// Only full batches are samples: a short last page says little about the next one.
+			it.setBatchSize(it.sizer.next(size, n, took))
+		}
+		if it.limiter != nil {
+			if err := waitRows(ctx, it.limiter, n); err != nil {
+				return fmt.Errorf("copy %s: %w", t, err)
+			}
+		}
 		if n < size {
 			return nil
 		}
 	}
+}
+
+// batchSize is the size of the next batch: the adaptive size, else BatchSize, else 1000.
+func (it *SourceDataIterator) batchSize() int {
+	if it.sizer != nil && it.SetBatchSize == nil {
+		if n := it.size.Load(); n > 0 {
+			return int(n)
+		}
+	}
+	size := 1000
+	if it.BatchSize != nil && it.BatchSize() > 0 {
+		size = it.BatchSize()
+	}
+	if it.sizer != nil {
+		size = min(size, it.sizer.max)
+	}
+	return size
+}
+
+func (it *SourceDataIterator) setBatchSize(n int) {
+	if it.SetBatchSize != nil {
+		it.SetBatchSize(n)
+		return
+	}
+	it.size.Store(int64(n))
 }
 
 // copyPage reads one page after r.Last within r with a locking read and hands it to sink before
@@ -234,10 +297,7 @@ func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCol
 
 // planRanges splits a table's key space into at most n ranges of similar size (PlanKeyRanges).
 func (it *SourceDataIterator) planRanges(ctx context.Context, t *TableCopy, n int) ([]*KeyRange, error) {
-	size := 1000
-	if it.BatchSize != nil && it.BatchSize() > 0 {
-		size = it.BatchSize()
-	}
+	size := it.batchSize()
 	return PlanKeyRanges(ctx, it.DB, t.Source, t.EstimatedRows, n, int64(4*size))
 }
 

@@ -34,6 +34,10 @@ var (
 	// ErrRowTooLarge: a row does not fit in one statement the target accepts (its
 	// max_allowed_packet); the error names the table, the row's key, the size and the setting.
 	ErrRowTooLarge = apply.ErrRowTooLarge
+	// ErrPanicFlag: the Config.PanicFlagFile appeared, so the run stopped at once: the open copy
+	// batches were rolled back (no source row stays locked) and the checkpoint was saved, so the
+	// work can be resumed.
+	ErrPanicFlag = errors.New("panic flag file")
 )
 
 // startOver is the one next step after an error that no resume can get past.

@@ -33,6 +33,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -334,7 +335,17 @@ func (f *Ferry) loadTable(ctx context.Context, database, name string) (*TableCop
 		return nil, err
 	}
 	var est sql.NullInt64
-	f.Source.QueryRowContext(ctx, "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?", database, name).Scan(&est)
+	if f.Config.ExactRowCount {
+		q := "SELECT COUNT(*) FROM " + src.QualifiedName()
+		if cond != "" {
+			q += " WHERE " + cond
+		}
+		if err := f.Source.QueryRowContext(ctx, q).Scan(&est); err != nil {
+			return nil, fmt.Errorf("count the rows of %s (-exact-rowcount): %w", src, err)
+		}
+	} else {
+		f.Source.QueryRowContext(ctx, "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?", database, name).Scan(&est)
+	}
 	t.EstimatedRows = est.Int64
 	return t, nil
 }
@@ -629,7 +640,9 @@ func (f *Ferry) Start(ctx context.Context) error {
 	}
 	if f.DataIterator == nil {
 		f.DataIterator = &SourceDataIterator{DB: f.Source, BatchSize: f.BatchSize, Workers: cfg.CopyWorkers,
-			RangesPerTable: cfg.RangesPerTable, Throttler: f.Throttler, OnThrottle: f.onThrottle, MaxRetries: cfg.MaxRetries, Logger: f.log}
+			RangesPerTable: cfg.RangesPerTable, Throttler: f.Throttler, OnThrottle: f.onThrottle, MaxRetries: cfg.MaxRetries, Logger: f.log,
+			TargetChunkTime: cfg.TargetChunkTime, MinBatchSize: cfg.MinBatchSize, MaxBatchSize: cfg.MaxBatchSize,
+			SetBatchSize: f.SetBatchSize, RowsPerSecond: cfg.MaxRowsPerSecond}
 	}
 	// The default copy writers and binlog writer share one gate, so that the copy yields to the
 	// apply instead of deadlocking with it (apply.Gate).
@@ -746,7 +759,18 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 	if o, ok := f.Observer.(interface{ Retried(what string) }); ok {
 		ctx = retry.WithObserver(ctx, o.Retried)
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	runCtx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	stopWatch := make(chan struct{})
+	var wg sync.WaitGroup
+	if f.Config.PanicFlagFile != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			watchPanicFlag(f.Config.PanicFlagFile, stopWatch, abort)
+		}()
+	}
+	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error {
 		defer close(f.streamDone)
 		err := f.BinlogStreamer.Run(gctx, f.startPos)
@@ -775,6 +799,11 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 		}()
 	}
 	err = g.Wait()
+	close(stopWatch)
+	wg.Wait()
+	if cause := context.Cause(runCtx); errors.Is(cause, ErrPanicFlag) {
+		err = cause
+	}
 	if f.Checkpoints != nil {
 		// Stop the periodic saves first, so none of them can overwrite the final state.
 		close(stop)
@@ -794,6 +823,24 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 		f.log.WithError(err).Error("ferry: run failed")
 	}
 	return err
+}
+
+// watchPanicFlag aborts the run, with ErrPanicFlag, as soon as the file exists; it returns when it
+// did or when stop is closed.
+func watchPanicFlag(path string, stop <-chan struct{}, abort context.CancelCauseFunc) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(path); err == nil {
+			abort(fmt.Errorf("ferry: the panic flag file %s appeared: run aborted, open copy batches rolled back; remove the file and resume from the checkpoint (-resume): %w", path, ErrPanicFlag))
+			return
+		}
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func (f *Ferry) writeBatch(ctx context.Context, b *RowBatch) error {

@@ -65,6 +65,10 @@ type options struct {
 	filterColumn          string
 	filterValue           string
 	batchSize, workers    int
+	targetChunkTime       time.Duration
+	maxRowsPerSecond      float64
+	exactRowCount         bool
+	panicFlagFile         string
 	createTables          bool
 	createObjects         string
 	allowFKCascades       bool
@@ -109,7 +113,11 @@ func run() int {
 	fs.StringVar(&o.rewriteTs, "rewrite-tables", "", "comma-separated db.table=newname table renames")
 	fs.StringVar(&o.filterColumn, "filter-column", "", "copy only rows whose column equals -filter-value (tables without the column are copied whole)")
 	fs.StringVar(&o.filterValue, "filter-value", "", "value for -filter-column (integer or string)")
-	fs.IntVar(&o.batchSize, "batch-size", 1000, "rows per copy batch")
+	fs.IntVar(&o.batchSize, "batch-size", 1000, "rows per copy batch: the starting size when -target-chunk-time adapts it; given alone (without -target-chunk-time), a fixed size")
+	fs.DurationVar(&o.targetChunkTime, "target-chunk-time", 500*time.Millisecond, "size each copy batch to take about this long (100 to 100,000 rows); it is also about the longest an application write to a row being copied waits, since the batch's source rows stay share-locked until the target commits them; 0 keeps -batch-size fixed")
+	fs.Float64Var(&o.maxRowsPerSecond, "max-rows-per-second", 0, "cap the copy at this many rows per second (0: no cap)")
+	fs.BoolVar(&o.exactRowCount, "exact-rowcount", false, "count each table's rows with SELECT COUNT(*) before the copy instead of the statistics' estimate, for a true total and ETA")
+	fs.StringVar(&o.panicFlagFile, "panic-flag-file", "", "stop at once when this file appears: open batches rolled back, checkpoint saved (resume with -resume)")
 	fs.IntVar(&o.workers, "workers", 4, "key ranges copied at once")
 	fs.StringVar(&o.throttleFile, "throttle-flag-file", "", "pause copy and apply while this file exists")
 	fs.StringVar(&o.maxLoad, "max-load", "", "pause while source status variables reach these values, e.g. Threads_running=25")
@@ -143,6 +151,11 @@ func run() int {
 			fmt.Fprintln(os.Stderr, "copydb:", err)
 			return 2
 		}
+	}
+	set := map[string]bool{} // on the command line or in the -config file
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["batch-size"] && !set["target-chunk-time"] {
+		o.targetChunkTime = 0 // a batch size given alone is a fixed one
 	}
 	var err error
 	for _, side := range []struct {
@@ -299,6 +312,10 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		Source: o.source, Target: o.target,
 		Tables:                  ferry.TableFilter{Databases: split(o.databases), Include: split(o.tables), Exclude: split(o.exclude)},
 		BatchSize:               o.batchSize,
+		TargetChunkTime:         o.targetChunkTime,
+		MaxRowsPerSecond:        o.maxRowsPerSecond,
+		ExactRowCount:           o.exactRowCount,
+		PanicFlagFile:           o.panicFlagFile,
 		CopyWorkers:             o.workers,
 		CreateTargetTables:      o.createTables,
 		AllowForeignKeyCascades: o.allowFKCascades,
