@@ -71,8 +71,9 @@ func createSeqTable(t *testing.T, db string, rows int) {
 	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
 }
 
-// startRecorded starts a Ferry on db with cfg's copy settings and the recording writer.
-func startRecorded(t *testing.T, ctx context.Context, db string, cfg ferry.Config, w *recordingWriter) (*ferry.Ferry, chan error) {
+// recordedFerry initialises a Ferry copying db with cfg's copy settings through the recording
+// writer, with one worker and one range per table.
+func recordedFerry(t *testing.T, ctx context.Context, db string, cfg ferry.Config, w *recordingWriter) *ferry.Ferry {
 	t.Helper()
 	cfg.Source, cfg.Target = conn(source), conn(target)
 	cfg.Tables = ferry.TableFilter{Databases: []string{db}}
@@ -85,10 +86,23 @@ func startRecorded(t *testing.T, ctx context.Context, db string, cfg ferry.Confi
 	must(t, f.Initialize(ctx))
 	w.inner = &ferry.TargetBatchWriter{DB: f.Target, MaxRetries: 5}
 	f.BatchWriter = w
+	return f
+}
+
+// runFerry starts f and runs it in the background.
+func runFerry(t *testing.T, ctx context.Context, f *ferry.Ferry) chan error {
+	t.Helper()
 	must(t, f.Start(ctx))
 	errc := make(chan error, 1)
 	go func() { errc <- f.Run(ctx) }()
-	return f, errc
+	return errc
+}
+
+// startRecorded starts a recordedFerry.
+func startRecorded(t *testing.T, ctx context.Context, db string, cfg ferry.Config, w *recordingWriter) (*ferry.Ferry, chan error) {
+	t.Helper()
+	f := recordedFerry(t, ctx, db, cfg, w)
+	return f, runFerry(t, ctx, f)
 }
 
 // With a target chunk time the batch size grows (by at most 1.5x a batch) while batches are fast,
@@ -219,26 +233,15 @@ func TestPanicFlagFileStopsTheRunResumably(t *testing.T) {
 	var mu sync.Mutex
 	var saved *ferry.State
 	cfg := ferry.Config{BatchSize: 100, PanicFlagFile: flag}
-	cfg.Source, cfg.Target = conn(source), conn(target)
-	cfg.Tables = ferry.TableFilter{Databases: []string{db}}
-	cfg.CreateTargetTables = true
-	cfg.CopyWorkers, cfg.RangesPerTable = 1, 1
-	cfg.Logger = testLogger(t)
-	f, err := ferry.New(cfg)
-	must(t, err)
-	defer f.Close()
-	must(t, f.Initialize(ctx))
-	w.inner = &ferry.TargetBatchWriter{DB: f.Target, MaxRetries: 5}
-	f.BatchWriter = w
+	f := recordedFerry(t, ctx, db, cfg, w)
 	f.Checkpoints = ferry.CheckpointFunc(func(_ context.Context, s *ferry.State) error {
 		mu.Lock()
 		saved = s
 		mu.Unlock()
 		return nil
 	})
-	must(t, f.Start(ctx))
-	errc := make(chan error, 1)
-	go func() { errc <- f.Run(ctx) }()
+	errc := runFerry(t, ctx, f)
+	var err error
 	select {
 	case err = <-errc:
 	case <-time.After(30 * time.Second):
