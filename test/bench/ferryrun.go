@@ -32,6 +32,7 @@ type ferryOpts struct {
 	Writer           string              // "" for INSERTs (TargetBatchWriter), "loaddata" for LOAD DATA (LoadDataBatchWriter)
 	Verifier         verifier.Verifier   `json:"-"`
 	Throttler        throttler.Throttler `json:"-"`
+	Observer         ferry.Observer      `json:"-"`
 }
 
 type ferryRun struct {
@@ -69,6 +70,9 @@ func startFerry(ctx context.Context, o ferryOpts) (*ferryRun, error) {
 	}
 	f.Verifier = o.Verifier
 	f.Throttler = o.Throttler
+	if o.Observer != nil {
+		f.Observer = o.Observer
+	}
 	if err := f.Initialize(ctx); err != nil {
 		return nil, err
 	}

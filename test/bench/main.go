@@ -33,7 +33,7 @@ var (
 	rowsFlag     = flag.Int64("rows", 1_000_000, "rows in the orders-like table")
 	narrowFlag   = flag.Int64("narrow-rows", 1_000_000, "rows in the narrow table (id, int, varchar(32))")
 	loadFlag     = flag.Float64("load", 500, "writes/s of the mixed load on the source during the under-load copy and the cut-overs")
-	onlyFlag     = flag.String("only", "", "comma-separated sections to run: ceilings,copy,verify,rss,narrow,load,inline,apply,cutover,osc,snapshot (default all)")
+	onlyFlag     = flag.String("only", "", "comma-separated sections to run: ceilings,copy,verify,rss,narrow,load,loaddata-load,inline,apply,cutover,osc,snapshot (default all)")
 	jsonFlag     = flag.String("json", "", "write the figures as JSON to this file")
 	cutoversFlag = flag.Int("cutovers", 20, "number of cut-overs measured under load")
 	quickFlag    = flag.Bool("quick", false, "small smoke run: 50k orders rows, 50k narrow rows, 5 cut-overs")
@@ -207,6 +207,7 @@ func run(ctx context.Context) error {
 		{"rss", b.rss},
 		{"narrow", b.narrowCopy},
 		{"load", b.copyUnderLoad},
+		{"loaddata-load", b.copyDefaultWriterUnderLoad},
 		{"inline", b.inline},
 		{"apply", b.apply},
 		{"cutover", b.cutovers},
