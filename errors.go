@@ -38,6 +38,10 @@ var (
 	// batches were rolled back (no source row stays locked) and the checkpoint was saved, so the
 	// work can be resumed.
 	ErrPanicFlag = errors.New("panic flag file")
+	// ErrStatementFormat: a session wrote a copied table with binlog_format=STATEMENT (or MIXED
+	// chose statement format), so the binlog holds the statement, not the rows it changed; ferry
+	// cannot apply it faithfully, and a resume would stop at the same event again.
+	ErrStatementFormat = errors.New("statement-format DML")
 )
 
 // startOver is the one next step after an error that no resume can get past.
@@ -45,9 +49,10 @@ const startOver = "start the copy over: empty (or drop) the target tables and ru
 
 // Resumable reports whether a run that failed with err can be continued from its checkpoint
 // (Config.Resume) once the cause is fixed: false when the checkpoint itself is unusable (its binlog
-// purged, a schema changed, another selection or server) or when the copy was found to differ.
+// purged, a schema changed, a statement-format change it cannot apply, another selection or server)
+// or when the copy was found to differ.
 func Resumable(err error) bool {
-	for _, e := range []error{ErrBinlogPurged, ErrSchemaChanged, ErrResumeMismatch, ErrVerificationFailed, ErrSameServer} {
+	for _, e := range []error{ErrBinlogPurged, ErrSchemaChanged, ErrStatementFormat, ErrResumeMismatch, ErrVerificationFailed, ErrSameServer} {
 		if errors.Is(err, e) {
 			return false
 		}

@@ -233,7 +233,8 @@ func (s *SourceBinlogStreamer) checkStatement(defaultDB, q string) error {
 		if eff.Kind == "DDL" {
 			return &DDLError{Table: t.Source.String(), Query: leadingComment.ReplaceAllString(q, "")}
 		}
-		return fmt.Errorf("statement-format DML on copied table %s (%q): its rows cannot be applied faithfully; make every session use binlog_format=ROW and start the copy again", t.Source, abbreviateSQL(q))
+		// Not resumable: the checkpoint is before this event, so a resume would stop here again.
+		return fmt.Errorf("%w on copied table %s (%q): its rows cannot be applied faithfully; make every session write with binlog_format=ROW (SET GLOBAL binlog_format = 'ROW', and reconnect sessions that set it themselves), then %s", ErrStatementFormat, t.Source, abbreviateSQL(q), startOver)
 	}
 	return nil
 }

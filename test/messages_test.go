@@ -58,6 +58,31 @@ func TestCopydbMessagesGiveOneCauseAndOneNextStep(t *testing.T) {
 		}
 	})
 
+	// The checkpoint is before the statement-format event, so a resume would stop at it again.
+	t.Run("statement-format DML on a copied table", func(t *testing.T) {
+		must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+		state := filepath.Join(t.TempDir(), "state.json")
+		r := rsStartCopydb(t, bin, copydbArgs("-databases", db, "-create-tables", "-state-file", state,
+			"-cutover", "wait", "-verify", "none", "-log-level", "info")...)
+		for !strings.Contains(r.output(), "send SIGUSR1 to cut over") {
+			if !r.running() {
+				t.Fatalf("copydb ended early:\n%s", r.output())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		must(t, source.Exec(ctx, "SET SESSION binlog_format = 'STATEMENT';\nUPDATE "+db+".t SET v = 'stmt' WHERE id < 10"))
+		select {
+		case <-r.exited:
+		case <-time.After(time.Minute):
+			t.Fatalf("copydb still running a minute after the statement-format UPDATE:\n%s", r.output())
+		}
+		out := r.output()
+		if code := r.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out, "statement-format DML on copied table "+db+".t") ||
+			!strings.Contains(out, "binlog_format=ROW") || !strings.Contains(out, "start the copy over") || strings.Contains(out, resumeHint) {
+			t.Fatalf("exit %d, want 1 with the statement, binlog_format=ROW and the step to start over, and no -resume:\n%s", code, out)
+		}
+	})
+
 	t.Run("binlog purged while streaming", func(t *testing.T) {
 		src := rsOwnServer(t)
 		must(t, src.Exec(ctx, "CREATE DATABASE "+db, "CREATE TABLE "+db+".t (id INT PRIMARY KEY, v VARCHAR(20))",

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrykit/ferry"
 )
 
 // A change the streamer cannot apply faithfully stops the run with a clear error instead of being
@@ -30,6 +32,10 @@ func TestStreamerRefusesWhatItCannotApply(t *testing.T) {
 			case err := <-errc:
 				if err == nil || !strings.Contains(err.Error(), c.want) {
 					t.Fatalf("Run returned %v, want an error containing %q", err, c.want)
+				}
+				// The checkpoint is before the event: a resume would stop at it again.
+				if ferry.Resumable(err) {
+					t.Fatalf("ferry.Resumable(%v) = true, want false", err)
 				}
 			case <-ctx.Done():
 				t.Fatal("Run did not stop")
