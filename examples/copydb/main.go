@@ -438,7 +438,11 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	if len(throttlers) > 0 {
 		f.Throttler = throttlers
 	}
-	checksum := &verifier.Checksum{Source: f.Source, Target: f.Target, Logger: log}
+	// Into target tables that were empty (no -allow-nonempty-target), every target row outside the
+	// row filter is a difference: the verifiers apply the filter to the source only (Strict), so
+	// such a row is reported, not left unread.
+	strict := !o.allowNonEmpty
+	checksum := &verifier.Checksum{Source: f.Source, Target: f.Target, Strict: strict, Logger: log}
 	switch o.verify {
 	case "checksum":
 		f.Verifier = &verifier.Incremental{Checksum: checksum}
@@ -448,7 +452,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		if o.resume {
 			f.Verifier = &verifier.Incremental{Checksum: checksum} // fingerprints of the earlier run are gone
 		} else {
-			f.Verifier = &verifier.Inline{Source: f.Source, Target: f.Target, Logger: log}
+			f.Verifier = &verifier.Inline{Source: f.Source, Target: f.Target, Strict: strict, Logger: log}
 		}
 	case "none":
 	default:
