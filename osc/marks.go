@@ -79,6 +79,15 @@ func (m *Migration) notOurs(table, how string) error {
 	return fmt.Errorf("osc: table %s exists and nothing marks it as ferry's (%s): it may be an application's table, or the old table of an earlier, completed migration; ferry never drops or reuses a table it cannot tell is its own: rename or drop it yourself if it is not needed", m.qualified(table), how)
 }
 
+// nothingToResume is the refusal of Resume when no migration is in progress (no changelog, no
+// ghost) and only an unmarked <t>_del exists: the state a completed migration that kept the
+// original table leaves (its cut-over renamed the original to <t>_del and dropped the changelog
+// that marked it), or an application's table of that name.
+func (m *Migration) nothingToResume() error {
+	return fmt.Errorf("osc: nothing to resume for %s: no migration of it is in progress (neither %s nor %s exists); %s is the original table kept by an earlier, completed migration (run without DropOldTable / --drop-old-table), or an application's table of that name. Check it, drop or rename it (a new migration renames the original table to that name at its cut-over), then run the migration as a new one, without Resume (--resume)",
+		m.qualified(m.Table), m.qualified(m.changelogName()), m.qualified(m.ghostName()), m.qualified(m.oldName()))
+}
+
 // createChangelog creates the changelog table, marked as ferry's.
 func (m *Migration) createChangelog(ctx context.Context) error {
 	_, err := m.db.ExecContext(ctx, "CREATE TABLE "+m.qualified(m.changelogName())+` (

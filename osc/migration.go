@@ -577,6 +577,9 @@ func (m *Migration) validateBeforeWrites(ctx context.Context) (*schema.Table, er
 	if err != nil {
 		return nil, err
 	}
+	if m.Resume && m.Execute && !l.changelog && !l.ghost && l.old && !l.oldMarked {
+		return nil, m.nothingToResume()
+	}
 	for _, left := range []struct {
 		name           string
 		exists, marked bool

@@ -62,7 +62,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("after the migration: %d rows with remark, %v", n, err)
 	}
 	// A migration whose cut-over completed and kept the original: --resume has nothing to resume,
-	// and does not suggest --resume.
+	// says so, names what orders_del is, and gives the next step (not --resume again).
 	out.Reset()
 	errOut.Reset()
 	if code := run(ctx, append(common, "--alter", "ADD COLUMN extra INT NULL", "--execute", "--status-interval", "100ms"), &out, &errOut); code != 0 {
@@ -71,7 +71,10 @@ func TestCLI(t *testing.T) {
 	out.Reset()
 	errOut.Reset()
 	code = run(ctx, append(common, "--alter", "ADD COLUMN extra INT NULL", "--execute", "--resume"), &out, &errOut)
-	if msg := errOut.String(); code != 1 || !strings.Contains(msg, "`shop`.`orders_del` exists") || strings.Contains(msg, "--resume") {
+	if msg := errOut.String(); code != 1 || !strings.Contains(msg, "nothing to resume for `shop`.`orders`: no migration of it is in progress") ||
+		!strings.Contains(msg, "`shop`.`orders_del` is the original table kept by an earlier, completed migration") ||
+		!strings.Contains(msg, "drop or rename it") || !strings.Contains(msg, "as a new one, without Resume (--resume)") ||
+		strings.Contains(msg, "resume that migration") || strings.Contains(msg, "nothing marks it as ferry's") {
 		t.Fatalf("--resume after a completed cut-over: exit %d, stderr %s", code, msg)
 	}
 	// A narrowing ALTER that a value does not fit: exit 1 with the server's error naming the row,
