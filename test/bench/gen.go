@@ -155,10 +155,16 @@ type loadGen struct {
 }
 
 func startLoad(db *sql.DB, table string, rate float64, maxID int64, workers int) *loadGen {
+	return startLoadFrom(db, table, rate, maxID, maxID+10_000_000, workers)
+}
+
+// startLoadFrom is startLoad with the inserted keys starting above newIDs (a run that follows
+// another on the same table must not insert its keys again).
+func startLoadFrom(db *sql.DB, table string, rate float64, maxID, newIDs int64, workers int) *loadGen {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &loadGen{db: db, table: table, rate: rate, maxID: maxID, cancel: cancel, start: time.Now()}
 	l.cond = sync.NewCond(&l.mu)
-	l.nextID.Store(maxID + 10_000_000)
+	l.nextID.Store(newIDs)
 	tokens := make(chan struct{}, workers*4)
 	l.done.Add(1)
 	go func() { // pacing: a token per write, at the configured rate

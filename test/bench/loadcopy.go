@@ -44,12 +44,12 @@ type loadedCopy struct {
 func (b *bench) copyDefaultWriterUnderLoad() error {
 	var idle, loaded []loadedCopy
 	for i := 0; i < loadRuns; i++ {
-		r, err := b.oneDefaultWriterCopy(false)
+		r, err := b.oneDefaultWriterCopy(-1)
 		if err != nil {
 			return err
 		}
 		idle = append(idle, r)
-		if r, err = b.oneDefaultWriterCopy(true); err != nil {
+		if r, err = b.oneDefaultWriterCopy(i); err != nil {
 			return err
 		}
 		loaded = append(loaded, r)
@@ -97,9 +97,12 @@ func (b *bench) copyDefaultWriterUnderLoad() error {
 	return nil
 }
 
-func (b *bench) oneDefaultWriterCopy(underLoad bool) (loadedCopy, error) {
+// oneDefaultWriterCopy copies orders idle (run < 0) or under the load (run ≥ 0: the run's inserts
+// take keys no earlier run used).
+func (b *bench) oneDefaultWriterCopy(run int) (loadedCopy, error) {
 	ctx := b.ctx
 	defer b.purge()
+	underLoad := run >= 0
 	var load *loadGen
 	if underLoad {
 		db, err := b.src.DB(srcDB)
@@ -108,7 +111,7 @@ func (b *bench) oneDefaultWriterCopy(underLoad bool) (loadedCopy, error) {
 		}
 		defer db.Close()
 		db.SetMaxOpenConns(16)
-		load = startLoad(db, "orders", *loadFlag, b.rows, 8)
+		load = startLoadFrom(db, "orders", *loadFlag, b.rows, b.rows+10_000_000+int64(run+1)*1_000_000, 8)
 		time.Sleep(time.Second) // the load is steady before the copy starts
 	}
 	stopLoad := func() (float64, error) {
