@@ -83,11 +83,41 @@ func TestAddedAutoIncrementColumnRefused(t *testing.T) {
 }
 
 // TIMESTAMP conversions at the edges, in a server time zone other than UTC: a DATETIME outside the
-// TIMESTAMP range once read in the server's zone fails like ALTER TABLE (1292; CONVERT_TZ returned it
-// unconverted, and it was stored shifted with exit 0), in the copy and in the apply; zero values
-// keep their zero as ALTER TABLE does (CONVERT_TZ made them NULL silently, or failed the apply).
+// TIMESTAMP range once read in the server's zone, or skipped by a daylight-saving change, fails like
+// ALTER TABLE (1292; CONVERT_TZ returned it unconverted or moved past the gap, and it was stored
+// with exit 0), in the copy and in the apply; zero values keep their zero as ALTER TABLE does
+// (CONVERT_TZ made them NULL silently, or failed the apply).
 func TestNativeTimestampEdges(t *testing.T) {
+	// A zone with daylight-saving time, written into the server's time zone tables (any loaded
+	// zone would do; this one needs no zoneinfo files): +01:00, +02:00 from 2024-03-31 01:00 UTC
+	// (local 02:00-03:00 does not exist), +01:00 again from 2024-10-27 01:00 UTC (local
+	// 02:00-03:00 happens twice).
+	must(t, srv.Exec(context.Background(),
+		"REPLACE INTO mysql.time_zone (Time_zone_id, Use_leap_seconds) VALUES (9001, 'N')",
+		"REPLACE INTO mysql.time_zone_name (Name, Time_zone_id) VALUES ('Ferry/DST', 9001)",
+		"REPLACE INTO mysql.time_zone_transition_type (Time_zone_id, Transition_type_id, `Offset`, Is_DST, Abbreviation) VALUES (9001, 0, 3600, 0, 'FST'), (9001, 1, 7200, 1, 'FDT')",
+		"REPLACE INTO mysql.time_zone_transition (Time_zone_id, Transition_time, Transition_type_id) VALUES (9001, 1711846800, 1), (9001, 1729990800, 0)"))
 	runNativeCases(t, []nativeCase{{
+		name:    "DATETIME to TIMESTAMP across daylight-saving changes, a skipped time during the copy",
+		globals: []string{"time_zone = 'Ferry/DST'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, dt DATETIME NULL) ENGINE=InnoDB",
+		rows:    []string{"INSERT INTO %s SELECT seq, '2024-10-27 01:30:00' + INTERVAL seq * 5 MINUTE FROM seq_1_to_30"},
+		writes:  []string{"UPDATE %s SET dt = '2024-03-31 02:30:00' WHERE id = 25"},
+		alter:   "MODIFY dt TIMESTAMP NULL",
+	}, {
+		name:    "DATETIME to TIMESTAMP across daylight-saving changes, a skipped time copied",
+		globals: []string{"time_zone = 'Ferry/DST'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, dt DATETIME NULL) ENGINE=InnoDB",
+		rows:    []string{"INSERT INTO %s SELECT seq, '2024-03-31 01:00:00' + INTERVAL seq * 5 MINUTE FROM seq_1_to_30"},
+		alter:   "MODIFY dt TIMESTAMP NULL",
+	}, {
+		name:    "TIMESTAMP to DATETIME across daylight-saving changes",
+		globals: []string{"time_zone = 'Ferry/DST'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, ts TIMESTAMP NULL) ENGINE=InnoDB",
+		rows:    []string{"SET time_zone = '+00:00'; INSERT INTO %s SELECT seq, '2024-10-27 00:00:00' + INTERVAL seq * 5 MINUTE FROM seq_1_to_40"},
+		writes:  []string{"SET time_zone = '+00:00'; UPDATE %s SET ts = '2024-10-27 01:10:00' WHERE id = 25"},
+		alter:   "MODIFY ts DATETIME NULL",
+	}, {
 		name:    "DATETIME to TIMESTAMP in a +05:00 server, a value below the TIMESTAMP range in UTC",
 		globals: []string{"time_zone = '+05:00'"},
 		create:  "CREATE TABLE %s (id INT PRIMARY KEY, dt DATETIME NULL) ENGINE=InnoDB",

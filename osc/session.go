@@ -23,8 +23,9 @@ import (
 // CONVERT_TZ, in the same expression for the copy (over the original's column) and for the apply
 // (over the binlog value). The ghost DDL runs in that zone (TIMESTAMP defaults are local times).
 // CONVERT_TZ differs from the column's own conversion at the edges (it returns a value outside the
-// TIMESTAMP range unconverted, and NULL for a zero date), so the expression handles both as ALTER
-// TABLE does: the first fails with 1292, the second keeps its zero.
+// TIMESTAMP range unconverted, moves a time skipped by a daylight-saving change past the gap, and
+// gives NULL for a zero date), so the expression does as ALTER TABLE: the first two fail with 1292,
+// the last keeps its zero.
 //
 // Binlog values reach the apply as Go values, not as the column's type: the apply first restores
 // the source type (CAST(? AS FLOAT) for a FLOAT, DECIMAL(M,D) for a DECIMAL ...), so that the
@@ -139,15 +140,17 @@ func (m *Migration) convertExpr(cm ColumnMap, value string) string {
 		})
 	case -1:
 		// CONVERT_TZ gives NULL for a zero date (or one with zero parts): the value is written
-		// unchanged, and the TIMESTAMP column takes or refuses it as it does in any zone. It returns
-		// a value outside the TIMESTAMP range unchanged, where ALTER TABLE fails (1292); so such a
-		// value (unchanged by the conversion although the zone's offset at it is not zero) is
-		// made a text the column refuses with that error, naming the value and the zone.
+		// unchanged, and the TIMESTAMP column takes or refuses it as it does in any zone. Where
+		// ALTER TABLE fails (1292) because the local time is no instant of the TIMESTAMP range,
+		// CONVERT_TZ returns something: a value outside the range unchanged, a time skipped by a
+		// daylight-saving change moved past the gap. Both do not come back to the value when
+		// converted back, and are made a text the column refuses with 1292, naming the value and
+		// the zone.
 		return usedOnce(cm, value, func(v string) string {
 			utc := "CONVERT_TZ(" + v + ", " + zone + ", '+00:00')"
 			return "CASE WHEN " + utc + " IS NULL THEN " + v +
-				" WHEN " + utc + " = " + v + " AND CONVERT_TZ(" + v + ", '+00:00', " + zone + ") <> " + v +
-				" THEN CAST(CONCAT(" + v + ", ' is outside the TIMESTAMP range in time zone ', " + zone + ") AS DATETIME)" +
+				" WHEN CONVERT_TZ(" + utc + ", '+00:00', " + zone + ") <> " + v +
+				" THEN CAST(CONCAT(" + v + ", ' is no TIMESTAMP in time zone ', " + zone + ") AS DATETIME)" +
 				" ELSE " + utc + " END"
 		})
 	}
