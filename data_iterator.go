@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
+	"github.com/ferrykit/ferry/internal/chunk"
 	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/throttler"
@@ -57,8 +58,8 @@ type SourceDataIterator struct {
 
 	// TargetChunkTime, when positive, adapts the batch size after every batch so that a batch —
 	// the locking read, the write to the target and its commit — takes about this long (see
-	// chunkSizer), within MinBatchSize and MaxBatchSize (defaults DefaultMinBatchSize and
-	// DefaultMaxBatchSize). The size starts at BatchSize and each new size is handed to
+	// package internal/chunk), within MinBatchSize and MaxBatchSize (defaults 100 and
+	// 100,000 rows). The size starts at BatchSize and each new size is handed to
 	// SetBatchSize. Since the source rows of a batch stay share-locked until the target commits,
 	// this is also about the longest an application write to those rows waits for the copy.
 	// Zero keeps the batch size fixed.
@@ -69,7 +70,7 @@ type SourceDataIterator struct {
 	// The wait happens between batches, never while source rows are locked.
 	RowsPerSecond float64
 
-	sizer   *chunkSizer
+	sizer   *chunk.Sizer
 	limiter *rate.Limiter
 	size    atomic.Int64 // the adaptive size when SetBatchSize is nil
 }
@@ -94,13 +95,13 @@ func (it *SourceDataIterator) Run(ctx context.Context, tables []*TableCopy, sink
 		log = logrus.StandardLogger()
 	}
 	if it.TargetChunkTime > 0 {
-		it.sizer = newChunkSizer(it.TargetChunkTime, it.MinBatchSize, it.MaxBatchSize)
+		it.sizer = chunk.NewSizer(it.TargetChunkTime, it.MinBatchSize, it.MaxBatchSize)
 		if it.BatchSize != nil && it.BatchSize() > 0 {
 			// A host's starting size below the minimum lowers the minimum: it asked for small batches.
-			it.sizer.min = min(it.sizer.min, it.BatchSize())
+			it.sizer.Min = min(it.sizer.Min, it.BatchSize())
 		}
 	}
-	it.limiter = newRowLimiter(it.RowsPerSecond)
+	it.limiter = chunk.NewLimiter(it.RowsPerSecond)
 	// Largest tables first: the longest table bounds the copy, so it must start early; a table that
 	// must be copied after others (TableCopy.copyAfter) comes after them.
 	ordered := append([]*TableCopy(nil), tables...)
@@ -181,10 +182,10 @@ func (it *SourceDataIterator) copyRange(ctx context.Context, task copyTask, sink
 		t.recordCopied(task.index, last, n, n < size)
 		if it.sizer != nil && n == size {
 			// Only full batches are samples: a short last page says little about the next one.
-			it.setBatchSize(it.sizer.next(size, n, took))
+			it.setBatchSize(it.sizer.Next(size, n, took))
 		}
 		if it.limiter != nil {
-			if err := waitRows(ctx, it.limiter, n); err != nil {
+			if err := chunk.WaitRows(ctx, it.limiter, n); err != nil {
 				return fmt.Errorf("copy %s: %w", t, err)
 			}
 		}
@@ -206,7 +207,7 @@ func (it *SourceDataIterator) batchSize() int {
 		size = it.BatchSize()
 	}
 	if it.sizer != nil {
-		size = min(size, it.sizer.max)
+		size = min(size, it.sizer.Max)
 	}
 	return size
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/internal/chunk"
 	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/throttler"
@@ -35,8 +36,20 @@ import (
 func (m *Migration) copyRows(ctx context.Context) error {
 	p := m.plan
 	var est sql.NullInt64
-	m.db.QueryRowContext(ctx, "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?", m.Database, m.Table).Scan(&est)
+	if m.ExactRowCount {
+		if err := m.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+m.qualified(m.Table)).Scan(&est); err != nil {
+			return fmt.Errorf("count the rows (-exact-rowcount): %w", err)
+		}
+	} else {
+		m.db.QueryRowContext(ctx, "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?", m.Database, m.Table).Scan(&est)
+	}
 	m.rowsEstimated.Store(est.Int64)
+	var sizer *chunk.Sizer
+	if m.TargetChunkTime > 0 {
+		sizer = chunk.NewSizer(m.TargetChunkTime, 0, 0)
+		sizer.Min = min(sizer.Min, m.ChunkSize)
+	}
+	limiter := chunk.NewLimiter(m.MaxRowsPerSecond)
 
 	keyList := make([]string, len(p.Key))
 	for i, c := range p.Key {
@@ -82,7 +95,7 @@ func (m *Migration) copyRows(ctx context.Context) error {
 		if err := throttler.Wait(ctx, m.copyThrottler(), onThrottle); err != nil {
 			return err
 		}
-		chunk := int(m.chunkSize.Load())
+		size := int(m.chunkSize.Load())
 		// The chunk's end: the chunk-th key after last, within the range (or the range's end).
 		where := []string{upTo}
 		args := append([]any{}, upToArgs...)
@@ -96,7 +109,7 @@ func (m *Migration) copyRows(ctx context.Context) error {
 			args = append(args, a...)
 		}
 		end, err := m.readKey(ctx, "SELECT "+selectKeys+" FROM "+table+" "+index+" WHERE "+strings.Join(where, " AND ")+
-			" ORDER BY "+keys+fmt.Sprintf(" LIMIT 1 OFFSET %d", chunk-1), args...)
+			" ORDER BY "+keys+fmt.Sprintf(" LIMIT 1 OFFSET %d", size-1), args...)
 		if err != nil {
 			return fmt.Errorf("find the end of the next chunk: %w", err)
 		}
@@ -121,13 +134,26 @@ func (m *Migration) copyRows(ctx context.Context) error {
 		cargs = append(cargs, a...)
 		var n int64
 		chunkWhere := strings.Join(cw, " AND ")
+		var took time.Duration
 		err = retry.Do(ctx, 10, m.log, "copy chunk", func() error {
 			var err error
+			began := time.Now()
 			n, err = m.copyChunk(ctx, insert, chunkWhere, cargs)
+			took = time.Since(began)
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("copy chunk: %w", err)
+		}
+		if sizer != nil && !final && n > 0 {
+			// Only full chunks are samples (rows the apply already wrote are skipped, so n may be
+			// below size: the rate is still rows per second actually written).
+			m.chunkSize.Store(int64(sizer.Next(size, int(n), took)))
+		}
+		if limiter != nil {
+			if err := chunk.WaitRows(ctx, limiter, int(n)); err != nil {
+				return err
+			}
 		}
 		if m.testAfterChunk != nil {
 			m.testAfterChunk()

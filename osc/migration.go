@@ -46,8 +46,25 @@ type Migration struct {
 	// TimeZone is the time zone in which the server converts between TIMESTAMP and other types for
 	// this ALTER (and reads TIMESTAMP defaults); default the server's @@GLOBAL.time_zone.
 	TimeZone string
-	// ChunkSize is the rows copied per INSERT ... SELECT; default 1000 (10..100000).
+	// ChunkSize is the rows copied per INSERT ... SELECT; default 1000 (10..100000). With
+	// TargetChunkTime it is the starting size.
 	ChunkSize int
+	// TargetChunkTime, when positive, adapts the chunk size after every chunk so that a chunk
+	// takes about this long (from the rows per second of the recent chunks, growing at most 1.5x a
+	// chunk, shrinking at once when a chunk takes over twice the target; 100..100,000 rows, or
+	// down to ChunkSize when that is smaller). A chunk's INSERT ... SELECT holds share locks on
+	// the original's rows until it commits, so this is also about the longest an application
+	// write to those rows waits for the copy. Zero keeps ChunkSize fixed.
+	TargetChunkTime time.Duration
+	// MaxRowsPerSecond, when positive, caps the copy's rate; the wait is between chunks, with no
+	// row locked.
+	MaxRowsPerSecond float64
+	// ExactRowCount counts the table's rows with SELECT COUNT(*) before the copy instead of
+	// taking information_schema's estimate, for a true total and ETA in Status.
+	ExactRowCount bool
+	// PanicFlagFile: when this file appears, the migration stops at once, as the panic command
+	// does (checked every 100ms while Run runs).
+	PanicFlagFile string
 	// AllowForeignKeys lets a table that has or is referenced by foreign keys be migrated. The
 	// ghost table is created with CREATE TABLE LIKE, which does not copy the table's own foreign
 	// keys (add them in the ALTER if wanted), and constraints of other tables that reference the
@@ -288,6 +305,23 @@ func (m *Migration) Run(ctx context.Context) (*Result, error) {
 		case <-ctx.Done():
 		}
 	}()
+	if m.PanicFlagFile != "" {
+		go func() {
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				if _, err := os.Stat(m.PanicFlagFile); err == nil {
+					cancel(fmt.Errorf("stopped by the panic flag file %s", m.PanicFlagFile))
+					return
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+	}
 	m.result.Elapsed = 0
 	res, err := m.run(ctx)
 	if err != nil {

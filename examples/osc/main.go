@@ -66,7 +66,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		alter           = fs.String("alter", "", `ALTER clause, without "ALTER TABLE t", e.g. "ADD COLUMN c INT, DROP COLUMN d"`)
 		execute         = fs.Bool("execute", false, "run the migration (default: dry run)")
 		instant         = fs.Bool("instant", false, "run the ALTER in place with ALGORITHM=INSTANT when the server can (no copy)")
-		chunkSize       = fs.Int("chunk-size", 1000, "rows per copy chunk (10..100000)")
+		chunkSize       = fs.Int("chunk-size", 1000, "rows per copy chunk (10..100000): the starting size when -target-chunk-time adapts it; given alone (without -target-chunk-time), a fixed size")
+		targetChunkTime = fs.Duration("target-chunk-time", 500*time.Millisecond, "size each copy chunk to take about this long (100..100000 rows); it is also about the longest an application write to a row being copied waits, since a chunk's rows stay share-locked until it commits; 0 keeps -chunk-size fixed")
+		maxRowsPerSec   = fs.Float64("max-rows-per-second", 0, "cap the copy at this many rows per second (0: no cap)")
+		exactRowCount   = fs.Bool("exact-rowcount", false, "count the table's rows with SELECT COUNT(*) before the copy instead of the statistics' estimate, for a true total and ETA")
+		panicFile       = fs.String("panic-flag-file", "", "stop the migration at once when this file appears (the original table is left as it is)")
 		approveRenames  = fs.Bool("approve-renamed-columns", false, "approve the column renames the ALTER makes (CHANGE old new, RENAME COLUMN)")
 		allowFK         = fs.Bool("allow-foreign-keys", false, "migrate a table with foreign keys (they do not follow the cut-over; fix them after)")
 		allowTriggers   = fs.Bool("allow-triggers", false, "migrate a table with triggers (they stay on the old table; recreate them after)")
@@ -102,6 +106,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["chunk-size"] && !set["target-chunk-time"] {
+		*targetChunkTime = 0 // a chunk size given alone is a fixed one
 	}
 	if *database == "" || *table == "" || *alter == "" {
 		fmt.Fprintln(stderr, "osc: --database, --table and --alter are required")
@@ -154,6 +163,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
 		AllowTriggers: *allowTriggers, IncludeTriggers: *includeTriggers, SkipVerification: *skipVerify, SQLMode: *sqlMode, TimeZone: *timeZone, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
 		DropOldTable: *dropOld, CutoverTwoStep: *cutoverKind == "two-step", CutoverLockTimeout: *lockTimeout, CutoverAttempts: *attempts,
+		TargetChunkTime: *targetChunkTime, MaxRowsPerSecond: *maxRowsPerSec, ExactRowCount: *exactRowCount, PanicFlagFile: *panicFile,
 		PostponeFlagFile: *postponeFile, MaxLag: *maxApplyLag, Throttler: th, ExtraCommands: live.command, SocketPath: *serveSocket,
 		StatusInterval: *statusInterval, Logger: log,
 		OnStatus: func(s osc.Status) { fmt.Fprintln(stdout, time.Now().UTC().Format("15:04:05"), s) },
