@@ -708,7 +708,8 @@ func (f *Ferry) StartPosition() Position { return f.startPos }
 // BatchSize is the current copy batch size.
 func (f *Ferry) BatchSize() int { return int(f.batchSize.Load()) }
 
-// SetBatchSize changes the copy batch size; it takes effect from the next batch.
+// SetBatchSize changes the copy batch size; it takes effect from the next batch. With
+// Config.TargetChunkTime the size keeps adapting from the one set here.
 func (f *Ferry) SetBatchSize(n int) {
 	if n > 0 {
 		f.batchSize.Store(int64(n))
