@@ -4,7 +4,8 @@
 // Two kinds of figures: timings observed as they happen (copy batch latency and size, binlog apply
 // latency and changes by kind, cut-over phases, verification results), and the state read from
 // Ferry.Progress at each scrape (rows copied and estimated per table, rates, the true binlog lag,
-// stalls, throttling). Reading the state at scrape time means a metric can never disagree with the
+// stalls, throttling, and, with WatchVerifier, the running verification pass's rows and chunks
+// compared so far). Reading the state at scrape time means a metric can never disagree with the
 // progress line or the status page: they are the same figures.
 //
 // The lag is the true one (Ferry.SourceLag): how far the target is behind the source by the
@@ -14,6 +15,7 @@ package metrics
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +37,24 @@ type Metrics struct {
 	verified     *prometheus.GaugeVec
 	verifyRuns   *prometheus.CounterVec
 	retries      prometheus.Counter
+
+	verifierProgress atomic.Pointer[func() verifier.Progress]
+}
+
+// ProgressReporter is a verifier that says how far its running pass has got (verifier.Checksum,
+// verifier.Incremental).
+type ProgressReporter interface {
+	Progress() verifier.Progress
+}
+
+// WatchVerifier exports v's progress at each scrape (ferry_verification_progress_*), so a long
+// verification shows its advance before its result.
+func (m *Metrics) WatchVerifier(v ProgressReporter) {
+	if m == nil || v == nil {
+		return
+	}
+	f := v.Progress
+	m.verifierProgress.Store(&f)
 }
 
 // Register registers f's metrics on reg and sets f.Observer (call before f.Start, so the binlog
@@ -62,7 +82,7 @@ func Register(reg prometheus.Registerer, f *ferry.Ferry) (*Metrics, error) {
 			Help: "Transient errors retried during the run (lost connections, deadlocks, lock wait timeouts...)."}),
 	}
 	for _, c := range []prometheus.Collector{m.batchSeconds, m.batchBytes, m.applySeconds, m.applied, m.cutoverPhase,
-		m.cutovers, m.verified, m.verifyRuns, m.retries, progressCollector{f}} {
+		m.cutovers, m.verified, m.verifyRuns, m.retries, progressCollector{f}, verifyProgressCollector{m}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

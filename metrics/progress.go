@@ -62,3 +62,38 @@ func (c progressCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descThrottleWhy, prometheus.GaugeValue, 1, p.ThrottleReason)
 	}
 }
+
+var (
+	descVerifyRunning = prometheus.NewDesc("ferry_verification_running", "1 while a verification pass runs, by phase (of the running or last pass).", []string{"phase"}, nil)
+	descVerifyRows    = prometheus.NewDesc("ferry_verification_progress_rows", "Source rows the running (or last) verification pass compared so far, by table.", []string{"table"}, nil)
+	descVerifyChunks  = prometheus.NewDesc("ferry_verification_progress_chunks", "Chunks the running (or last) verification pass compared so far, by table.", []string{"table"}, nil)
+)
+
+// verifyProgressCollector reads the watched verifier's Progress at each scrape.
+type verifyProgressCollector struct{ m *Metrics }
+
+func (c verifyProgressCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descVerifyRunning
+	ch <- descVerifyRows
+	ch <- descVerifyChunks
+}
+
+func (c verifyProgressCollector) Collect(ch chan<- prometheus.Metric) {
+	get := c.m.verifierProgress.Load()
+	if get == nil {
+		return
+	}
+	p := (*get)()
+	if p.Phase == "" {
+		return // no pass yet
+	}
+	running := 0.0
+	if p.Running {
+		running = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descVerifyRunning, prometheus.GaugeValue, running, string(p.Phase))
+	for _, t := range p.Tables {
+		ch <- prometheus.MustNewConstMetric(descVerifyRows, prometheus.GaugeValue, float64(t.Rows), t.Table)
+		ch <- prometheus.MustNewConstMetric(descVerifyChunks, prometheus.GaugeValue, float64(t.Chunks), t.Table)
+	}
+}

@@ -23,6 +23,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/ferrykit/ferry/verifier"
 )
 
 // Table is one table's copy progress.
@@ -55,6 +57,8 @@ type Status struct {
 	// Stalls name what is stuck (no rows copied for N s, binlog stream silent).
 	Stalls []string `json:"stalls,omitempty"`
 	Error  string   `json:"error,omitempty"`
+	// Verification is how far the running (or last) verification pass has got; nil before one.
+	Verification *verifier.Progress `json:"verification,omitempty"`
 	// Controls lists the actions the server accepts, in the page's order.
 	Controls []string `json:"controls"`
 }

@@ -56,11 +56,15 @@ type Checksum struct {
 	MaxRetries int
 	Logger     logrus.FieldLogger
 
-	stats stats
+	stats    stats
+	progress progressTracker
 }
 
 // Stats reports the work done so far.
 func (c *Checksum) Stats() Stats { return c.stats.snapshot() }
+
+// Progress reports how far the running (or last) pass has got, table by table.
+func (c *Checksum) Progress() Progress { return c.progress.snapshot() }
 
 // Verify implements Verifier.
 func (c *Checksum) Verify(ctx context.Context, phase Phase, tables []TablePair) (*Result, error) {
@@ -108,6 +112,8 @@ func (c *Checksum) verifyPlans(ctx context.Context, phase Phase, plans []*plan, 
 		return nil, fmt.Errorf("verifier: checksum needs at least 2 source and 1 target connections; the pools allow %d and %d", poolLimit(c.Source), poolLimit(c.Target))
 	}
 	r := newRetrier(c.MaxRetries, c.Logger)
+	c.progress.start(phase, plans)
+	defer c.progress.finish()
 	smps := make([]*samples, len(plans))
 	for i := range plans {
 		smps[i] = &samples{cap: sampleSize(c.SampleSize)}
@@ -193,6 +199,7 @@ func (c *Checksum) check(ctx context.Context, phase Phase, src, tgt *session, ck
 		}
 	}
 	pl := ck.pl
+	var rows int64 // the source rows of the chunk
 	for attempt := 0; ; attempt++ {
 		var sc, tc chunkSum
 		err := both(ctx,
@@ -203,8 +210,10 @@ func (c *Checksum) check(ctx context.Context, phase Phase, src, tgt *session, ck
 		}
 		if sc == tc {
 			ck.smp.addCompared(sc.count)
+			c.progress.chunkDone(pl, sc.count)
 			return nil
 		}
+		rows = sc.count
 		if phase != BeforeCutover || attempt >= rechecks(c.Rechecks) {
 			break
 		}
@@ -217,6 +226,7 @@ func (c *Checksum) check(ctx context.Context, phase Phase, src, tgt *session, ck
 		return err
 	}
 	ck.smp.add(d, ck.idx)
+	c.progress.chunkDone(pl, rows)
 	if onDiff != nil {
 		onDiff(pl, ck.lo, ck.hi)
 	}

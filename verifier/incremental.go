@@ -193,6 +193,10 @@ func (v *Incremental) Verify(ctx context.Context, phase Phase, tables []TablePai
 	return &Result{Verifier: "checksum", Phase: phase, Scope: scope, CannotSee: cannotSee, Tables: trs, Duration: time.Since(start)}, nil
 }
 
+// Progress is the progress of the full passes (run by Checksum); a pass of changed rows only is not
+// tracked.
+func (v *Incremental) Progress() Progress { return v.Checksum.Progress() }
+
 // full starts tracking changes, then compares every row.
 func (v *Incremental) full(ctx context.Context, phase Phase, plans []*plan) ([]*TableResult, error) {
 	v.mu.Lock()

@@ -458,6 +458,10 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	default:
 		return nil, fmt.Errorf("-verify %q: want checksum, checksum-under-lock, inline or none", o.verify)
 	}
+	if pr, ok := f.Verifier.(metrics.ProgressReporter); ok {
+		o.metrics.WatchVerifier(pr)
+		ctl.watchVerifier(pr)
+	}
 	if err := f.Start(ctx); err != nil {
 		return nil, err
 	}

@@ -7,8 +7,10 @@ import (
 	"sync/atomic"
 
 	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/metrics"
 	"github.com/ferrykit/ferry/statuspage"
 	"github.com/ferrykit/ferry/throttler"
+	"github.com/ferrykit/ferry/verifier"
 )
 
 // controls are what the status page can do to a running copydb, and what it shows.
@@ -18,6 +20,15 @@ type controls struct {
 	phase     atomic.Pointer[string]
 	cutoverCh chan struct{} // -cutover wait: start the cut-over
 	abort     context.CancelFunc
+	verifier  atomic.Pointer[func() verifier.Progress] // the verifier's progress, when it reports one
+}
+
+// watchVerifier shows v's progress on the status page; a nil controls (no -http) ignores it.
+func (c *controls) watchVerifier(v metrics.ProgressReporter) {
+	if c != nil {
+		f := v.Progress
+		c.verifier.Store(&f)
+	}
 }
 
 func newControls(f *ferry.Ferry, abort context.CancelFunc, wait bool) *controls {
@@ -97,6 +108,11 @@ func (c *controls) status() statuspage.Status {
 	}
 	if p.Throttled || p.CopyIdle >= copyStall {
 		st.ETA = 0 // no estimate while nothing moves (the page shows "-")
+	}
+	if get := c.verifier.Load(); get != nil {
+		if vp := (*get)(); vp.Phase != "" {
+			st.Verification = &vp
+		}
 	}
 	for _, t := range p.Tables {
 		state := "copying"
