@@ -187,6 +187,15 @@ func (a *applier) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if a.m.testApplyDelay != nil {
+			if d := a.m.testApplyDelay(); d > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(d):
+				}
+			}
+		}
 		var ops []apply.Change
 		var keys [][]any // the original's key of each op's row, to name it in an error
 		var commit *ferry.Position

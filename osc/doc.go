@@ -44,8 +44,9 @@
 // binlog values through the same expressions the copy uses (session.go). The column mapping follows
 // the ALTER: a column dropped and added again under its name is a new column. The AUTO_INCREMENT
 // counter is carried over under the cut-over lock. Unless SkipVerification, an ALTER that keeps
-// the columns' values is verified (the verifier's Checksum) before the cut-over, and the rows
-// changed since are compared again under its lock (verify.go). Without Execute, Run stops here (dry run)
+// the columns' values is verified (the verifier's Checksum, over snapshots of both tables taken
+// where they must be equal) before the cut-over, and the rows changed since are compared again
+// under its lock (verify.go). Without Execute, Run stops here (dry run)
 // and drops the ghost; Plan.InstantPossible says whether the server could do the ALTER in place
 // with ALGORITHM=INSTANT instead.
 //

@@ -164,6 +164,9 @@ type Migration struct {
 	testBetweenRenames func() error
 	// testAfterChunk is called after each copied chunk (tests write during the copy).
 	testAfterChunk func()
+	// testApplyDelay, if it returns more than 0, delays the applier before each set of batches it
+	// takes (an apply lagging behind the writes).
+	testApplyDelay func() time.Duration
 	// testMarkerDelay delays the applier when a cut-over marker comes back (a slow apply).
 	testMarkerDelay func() time.Duration
 

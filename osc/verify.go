@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/verifier"
 )
@@ -16,10 +17,14 @@ import (
 //
 // When the ALTER keeps every copied column's values (same name and type; a character set change
 // is compared after conversion), the ghost table must hold exactly the original's rows over those
-// columns. After the copy, once the apply has caught up and before the cut-over lock is taken,
-// the verifier's Checksum compares both tables chunk by chunk on the server (a chunk that differs
-// while writes go on is checked again before it counts); a difference fails the migration before
-// the cut-over, with the original untouched, and names the rows. ALTERs that convert values (a
+// columns. After the copy and before the cut-over, the verifier's Checksum compares both tables
+// chunk by chunk on the server, in consistent snapshots begun while writes to the original wait
+// (LOCK TABLES READ, a pause as long as the apply needs to catch up, like the cut-over's) once the
+// apply reached the binlog position of the lock: there both tables are equal if the ghost is
+// correct, so writes may go on during the pass and a difference is real, however far the apply
+// lags (comparing the live tables, even with rechecks, fails correct migrations under load). A
+// difference fails the migration before the cut-over, with the original untouched, and names the
+// rows. ALTERs that convert values (a
 // type change, a renamed column) cannot be compared value for value; the summary says so
 // (Result.Verification).
 //
@@ -70,22 +75,13 @@ func (m *Migration) verifyGhost(ctx context.Context) error {
 	}
 	m.setState(StateVerifying)
 	m.applier.startTracking()
-	// A chunk that differs is checked again after the apply could have caught up (writes go on);
-	// a difference that stays through a second pass, started once the apply reached the binlog
-	// position of that moment, is real.
-	v := &verifier.Checksum{Source: m.db, Target: m.db, Concurrency: 2, Logger: m.log,
-		Rechecks: 3, RecheckDelay: max(m.MaxLag, 300*time.Millisecond)}
-	var res *verifier.Result
-	for pass := 1; ; pass++ {
-		var err error
-		if res, err = v.Verify(ctx, verifier.BeforeCutover, []verifier.TablePair{pair}); err != nil {
-			return fmt.Errorf("verify the ghost table: %w", err)
-		}
-		if res.Match() || pass == 2 {
-			break
-		}
-		m.log.Warn("osc: the ghost table differs from the original while writes go on; checking again once the apply caught up:\n" + res.String())
-		m.waitApplied(ctx)
+	// The pass reads both tables in consistent snapshots begun with writes to the original stopped
+	// and every change up to then applied (snapshotWhenApplied): there both are equal if the ghost
+	// is correct, so a difference is real, however far the apply lags while writes go on.
+	v := &verifier.Checksum{Source: m.db, Target: m.db, Concurrency: 2, Logger: m.log, Snapshot: m.snapshotWhenApplied}
+	res, err := v.Verify(ctx, verifier.BeforeCutover, []verifier.TablePair{pair})
+	if err != nil {
+		return fmt.Errorf("verify the ghost table: %w", err)
 	}
 	if !res.Match() {
 		m.result.Verification = "MISMATCH"
@@ -99,6 +95,64 @@ func (m *Migration) verifyGhost(ctx context.Context) error {
 	m.result.Verification = fmt.Sprintf("MATCH (%d rows compared before the cut-over, %s)", rows, res.Duration.Round(1e6))
 	m.log.Info("osc: verification of the ghost table: " + m.result.Verification)
 	return nil
+}
+
+// snapshotWhenApplied calls begin (which starts the verifier's consistent snapshots) while writes to
+// the original are stopped (LOCK TABLES READ, bounded by CutoverLockTimeout and retried like the
+// cut-over) and once the apply reached the binlog position of the lock: every change of the original
+// committed before the lock is then in the ghost table, and no other change can reach either table
+// until the unlock (only ferry writes the ghost). Writes to the original wait for the apply to catch
+// up, as at the cut-over.
+func (m *Migration) snapshotWhenApplied(ctx context.Context, begin func(context.Context) error) error {
+	timeout := m.CutoverLockTimeout
+	secs := int((timeout + time.Second - 1) / time.Second)
+	for attempt := 1; ; attempt++ {
+		err := m.snapshotAttempt(ctx, begin, secs, timeout)
+		if err == nil {
+			return nil
+		}
+		if attempt >= m.CutoverAttempts || ctx.Err() != nil {
+			return fmt.Errorf("after %d attempt(s): %w", attempt, err)
+		}
+		m.log.WithError(err).WithField("attempt", attempt).Warn("osc: verification: no snapshot taken (writes resumed); trying again once the apply caught up")
+		m.waitApplied(ctx)
+	}
+}
+
+func (m *Migration) snapshotAttempt(ctx context.Context, begin func(context.Context) error, secs int, timeout time.Duration) error {
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer discard(conn)
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs)); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, "LOCK TABLES "+m.qualified(m.Table)+" READ"); err != nil {
+		return fmt.Errorf("lock %s for the verification snapshot (lock_wait_timeout %ds): %w", m.qualified(m.Table), secs, err)
+	}
+	lockStart := time.Now()
+	defer func() {
+		conn.ExecContext(context.WithoutCancel(ctx), "UNLOCK TABLES")
+		m.log.WithField("blocked", time.Since(lockStart).String()).Info("osc: verification: snapshot taken, writes resumed")
+	}()
+	// Every change of the original committed before the lock precedes this position.
+	pos, err := ferry.CurrentPosition(ctx, m.db, m.flavor)
+	if err != nil {
+		return fmt.Errorf("binlog position for the verification snapshot: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for m.applier.appliedPosition().Compare(pos) < 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the binlog apply did not reach the position of the verification snapshot within %s", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return begin(ctx)
 }
 
 // verifyChangedRows re-checks, under the cut-over lock (lock holds LOCK TABLES on the original), the

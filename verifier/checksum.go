@@ -3,6 +3,7 @@ package verifier
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -25,8 +26,9 @@ import (
 // different rows and the differing columns.
 //
 // In the BeforeCutover phase the source still takes writes, so a differing chunk is checksummed again
-// up to Rechecks times, RecheckDelay apart, before it is drilled into; DuringCutover reports the first
-// difference.
+// up to Rechecks times, RecheckDelay apart, before it is drilled into, unless the comparison reads
+// consistent snapshots taken where both sides must be equal (Snapshot); DuringCutover reports the
+// first difference.
 //
 // Cost: one index scan of the source to find chunk bounds, one read of every row on each server
 // (done by the servers, Concurrency chunks at a time), and network traffic proportional to the number
@@ -49,6 +51,16 @@ type Checksum struct {
 	// default 2, negative for none. RecheckDelay is the pause before each; default 200ms.
 	Rechecks     int
 	RecheckDelay time.Duration
+	// Snapshot, if set, makes the BeforeCutover comparison exact while both sides still take writes.
+	// It is called once, before any chunk is compared, with begin, which starts a consistent-snapshot
+	// transaction (REPEATABLE READ, read only) on every session that compares chunks; the host calls
+	// begin at a moment when both sides are equal if the copy is correct (writes to the source
+	// stopped and every change up to then applied to the target), and may resume writes once begin
+	// returned. Every chunk is then compared in those snapshots, so a difference is real: it is
+	// reported without rechecks, and a session lost on the way fails the pass (a new one could not
+	// see the snapshot). A rechecked comparison of live tables can report a false difference
+	// whenever the apply lags behind the rechecks; this one cannot.
+	Snapshot func(ctx context.Context, begin func(ctx context.Context) error) error
 	// Throttler, if set, is waited on before each chunk.
 	Throttler throttler.Throttler
 	// MaxRetries bounds the attempts at one chunk on transient errors (lost connections, a server
@@ -118,6 +130,31 @@ func (c *Checksum) verifyPlans(ctx context.Context, phase Phase, plans []*plan, 
 	for i := range plans {
 		smps[i] = &samples{cap: sampleSize(c.SampleSize)}
 	}
+	// Each worker holds one session per side.
+	srcs, tgts := make([]*conn, workers), make([]*conn, workers)
+	for w := range srcs {
+		srcs[w], tgts[w] = newConn(c.Source, &c.stats.s), newConn(c.Target, &c.stats.t)
+		defer srcs[w].release()
+		defer tgts[w].release()
+	}
+	if c.Snapshot != nil {
+		begin := func(ctx context.Context) error {
+			for _, cn := range append(append([]*conn{}, srcs...), tgts...) {
+				if err := cn.beginSnapshot(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err := c.Snapshot(ctx, begin); err != nil {
+			return nil, fmt.Errorf("verifier: consistent snapshot: %w", err)
+		}
+		for _, cn := range append(append([]*conn{}, srcs...), tgts...) {
+			if !cn.snapshot {
+				return nil, errors.New("verifier: the Snapshot function returned without beginning the snapshot")
+			}
+		}
+	}
 	g, gctx := newGroup(ctx)
 	chunks := make(chan chunk)
 	g.Go(func() error {
@@ -153,10 +190,8 @@ func (c *Checksum) verifyPlans(ctx context.Context, phase Phase, plans []*plan, 
 		return nil
 	})
 	for w := 0; w < workers; w++ {
+		src, tgt := srcs[w], tgts[w]
 		g.Go(func() error {
-			src, tgt := newConn(c.Source, &c.stats.s), newConn(c.Target, &c.stats.t)
-			defer src.release()
-			defer tgt.release()
 			for ck := range chunks {
 				if err := c.checkWithRetries(gctx, r, phase, src, tgt, ck, onDiff); err != nil {
 					return err
@@ -214,7 +249,7 @@ func (c *Checksum) check(ctx context.Context, phase Phase, src, tgt *session, ck
 			return nil
 		}
 		rows = sc.count
-		if phase != BeforeCutover || attempt >= rechecks(c.Rechecks) {
+		if phase != BeforeCutover || c.Snapshot != nil || attempt >= rechecks(c.Rechecks) {
 			break
 		}
 		if err := sleep(ctx, recheckDelay(c.RecheckDelay)); err != nil {

@@ -3,6 +3,9 @@ package verifier
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -56,11 +59,17 @@ type conn struct {
 	db *sql.DB
 	st *sideStats
 	s  *session
+	// snapshot: s holds a consistent-snapshot transaction (Checksum.Snapshot), which a new session
+	// could not see: a lost one is not replaced.
+	snapshot bool
 }
 
 func newConn(db *sql.DB, st *sideStats) *conn { return &conn{db: db, st: st} }
 
 func (c *conn) get(ctx context.Context) (*session, error) {
+	if c.s == nil && c.snapshot {
+		return nil, errors.New("verifier: a session holding the consistent snapshot was lost; the comparison cannot go on in a new one")
+	}
 	if c.s == nil {
 		s, err := pin(ctx, c.db, c.st)
 		if err != nil {
@@ -78,7 +87,32 @@ func (c *conn) drop() {
 	}
 }
 
+// beginSnapshot starts a read-only REPEATABLE READ transaction with a consistent snapshot on the
+// session, which then stays in it until release.
+func (c *conn) beginSnapshot(ctx context.Context) error {
+	s, err := c.get(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := s.conn.ExecContext(ctx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"); err != nil {
+		return fmt.Errorf("verifier: begin snapshot: %w", err)
+	}
+	if _, err := s.conn.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"); err != nil {
+		return fmt.Errorf("verifier: begin snapshot: %w", err)
+	}
+	c.snapshot = true
+	return nil
+}
+
 func (c *conn) release() {
+	if c.s != nil && c.snapshot {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := c.s.conn.ExecContext(ctx, "ROLLBACK")
+		cancel()
+		if err != nil {
+			c.drop()
+		}
+	}
 	if c.s != nil {
 		c.s.release()
 		c.s = nil
