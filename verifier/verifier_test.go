@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -423,5 +424,53 @@ func TestSessionRestored(t *testing.T) {
 				t.Errorf("interpolate=%v: session left as time_zone=%s character_set_results=%s", interpolate, tz, cs)
 			}
 		}
+	}
+}
+
+// With Snapshot, the Checksum compares both sides as they were when begin was called, whatever
+// changes after: a change made on one side after begin is not a difference, a difference present at
+// begin is reported without rechecks, and a Snapshot function that does not call begin fails the
+// pass instead of comparing live tables.
+func TestChecksumSnapshotComparesTheStateAtBegin(t *testing.T) {
+	ctx := context.Background()
+	db := newDatabase(t)
+	createBase(t, db)
+	pair := []verifier.TablePair{{Source: load(t, db, "t"), TargetDatabase: db, TargetTable: "t"}}
+	exec := func(d *sql.DB, q string) {
+		t.Helper()
+		if _, err := d.Exec(fmt.Sprintf(q, schema.QuoteIdent(db))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	afterBegin := func(change func()) func(context.Context, func(context.Context) error) error {
+		return func(ctx context.Context, begin func(context.Context) error) error {
+			if err := begin(ctx); err != nil {
+				return err
+			}
+			change()
+			return nil
+		}
+	}
+	c := &verifier.Checksum{Source: srcDB, Target: tgtDB, ChunkSize: 50, RecheckDelay: time.Hour,
+		Snapshot: afterBegin(func() { exec(tgtDB, "UPDATE %s.t SET note = 'after begin' WHERE id = 7") })}
+	res, err := c.Verify(ctx, verifier.BeforeCutover, pair)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Match() || res.Tables[0].RowsCompared != baseRows {
+		t.Errorf("a change after begin was compared:\n%s", res)
+	}
+	// Row 7 now differs: found at once (a recheck would wait an hour).
+	c.Snapshot = afterBegin(func() { exec(tgtDB, "UPDATE %s.t SET note = 'note7' WHERE id = 7") })
+	res, err = c.Verify(ctx, verifier.BeforeCutover, pair)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := res.Tables[0].Different; len(d) != 1 || d[0].Key.String() != "(7)" {
+		t.Errorf("want row 7 different as of begin:\n%s", res)
+	}
+	c.Snapshot = func(context.Context, func(context.Context) error) error { return nil }
+	if _, err := c.Verify(ctx, verifier.BeforeCutover, pair); err == nil || !strings.Contains(err.Error(), "without beginning the snapshot") {
+		t.Errorf("a Snapshot that did not begin: %v", err)
 	}
 }
