@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if copydbBuild.dir != "" {
+		os.RemoveAll(copydbBuild.dir)
+	}
 	source.Stop()
 	target.Stop()
 	os.Exit(code)

@@ -21,22 +21,47 @@ import (
 	"github.com/ferrykit/ferry"
 )
 
-// rsBuildCopydb builds examples/copydb into dir and returns the binary's path.
-func rsBuildCopydb(t *testing.T, dir string) string {
+// rsBuildCopydb returns the path of the examples/copydb binary, built on first use: one build
+// serves every test (the directory argument is not used).
+func rsBuildCopydb(t *testing.T, _ string) string {
 	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	must(t, err)
-	root := filepath.Dir(strings.TrimSpace(string(out)))
-	if root == "." || root == "" {
-		root = ".."
+	copydbBuild.once.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			copydbBuild.err = err
+			return
+		}
+		root := filepath.Dir(strings.TrimSpace(string(out)))
+		if root == "." || root == "" {
+			root = ".."
+		}
+		dir, err := os.MkdirTemp("", "ferry-test-copydb-")
+		if err != nil {
+			copydbBuild.err = err
+			return
+		}
+		copydbBuild.dir = dir
+		bin := filepath.Join(dir, "copydb")
+		build := exec.Command("go", "build", "-o", bin, "./examples/copydb")
+		build.Dir = root
+		if b, err := build.CombinedOutput(); err != nil {
+			copydbBuild.err = fmt.Errorf("go build ./examples/copydb: %v\n%s", err, b)
+			return
+		}
+		copydbBuild.bin = bin
+	})
+	if copydbBuild.err != nil {
+		t.Fatal(copydbBuild.err)
 	}
-	bin := filepath.Join(dir, "copydb")
-	build := exec.Command("go", "build", "-o", bin, "./examples/copydb")
-	build.Dir = root
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./examples/copydb: %v\n%s", err, b)
-	}
-	return bin
+	return copydbBuild.bin
+}
+
+// copydbBuild is the copydb binary the tests run, built once per test process (each build costs
+// seconds of link time) and removed by TestMain.
+var copydbBuild struct {
+	once     sync.Once
+	dir, bin string
+	err      error
 }
 
 // rsCopydbRun is one copydb process.
