@@ -54,7 +54,7 @@ func (d *Differ) Stats() Stats { return d.stats.snapshot() }
 // Verify implements Verifier.
 func (d *Differ) Verify(ctx context.Context, phase Phase, tables []TablePair) (*Result, error) {
 	start := time.Now()
-	res := &Result{Verifier: "rowdiff", Phase: phase, Scope: AllRows, CannotSee: "two unequal rows whose MD5 hashes collide"}
+	res := &Result{Verifier: "rowdiff", Phase: phase, Scope: AllRows, CannotSee: withFilterBlindSpot("two unequal rows whose MD5 hashes collide", tables, d.Strict)}
 	for _, p := range tables {
 		pl, err := newPlan(ctx, newRetrier(d.MaxRetries, d.Logger), d.Target, p, d.Strict)
 		if err != nil {

@@ -190,7 +190,7 @@ func (v *Incremental) Verify(ctx context.Context, phase Phase, tables []TablePai
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Verifier: "checksum", Phase: phase, Scope: scope, CannotSee: cannotSee, Tables: trs, Duration: time.Since(start)}, nil
+	return &Result{Verifier: "checksum", Phase: phase, Scope: scope, CannotSee: withFilterBlindSpot(cannotSee, tables, c.Strict), Tables: trs, Duration: time.Since(start)}, nil
 }
 
 // Progress is the progress of the full passes (run by Checksum); a pass of changed rows only is not

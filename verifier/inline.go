@@ -232,7 +232,7 @@ func (st *inlineTable) fail(err error) {
 // Verify implements Verifier.
 func (v *Inline) Verify(ctx context.Context, phase Phase, tables []TablePair) (*Result, error) {
 	start := time.Now()
-	res := &Result{Verifier: "inline", Phase: phase, Scope: CopiedRows, CannotSee: inlineCannotSee}
+	res := &Result{Verifier: "inline", Phase: phase, Scope: CopiedRows, CannotSee: withFilterBlindSpot(inlineCannotSee, tables, v.Strict)}
 	for _, p := range tables {
 		pl, err := newPlan(ctx, newRetrier(v.MaxRetries, v.Logger), v.Target, p, v.Strict)
 		if err != nil {

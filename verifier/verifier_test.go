@@ -110,6 +110,10 @@ func TestDetectsDifferences(t *testing.T) {
 						t.Fatalf("%d table results", len(res.Tables))
 					}
 					checkTable(t, res.Tables[0], tc.missing, tc.extra, tc.different)
+					// A filter applied to both sides never reads target rows outside it: the report says so.
+					if hidden := strings.Contains(res.CannotSee, "target rows outside the copy filter"); hidden != (tc.where != "" && !tc.strict) {
+						t.Errorf("cannot see %q: filter %q, strict %v", res.CannotSee, tc.where, tc.strict)
+					}
 					if t.Failed() {
 						t.Log(res)
 					}
