@@ -111,6 +111,13 @@ func TestNativeTimestampEdges(t *testing.T) {
 		rows:    []string{"INSERT INTO %s SELECT seq, '2024-03-31 01:00:00' + INTERVAL seq * 5 MINUTE FROM seq_1_to_30"},
 		alter:   "MODIFY dt TIMESTAMP NULL",
 	}, {
+		name:    "DATETIME(6) to TIMESTAMP(3) in a +05:00 server, fractions during the copy",
+		globals: []string{"time_zone = '+05:00'"},
+		create:  "CREATE TABLE %s (id INT PRIMARY KEY, dt DATETIME(6) NULL) ENGINE=InnoDB",
+		rows:    []string{"INSERT INTO %s SELECT seq, '2020-01-01 10:00:00.123456' + INTERVAL seq * 1111 MICROSECOND FROM seq_1_to_30"},
+		writes:  []string{"UPDATE %s SET dt = '2021-02-03 04:05:06.999999' WHERE id = 25", "INSERT INTO %s VALUES (31, '1999-12-31 23:59:59.9995')"},
+		alter:   "MODIFY dt TIMESTAMP(3) NULL",
+	}, {
 		name:    "TIMESTAMP to DATETIME across daylight-saving changes",
 		globals: []string{"time_zone = 'Ferry/DST'"},
 		create:  "CREATE TABLE %s (id INT PRIMARY KEY, ts TIMESTAMP NULL) ENGINE=InnoDB",
