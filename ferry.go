@@ -444,27 +444,14 @@ func (f *Ferry) checkResumedTarget(ctx context.Context, t *TableCopy, ts *TableS
 		if r.Last == nil {
 			continue
 		}
-		var conds []string
-		var args []any
-		for _, b := range []struct {
-			k         Key
-			op        string
-			inclusive bool
-		}{{r.Start, ">", false}, {r.Last, "<", true}} {
-			if b.k == nil {
-				continue
-			}
-			vals, err := schema.KeyArgs(keyCols, b.k)
-			if err != nil {
-				return fmt.Errorf("resume: table %s: checkpoint key: %w", t.Source, err)
-			}
-			c, a := schema.KeyCompare(keyCols, vals, b.op, b.inclusive)
-			conds, args = append(conds, c), append(args, a...)
+		conds, args, err := schema.KeyRange(keyCols, r.Start, r.Last)
+		if err != nil {
+			return fmt.Errorf("resume: table %s: checkpoint key: %w", t.Source, err)
 		}
 		if t.Condition != "" {
 			conds = append(conds, "("+t.Condition+")")
 		}
-		err := f.Source.QueryRowContext(ctx, "SELECT 1 FROM "+t.Source.QualifiedName()+" WHERE "+strings.Join(conds, " AND ")+" LIMIT 1", args...).Scan(&one)
+		err = f.Source.QueryRowContext(ctx, "SELECT 1 FROM "+t.Source.QualifiedName()+" WHERE "+strings.Join(conds, " AND ")+" LIMIT 1", args...).Scan(&one)
 		if err == nil {
 			return fmt.Errorf("%w: target table %s is empty, but the checkpoint says %d rows of %s were copied into it and the source still has rows in the copied key range (was it emptied?); %s", ErrResumeMismatch, t.TargetName(), ts.RowsCopied, t.Source, startOver)
 		}

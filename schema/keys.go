@@ -71,6 +71,27 @@ func KeyArgs(cols []*Column, vals [][]byte) ([]any, error) {
 	return out, nil
 }
 
+// KeyRange builds the conditions of a half-open key range (after, upTo]: "key > after" and
+// "key <= upTo", each left out when its bound is nil. Bounds are key values read as text.
+func KeyRange(cols []*Column, after, upTo [][]byte) (conds []string, args []any, err error) {
+	for _, b := range []struct {
+		vals      [][]byte
+		op        string
+		inclusive bool
+	}{{after, ">", false}, {upTo, "<", true}} {
+		if b.vals == nil {
+			continue
+		}
+		vals, err := KeyArgs(cols, b.vals)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, a := KeyCompare(cols, vals, b.op, b.inclusive)
+		conds, args = append(conds, c), append(args, a...)
+	}
+	return conds, args, nil
+}
+
 // KeyCompare builds "key op vals" over the key columns, expanded so every server's range optimizer
 // uses the index: (a > ?) OR (a = ? AND b > ?) ...; inclusive makes the last comparison op=.
 func KeyCompare(cols []*Column, vals []any, op string, inclusive bool) (string, []any) {

@@ -162,3 +162,36 @@ func TestKeyArgs(t *testing.T) {
 		t.Error("KeyArgs accepts a non-integer for an integer column")
 	}
 }
+
+func TestKeyRange(t *testing.T) {
+	k := func(v string) [][]byte { return [][]byte{[]byte(v)} }
+	for _, c := range []struct {
+		name        string
+		after, upTo [][]byte
+		conds       []string
+		args        []any
+		err         string
+	}{
+		{"whole table", nil, nil, nil, nil, ""},
+		{"after only", k("10"), nil, []string{"((`id` > ?))"}, []any{int64(10)}, ""},
+		{"up to only", nil, k("20"), []string{"((`id` <= ?))"}, []any{int64(20)}, ""},
+		{"both", k("10"), k("20"), []string{"((`id` > ?))", "((`id` <= ?))"}, []any{int64(10), int64(20)}, ""},
+		{"bad bound", k("x"), nil, nil, nil, `key column id: "x" is not an integer`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conds, args, err := KeyRange([]*Column{intCol}, c.after, c.upTo)
+			if c.err != "" {
+				if err == nil || err.Error() != c.err {
+					t.Fatalf("err = %v, want %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(conds, c.conds) || !reflect.DeepEqual(args, c.args) {
+				t.Fatalf("got %q %v, want %q %v", conds, args, c.conds, c.args)
+			}
+		})
+	}
+}

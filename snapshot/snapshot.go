@@ -417,22 +417,9 @@ func (s *snap) startAll(ctx context.Context, conns []*sql.Conn) (ferry.Position,
 func (s *snap) readRange(ctx context.Context, c *sql.Conn, tk task) error {
 	st := tk.st
 	keyCols := st.t.KeyColumns()
-	var conds []string
-	var args []any
-	for _, b := range []struct {
-		k         ferry.Key
-		op        string
-		inclusive bool
-	}{{tk.r.Start, ">", false}, {tk.r.End, "<", true}} {
-		if b.k == nil {
-			continue
-		}
-		vals, err := schema.KeyArgs(keyCols, b.k)
-		if err != nil {
-			return fmt.Errorf("snapshot %s: %w", st.t, err)
-		}
-		cond, a := schema.KeyCompare(keyCols, vals, b.op, b.inclusive)
-		conds, args = append(conds, cond), append(args, a...)
+	conds, args, err := schema.KeyRange(keyCols, tk.r.Start, tk.r.End)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", st.t, err)
 	}
 	sel := make([]string, len(st.cols))
 	for i, col := range st.cols {
