@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 const sentryComment = "ferry osc cut-over sentry"
@@ -112,8 +114,9 @@ func randomToken() string {
 //     refuse the RENAME as DDL on its table);
 //  3. session B runs RENAME TABLE t TO t_del, _t_gho TO t, which queues behind A's lock on t (and could
 //     not succeed while the sentry exists);
-//  4. once B is seen waiting on the metadata lock, A drops the sentry and unlocks: the queued rename
-//     runs before any queued write.
+//  4. once B is seen waiting on the table metadata lock of t (and, where the ghost's lock comes
+//     first, holding it: renameHoldsGhost), A drops the sentry and unlocks: the queued rename runs
+//     before any queued write.
 //
 // If A dies anywhere, its lock goes away but the sentry stays, so B's rename fails and the original
 // table is unchanged; if B dies, A unlocks and nothing changed. Every wait is bounded by
@@ -137,6 +140,10 @@ func (m *Migration) cutoverAttempt(ctx context.Context, s *stream) (blocked time
 		return 0, err
 	}
 	if err := connB.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&idB); err != nil {
+		return 0, err
+	}
+	ghostFirst, err := m.ghostLockedFirst(ctx)
+	if err != nil {
 		return 0, err
 	}
 	lockName := "ferry-osc:" + m.Database + "." + m.Table
@@ -283,7 +290,7 @@ func (m *Migration) cutoverAttempt(ctx context.Context, s *stream) (blocked time
 			return finish(rerr)
 		default:
 		}
-		if waiting, err := renameWaiting(ctx, db, idB); err == nil && waiting {
+		if waiting, err := renameWaiting(ctx, db, idB); err == nil && waiting && (!ghostFirst || m.renameHoldsGhost(ctx)) {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -384,6 +391,50 @@ func (m *Migration) waitApplierIdle(ctx context.Context) {
 	}
 }
 
+// renameHoldsGhost reports whether the queued RENAME can be waiting only on the original table's
+// lock, which the cut-over holds. The RENAME takes its tables' metadata locks one at a time in
+// name order, and _<t>_gho sorts before t when t's first byte is above '_' (a lower-case
+// letter, say): while another session holds a lock on the ghost table (an open transaction
+// that read it, the server's background statistics), the RENAME waits on the ghost in the very
+// processlist state it has when queued on t. Unlocking then lets the writes queued on t through
+// before the RENAME asks for t: they land in the old table. So when the ghost sorts first, the
+// RENAME must be seen holding its exclusive lock: a probe that asks for the ghost's high-priority
+// shared metadata lock (SHOW CREATE TABLE) without waiting (lock_wait_timeout 0) fails only
+// then, since that lock type is granted past pending exclusive requests but not past a granted one.
+// (MariaDB only: on MySQL lock_wait_timeout is at least 1 s; see ghostLockedFirst.)
+func (m *Migration) renameHoldsGhost(ctx context.Context) bool {
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return false
+	}
+	defer discard(conn)
+	if _, err := conn.ExecContext(ctx, "SET SESSION lock_wait_timeout = 0"); err != nil {
+		return false
+	}
+	_, err = conn.ExecContext(ctx, "SHOW CREATE TABLE "+m.qualified(m.ghostName()))
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1205 // ER_LOCK_WAIT_TIMEOUT: the RENAME holds it
+}
+
+// ghostLockedFirst reports whether the RENAME asks for the ghost table's metadata lock before the
+// original's, and whether renameHoldsGhost can tell: the server orders the locks by name bytes
+// (lower-cased where lower_case_table_names is set). On MySQL it reports false (no probe without
+// a wait of at least a second; the RENAME is trusted to be queued on t, as in gh-ost).
+func (m *Migration) ghostLockedFirst(ctx context.Context) (bool, error) {
+	if !m.flavor.MariaDB {
+		return false, nil
+	}
+	var lower int
+	if err := m.db.QueryRowContext(ctx, "SELECT @@lower_case_table_names").Scan(&lower); err != nil {
+		return false, fmt.Errorf("read lower_case_table_names: %w", err)
+	}
+	g, t := m.ghostName(), m.Table
+	if lower != 0 {
+		g, t = strings.ToLower(g), strings.ToLower(t)
+	}
+	return g < t, nil
+}
+
 // renameWaiting reports whether session id is running a RENAME that waits on a metadata lock. It
 // reads SHOW PROCESSLIST rather than information_schema.PROCESSLIST: polling the latter (which
 // materialises an internal temporary table per query) crashed MariaDB 10.11 under this load.
@@ -421,7 +472,7 @@ func renameWaiting(ctx context.Context, db *sql.DB, id int64) (bool, error) {
 		if string(vals[idCol]) != string(want) {
 			continue
 		}
-		return strings.Contains(strings.ToLower(string(vals[stateCol])), "metadata lock") &&
+		return strings.EqualFold(strings.TrimSpace(string(vals[stateCol])), "Waiting for table metadata lock") &&
 			strings.HasPrefix(strings.ToUpper(strings.TrimSpace(string(vals[infoCol]))), "RENAME"), nil
 	}
 	return false, rows.Err()

@@ -10,7 +10,9 @@
 // _<t>_del: RENAME takes its metadata locks in name order, and with a sentry that sorts before the
 // table, writes queued during the lock can slip into the old table between the unlock and the
 // rename — seen in 2 of 30 cut-overs on MariaDB 10.11. A name that starts with the table's own sorts
-// after it, so the RENAME is queued on the table itself and runs before any queued write.) A changelog table _<t>_ghc carries heartbeats (the apply
+// after it, so the RENAME is queued on the table itself and runs before any queued write. The
+// ghost _<t>_gho does sort before t, so its lock is taken first: on MariaDB the cut-over unlocks
+// only once the RENAME is seen holding it (renameHoldsGhost), not merely waiting on some lock.) A changelog table _<t>_ghc carries heartbeats (the apply
 // lag is measured as they come back through the binlog) and the cut-over marker.
 //
 // # Validation (before any write)
