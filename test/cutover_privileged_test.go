@@ -100,7 +100,10 @@ func TestReadOnlyCutoverAbortsWhenPrivilegedSessionsWrite(t *testing.T) {
 	}
 	must(t, <-runErr)
 	rsSameRowsBetween(t, source, target, db+".t", db+".t")
-	if n := count(t, target, "SELECT COUNT(*) FROM "+db+".t WHERE v = 'privileged'"); int64(n) != written.Load() {
-		t.Errorf("target has %d of the %d rows the privileged session wrote", n, written.Load())
+	// An INSERT can commit while its client gives up on it (the writer's context is cancelled
+	// mid-statement), so the source's own count is the truth; the writer's is a lower bound.
+	onSource := count(t, source, "SELECT COUNT(*) FROM "+db+".t WHERE v = 'privileged'")
+	if n := count(t, target, "SELECT COUNT(*) FROM "+db+".t WHERE v = 'privileged'"); n != onSource || int64(n) < written.Load() {
+		t.Errorf("target has %d privileged rows, the source %d; the writer saw %d succeed", n, onSource, written.Load())
 	}
 }
