@@ -154,8 +154,14 @@ type loadGen struct {
 	start  time.Time
 }
 
+// loadKeyBlocks hands every load generator of the process its own block of new keys.
+var loadKeyBlocks atomic.Int64
+
+// startLoad starts the mixed load on table (existing keys 1..maxID). Its INSERTs take keys from a
+// block of 10M keys above maxID that no other load generator of this benchmark process uses, so
+// a section may run the load any number of times on the same table without a duplicate key.
 func startLoad(db *sql.DB, table string, rate float64, maxID int64, workers int) *loadGen {
-	return startLoadFrom(db, table, rate, maxID, maxID+10_000_000, workers)
+	return startLoadFrom(db, table, rate, maxID, maxID+10_000_000*loadKeyBlocks.Add(1), workers)
 }
 
 // startLoadFrom is startLoad with the inserted keys starting above newIDs (a run that follows

@@ -2,16 +2,12 @@ package main
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferrykit/ferry"
 )
-
-// loadRuns is how many idle and how many loaded copies the loaddata-load section interleaves.
-const loadRuns = 3
 
 // retryCount is a ferry Observer that counts retried transient errors of the binlog apply and of
 // the copy's writes to the target (deadlocks, lock-wait timeouts).
@@ -28,78 +24,34 @@ func (r *retryCount) Retried(what string) {
 	}
 }
 
-// loadedCopy is one copy of orders with the default (LOAD DATA) writer.
-type loadedCopy struct {
-	rate                       float64
-	lagMax, lag99              time.Duration
-	applyRetries, writeRetries int64
-	achieved                   float64
-	note                       string
-}
-
-// copyDefaultWriterUnderLoad measures the default copy writer (LOAD DATA) under the mixed load
-// against the same in-process copy idle, interleaved (idle, loaded, idle, loaded, ...): copy rate
-// medians with their ranges and the ratio of the medians, binlog lag p99 and max, and how often
-// the apply and the copy had to retry (deadlocks between them show up there).
-func (b *bench) copyDefaultWriterUnderLoad() error {
-	var idle, loaded []loadedCopy
-	for i := 0; i < loadRuns; i++ {
-		r, err := b.oneDefaultWriterCopy(-1)
-		if err != nil {
-			return err
-		}
-		idle = append(idle, r)
-		if r, err = b.oneDefaultWriterCopy(i); err != nil {
-			return err
-		}
-		loaded = append(loaded, r)
+// copyUnderLoad measures a copy of orders with the given writer ("" INSERT, "loaddata" the
+// default LOAD DATA) under the mixed load, interleaved with the same in-process copy idle (idle,
+// loaded, idle, loaded, ...): copy rate medians with their ranges and the per-pair ratio, binlog lag
+// p99 and max, how often the apply and the copy had to retry (deadlocks between them show up
+// there), and a Checksum of every loaded copy.
+func (b *bench) copyUnderLoad(writer, label string) error {
+	idle, loaded, err := b.measure("copy under load, "+label,
+		func(i int) (Sample, error) { return b.oneLoadCopy(writer, -1) },
+		func(i int) (Sample, error) { return b.oneLoadCopy(writer, i) })
+	if err != nil {
+		return err
 	}
-	rates := func(xs []loadedCopy) []float64 {
-		var out []float64
-		for _, x := range xs {
-			out = append(out, x.rate)
-		}
-		return out
+	b.addSeries(&Figure{Name: "ferry copy idle, " + label + ", in-process (orders)", Unit: "rows/s"}, idle, nil)
+	var applyRetries, writeRetries float64
+	for _, x := range loaded.Samples {
+		applyRetries += x.Also["apply_retries"]
+		writeRetries += x.Also["write_retries"]
 	}
-	durs := func(xs []loadedCopy, f func(loadedCopy) time.Duration) []float64 {
-		var out []float64
-		for _, x := range xs {
-			out = append(out, ms(f(x)))
-		}
-		return out
-	}
-	var applyRetries, writeRetries int64
-	achieved := []float64{}
-	notes := map[string]bool{}
-	for _, x := range loaded {
-		applyRetries += x.applyRetries
-		writeRetries += x.writeRetries
-		achieved = append(achieved, x.achieved)
-		notes[x.note] = true
-	}
-	im, ilo, ihi := medianRange(rates(idle))
-	lm, llo, lhi := medianRange(rates(loaded))
-	busy := fmt.Sprintf("median of %d runs interleaved with the idle ones, range %.0f–%.0f; loadavg %s (shared machine)", loadRuns, llo, lhi, loadAvg())
-	b.add(&Figure{Name: "ferry copy idle, default LOAD DATA writer, in-process (orders)", Value: im, Unit: "rows/s",
-		Note: fmt.Sprintf("median of %d runs, range %.0f–%.0f", loadRuns, ilo, ihi)})
-	am, _, _ := medianRange(achieved)
-	b.add(&Figure{Name: fmt.Sprintf("ferry copy under %.0f writes/s, default LOAD DATA writer (orders)", *loadFlag), Value: lm, Unit: "rows/s",
-		Ceiling: im, CeilingName: "same copy idle (median)", Target: tgtLoad,
-		Note: fmt.Sprintf("%s; load achieved %.0f writes/s (median); retries under load: apply %d, copy writes %d (all runs); %s", busy, am, applyRetries, writeRetries, joinKeys(notes))})
-	for _, l := range []struct {
-		name string
-		f    func(loadedCopy) time.Duration
-	}{{"p99", func(x loadedCopy) time.Duration { return x.lag99 }}, {"max", func(x loadedCopy) time.Duration { return x.lagMax }}} {
-		m, lo, hi := medianRange(durs(loaded, l.f))
-		b.add(&Figure{Name: "binlog lag during the default-writer copy under load, " + l.name, Value: m, Unit: "ms", Target: tgtLag,
-			Note: fmt.Sprintf("median of %d runs, range %.0f–%.0f ms", loadRuns, lo, hi)})
-	}
+	b.addSeries(&Figure{Name: fmt.Sprintf("ferry copy under %.0f writes/s, %s (orders)", *loadFlag, label), Unit: "rows/s",
+		CeilingName: "same copy idle, interleaved", Target: tgtLoad,
+		Note: fmt.Sprintf("load achieved %s writes/s; retries under load, all runs: apply %.0f, copy writes %.0f", loaded.Of("achieved_writes_per_s").Summary(), applyRetries, writeRetries)}, loaded, idle)
+	b.addSeries(&Figure{Name: "binlog lag during the " + label + " copy under load, p99", Unit: "ms", Target: tgtLag}, loaded.Of("lag_p99_ms"), nil)
+	b.addSeries(&Figure{Name: "binlog lag during the " + label + " copy under load, max", Unit: "ms", Target: tgtLag}, loaded.Of("lag_max_ms"), nil)
 	return nil
 }
 
-// oneDefaultWriterCopy copies orders idle (run < 0) or under the load (run ≥ 0: the run's inserts
-// take keys no earlier run used).
-func (b *bench) oneDefaultWriterCopy(run int) (loadedCopy, error) {
+// oneLoadCopy copies orders idle (run < 0) or under the load (run ≥ 0).
+func (b *bench) oneLoadCopy(writer string, run int) (Sample, error) {
 	ctx := b.ctx
 	defer b.purge()
 	underLoad := run >= 0
@@ -107,11 +59,11 @@ func (b *bench) oneDefaultWriterCopy(run int) (loadedCopy, error) {
 	if underLoad {
 		db, err := b.src.DB(srcDB)
 		if err != nil {
-			return loadedCopy{}, err
+			return Sample{}, err
 		}
 		defer db.Close()
 		db.SetMaxOpenConns(16)
-		load = startLoadFrom(db, "orders", *loadFlag, b.rows, b.rows+10_000_000+int64(run+1)*1_000_000, 8)
+		load = startLoad(db, "orders", *loadFlag, b.rows, 8)
 		time.Sleep(time.Second) // the load is steady before the copy starts
 	}
 	stopLoad := func() (float64, error) {
@@ -124,49 +76,35 @@ func (b *bench) oneDefaultWriterCopy(run int) (loadedCopy, error) {
 	}
 	defer stopLoad()
 	retries := &retryCount{}
-	r, err := startFerry(ctx, ferryOpts{SrcPort: b.src.Port, DstPort: b.dst.Port, Table: srcDB + ".orders", DstDB: "ferry_ldload", Workers: *workersFlag, Writer: "loaddata", Observer: retries})
+	cpu := startCPU(b.src, b.dst)
+	r, err := startFerry(ctx, ferryOpts{SrcPort: b.src.Port, DstPort: b.dst.Port, Table: srcDB + ".orders", DstDB: "ferry_load", Workers: *workersFlag, Writer: writer, Observer: retries})
 	if err != nil {
-		return loadedCopy{}, err
+		return Sample{}, err
 	}
 	lag := sampleLag(r.F)
 	if err := r.F.WaitUntilRowCopyIsComplete(ctx); err != nil {
 		lag.Stop()
-		return loadedCopy{}, err
+		r.finish(ctx)
+		return Sample{}, err
 	}
 	d := time.Since(r.t0)
+	c := cpu.stop(0)
 	n := r.rowsCopied()
-	out := loadedCopy{rate: rate(n, d), applyRetries: retries.apply.Load(), writeRetries: retries.write.Load()}
-	out.lagMax, out.lag99 = lag.Stop()
+	c.Rows = n
+	lagMax, lag99 := lag.Stop()
 	achieved, lerr := stopLoad()
-	out.achieved = achieved
 	if err := r.finish(ctx); err != nil {
-		return loadedCopy{}, err
+		return Sample{}, err
 	}
+	out := Sample{Value: rate(n, d), CPU: &c, Also: map[string]float64{
+		"lag_p99_ms": ms(lag99), "lag_max_ms": ms(lagMax), "achieved_writes_per_s": achieved,
+		"apply_retries": float64(retries.apply.Load()), "write_retries": float64(retries.write.Load())}}
 	if lerr != nil {
-		out.note = fmt.Sprintf("load error: %v", lerr)
+		out.Note = fmt.Sprintf("load error: %v", lerr)
 	}
 	if underLoad {
-		out.note = strings.TrimPrefix(out.note+"; "+b.checksumNote("orders", "ferry_ldload"), "; ")
+		out.Note = strings.TrimPrefix(out.Note+"; "+b.checksumNote("orders", "ferry_load"), "; ")
 	}
-	logf("default writer copy (under load %v): %.0f rows/s, lag p99 %s max %s, retries apply %d copy %d", underLoad, out.rate, out.lag99, out.lagMax, out.applyRetries, out.writeRetries)
+	logf("    copy (%s, under load %v): %.0f rows/s, lag p99 %s max %s, retries apply %d copy %d", map[string]string{"": "insert"}[writer]+writer, underLoad, out.Value, lag99, lagMax, retries.apply.Load(), retries.write.Load())
 	return out, nil
-}
-
-func joinKeys(m map[string]bool) string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return strings.Join(out, "; ")
-}
-
-// medianRange returns the median, lowest and highest of xs.
-func medianRange(xs []float64) (median, lo, hi float64) {
-	if len(xs) == 0 {
-		return 0, 0, 0
-	}
-	s := append([]float64{}, xs...)
-	sort.Float64s(s)
-	return s[len(s)/2], s[0], s[len(s)-1]
 }

@@ -20,9 +20,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,13 +35,15 @@ var (
 	rowsFlag     = flag.Int64("rows", 1_000_000, "rows in the orders-like table")
 	narrowFlag   = flag.Int64("narrow-rows", 1_000_000, "rows in the narrow table (id, int, varchar(32))")
 	loadFlag     = flag.Float64("load", 500, "writes/s of the mixed load on the source during the under-load copy and the cut-overs")
-	onlyFlag     = flag.String("only", "", "comma-separated sections to run: ceilings,copy,verify,rss,narrow,load,loaddata-load,inline,apply,cutover,osc,snapshot (default all)")
+	onlyFlag     = flag.String("only", "", "comma-separated sections to run: ceilings,copy,verify,rss,narrow,load,loaddata-load,inline,apply,cutover,osc,snapshot,shards (default all)")
 	jsonFlag     = flag.String("json", "", "write the figures as JSON to this file")
 	cutoversFlag = flag.Int("cutovers", 20, "number of cut-overs measured under load")
 	quickFlag    = flag.Bool("quick", false, "small smoke run: 50k orders rows, 50k narrow rows, 5 cut-overs")
 	workersFlag  = flag.Int("workers", 4, "copy workers for ferry and the plain copiers")
 	profileFlag  = flag.String("profile", "", "directory for CPU profiles of the ferry copy (child process) and the apply run")
 	bufferFlag   = flag.String("buffer-pool", "512M", "innodb_buffer_pool_size of each sandbox server")
+	runsFlag     = flag.Int("runs", 3, "runs of every measurement (each figure is their median, interleaved with its ceiling's runs)")
+	markdownFlag = flag.String("markdown", "", "write the result table as markdown to this file (for docs/benchmarks.md)")
 )
 
 // Figure is one line of the result table.
@@ -61,7 +65,28 @@ type Figure struct {
 	CPURatio float64 `json:"cpu_normalised_ratio,omitempty"`
 	// Ref names the figure whose CPU record is the ceiling's, for CPURatio.
 	Ref string `json:"-"`
+
+	// Runs is how many runs Value is the median of (1: a single run, marked as such); Samples are
+	// their values in run order, Min and Max their range.
+	Runs    int       `json:"runs"`
+	Samples []float64 `json:"samples,omitempty"`
+	Min     float64   `json:"min,omitempty"`
+	Max     float64   `json:"max,omitempty"`
+	// The ceiling's runs, interleaved with the figure's when RatioPaired.
+	CeilingSamples []float64 `json:"ceiling_samples,omitempty"`
+	CeilingMin     float64   `json:"ceiling_min,omitempty"`
+	CeilingMax     float64   `json:"ceiling_max,omitempty"`
+	// RatioPaired: Ratio is the median of the per-run ratios figure/ceiling of interleaved runs,
+	// RatioMin–RatioMax their range; otherwise Ratio is the ratio of the medians.
+	RatioPaired bool    `json:"ratio_paired,omitempty"`
+	RatioMin    float64 `json:"ratio_min,omitempty"`
+	RatioMax    float64 `json:"ratio_max,omitempty"`
+	// LoadAvg is the machine's 1-minute load average sampled during the runs.
+	LoadAvg *LoadStat `json:"loadavg_1m,omitempty"`
 }
+
+// SingleRun says the figure comes from one run (no median, no range).
+func (f *Figure) SingleRun() bool { return !f.NotMeasured && f.Runs <= 1 }
 
 func (c *CPU) perRow() float64 {
 	if c == nil || c.Rows <= 0 {
@@ -85,6 +110,7 @@ type bench struct {
 	cheapestPlain string
 	bestMode      copyMode
 	bestWorkers   int
+	load          *loadSampler // the 1-minute load average through the whole benchmark
 }
 
 func (b *bench) want(section string) bool { return len(b.only) == 0 || b.only[section] }
@@ -94,6 +120,12 @@ func (b *bench) add(f *Figure) *Figure {
 		c := *f.CPU
 		f.CPU = &c
 	}
+	if f.Runs == 0 && !f.NotMeasured { // not from a Series: one run, measured just now
+		f.Runs = 1
+		if f.LoadAvg == nil {
+			f.LoadAvg = loadStat(b.load.during(time.Now(), time.Now()))
+		}
+	}
 	if f.Ceiling > 0 && f.Value > 0 && f.Ratio == 0 {
 		f.Ratio = f.Value / f.Ceiling
 	}
@@ -102,9 +134,9 @@ func (b *bench) add(f *Figure) *Figure {
 	}
 	b.figures = append(b.figures, f)
 	b.named[f.Name] = f
-	line := fmt.Sprintf("  %-58s %12s %-10s", f.Name, fmtVal(f.Value, f.NotMeasured), f.Unit)
+	line := fmt.Sprintf("  %-58s %12s %-10s %s", f.Name, fmtVal(f.Value, f.NotMeasured), f.Unit, f.runsText())
 	if f.Ceiling > 0 {
-		line += fmt.Sprintf(" ceiling %s (%s), ratio %.2f", fmtVal(f.Ceiling, false), f.CeilingName, f.Ratio)
+		line += fmt.Sprintf("\n      ceiling %s (%s), ratio %s", f.ceilingText(), f.CeilingName, f.ratioText())
 	}
 	if f.CPURatio > 0 {
 		line += fmt.Sprintf(", CPU-normalised ratio %.2f", f.CPURatio)
@@ -112,11 +144,46 @@ func (b *bench) add(f *Figure) *Figure {
 	if f.CPU != nil {
 		line += "\n      " + f.CPU.String()
 	}
+	if f.LoadAvg != nil {
+		line += "\n      loadavg 1m during the runs " + f.LoadAvg.String()
+	}
 	if f.Note != "" {
 		line += "\n      " + f.Note
 	}
 	fmt.Println(line)
 	return f
+}
+
+// runsText is "median of 3, range a–b" or "single run".
+func (f *Figure) runsText() string {
+	switch {
+	case f.NotMeasured:
+		return ""
+	case f.SingleRun():
+		return "(single run)"
+	case f.Min == f.Max:
+		return fmt.Sprintf("(median of %d runs, all equal)", f.Runs)
+	}
+	return fmt.Sprintf("(median of %d runs, range %s)", f.Runs, fmtRange(f.Min, f.Max))
+}
+
+func (f *Figure) ceilingText() string {
+	s := fmtVal(f.Ceiling, false)
+	if r := fmtRange(f.CeilingMin, f.CeilingMax); r != "" && len(f.CeilingSamples) > 1 {
+		s += " (" + r + ")"
+	}
+	return s
+}
+
+func (f *Figure) ratioText() string {
+	s := fmt.Sprintf("%.2fx", f.Ratio)
+	if f.RatioPaired && f.RatioMin != f.RatioMax {
+		s += fmt.Sprintf(" (%.2f–%.2f)", f.RatioMin, f.RatioMax)
+	}
+	if !f.RatioPaired && len(f.CeilingSamples) > 1 {
+		s += " (of the medians)"
+	}
+	return s
 }
 
 func (b *bench) value(name string) float64 {
@@ -177,6 +244,9 @@ func run(ctx context.Context) error {
 			b.only[s] = true
 		}
 	}
+	b.load = startLoadSampler()
+	defer b.load.Stop()
+	started := time.Now()
 	var err error
 	opts := sandbox.Options{BufferPool: *bufferFlag}
 	if b.src, err = sandbox.Start(ctx, opts); err != nil {
@@ -206,20 +276,24 @@ func run(ctx context.Context) error {
 		{"verify", b.verifiers},
 		{"rss", b.rss},
 		{"narrow", b.narrowCopy},
-		{"load", b.copyUnderLoad},
-		{"loaddata-load", b.copyDefaultWriterUnderLoad},
+		{"load", func() error { return b.copyUnderLoad("", "INSERT writer") }},
+		{"loaddata-load", func() error { return b.copyUnderLoad("loaddata", "default LOAD DATA writer") }},
 		{"inline", b.inline},
 		{"apply", b.apply},
 		{"cutover", b.cutovers},
 		{"osc", b.osc},
 		{"snapshot", b.snapshots},
+		{"shards", b.shards},
 	}
 	for _, s := range sections {
 		if !b.want(s.name) {
 			continue
 		}
 		logf("section %s", s.name)
-		if err := s.fn(); err != nil {
+		t0 := time.Now()
+		err := s.fn()
+		logf("section %s took %s", s.name, time.Since(t0).Round(time.Second))
+		if err != nil {
 			b.add(&Figure{Name: s.name + ": FAILED", NotMeasured: true, Note: err.Error()})
 			logf("section %s failed: %v", s.name, err)
 		}
@@ -229,10 +303,22 @@ func run(ctx context.Context) error {
 			b.purge()
 		}
 	}
-	b.printTable(version)
+	logf("benchmark took %s", time.Since(started).Round(time.Second))
+	b.printTable(os.Stdout, version, time.Since(started))
+	if *markdownFlag != "" {
+		f, err := os.Create(*markdownFlag)
+		if err != nil {
+			return err
+		}
+		b.printTable(f, version, time.Since(started))
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
 	if *jsonFlag != "" {
 		out := map[string]any{
-			"date": time.Now().UTC().Format(time.RFC3339), "cpus": runtime.NumCPU(), "mariadb": version,
+			"date": time.Now().UTC().Format(time.RFC3339), "cpus": runtime.NumCPU(), "mariadb": version, "runs": *runsFlag,
+			"duration_s":  time.Since(started).Seconds(),
 			"orders_rows": b.rows, "narrow_rows": b.narrow, "orders_data_length": b.dataLen, "load_writes_per_s": *loadFlag,
 			"figures": b.figures,
 		}
@@ -272,37 +358,50 @@ func (b *bench) purgeBinlogs() {
 	b.src.Exec(ctx, "RESET MASTER")
 }
 
-func (b *bench) printTable(version string) {
+// printTable writes the result table in markdown: the table docs/benchmarks.md shows.
+func (b *bench) printTable(w io.Writer, version string, took time.Duration) {
 	mem := ""
 	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
 		var kb int64
 		fmt.Sscanf(strings.TrimPrefix(strings.SplitN(string(data), "\n", 2)[0], "MemTotal:"), "%d", &kb)
 		mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
 	}
-	fmt.Printf("\n## ferry benchmark — %s, %d CPUs, %s RAM, %s, orders %d rows (%.0f MiB), narrow %d rows, load %.0f writes/s\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), mem, version, b.rows, float64(b.dataLen)/(1<<20), b.narrow, *loadFlag)
-	fmt.Println("| figure | value | ceiling (same run) | ratio | CPU-normalised ratio | target |")
-	fmt.Println("|---|---|---|---|---|---|")
+	fmt.Fprintf(w, "\n## ferry benchmark — %s, %d CPUs, %s RAM, %s, orders %d rows (%.0f MiB), narrow %d rows, load %.0f writes/s, %d runs per figure, took %s\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), mem, version, b.rows, float64(b.dataLen)/(1<<20), b.narrow, *loadFlag, *runsFlag, took.Round(time.Second))
+	fmt.Fprintln(w, "| figure | median (range) | runs | ceiling, same run: median (range) | ratio (range) | CPU-normalised ratio | loadavg 1m during the runs | target |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	esc := func(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
 	for _, f := range b.figures {
 		val := fmtVal(f.Value, f.NotMeasured) + " " + f.Unit
+		if r := fmtRange(f.Min, f.Max); r != "" && !f.SingleRun() {
+			val += " (" + r + ")"
+		}
+		runs := strconv.Itoa(f.Runs)
+		if f.SingleRun() {
+			runs = "**1 (single run)**"
+		}
 		if f.NotMeasured {
-			val = "not measured"
+			val, runs = "not measured", ""
 			if f.Note != "" {
 				val += " (" + f.Note + ")"
 			}
 		}
 		ceil, ratio := "", ""
 		if f.Ceiling > 0 {
-			ceil = fmtVal(f.Ceiling, false) + " (" + f.CeilingName + ")"
+			ceil = f.ceilingText() + " (" + f.CeilingName + ")"
 			if f.Ratio > 0 {
-				ratio = fmt.Sprintf("%.2fx", f.Ratio)
+				ratio = f.ratioText()
 			}
 		}
 		cr := ""
 		if f.CPURatio > 0 {
 			cr = fmt.Sprintf("%.2fx", f.CPURatio)
 		}
-		fmt.Printf("| %s | %s | %s | %s | %s | %s |\n", strings.ReplaceAll(f.Name, "|", "\\|"), val, ceil, ratio, cr, f.Target)
+		load := ""
+		if f.LoadAvg != nil {
+			load = f.LoadAvg.String()
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", esc(f.Name), esc(val), runs, esc(ceil), ratio, cr, load, esc(f.Target))
 	}
-	fmt.Println()
+	fmt.Fprintln(w)
 }

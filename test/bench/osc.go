@@ -39,39 +39,64 @@ func (b *bench) osc() error {
 		}
 		return res, float64(res.RowsCopied) / end.Sub(start).Seconds(), nil
 	}
-	is := b.value("ceiling: same-server INSERT…SELECT (orders)")
-	stopProf := startProfile(b.profilePath("osc.pprof"))
-	cpu := startCPU(b.src, b.dst)
-	res, r, err := run("orders", "ADD COLUMN osc_c INT NULL")
-	stopProf()
-	if err != nil {
-		return fmt.Errorf("osc idle: %w", err)
+	// The ceiling (one INSERT…SELECT of the whole table), the OSC copy idle and under the load,
+	// interleaved. Successive migrations alternate ADD COLUMN and DROP COLUMN of osc_c.
+	hasCol := false
+	alter := func() string {
+		hasCol = !hasCol
+		if hasCol {
+			return "ADD COLUMN osc_c INT NULL"
+		}
+		return "DROP COLUMN osc_c"
 	}
-	c := cpu.stop(0)
-	c.Rows = res.RowsCopied
-	b.add(&Figure{Name: "OSC copy, idle (orders, ADD COLUMN)", Value: r, Unit: "rows/s", Ceiling: is, CeilingName: "INSERT…SELECT", Target: ">= 0.9x INSERT…SELECT", CPU: &c, Ref: "ceiling: same-server INSERT…SELECT (orders)",
-		Note: fmt.Sprintf("%d rows in %.1fs total; cut-over blocked %v", res.RowsCopied, res.Elapsed.Seconds(), res.WriteBlocked)})
-	b.src.Exec(ctx, "RESET MASTER")
-
 	db, err := b.src.DB(srcDB)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(16)
-	load := startLoad(db, "orders", *loadFlag, b.rows, 8)
-	time.Sleep(time.Second)
-	cpu = startCPU(b.src, b.dst)
-	res, r, err = run("orders", "DROP COLUMN osc_c")
-	achieved, _ := load.Stop()
-	if err != nil {
-		return fmt.Errorf("osc under load: %w", err)
+	oscRun := func(underLoad bool) runFn {
+		return func(int) (Sample, error) {
+			var load *loadGen
+			if underLoad {
+				load = startLoad(db, "orders", *loadFlag, b.rows, 8)
+				time.Sleep(time.Second)
+			}
+			stopProf := func() {}
+			if !underLoad {
+				stopProf = startProfile(b.profilePath("osc.pprof"))
+			}
+			cpu := startCPU(b.src, b.dst)
+			res, r, err := run("orders", alter())
+			stopProf()
+			c := cpu.stop(0)
+			var achieved float64
+			if load != nil {
+				achieved, _ = load.Stop()
+			}
+			b.src.Exec(ctx, "RESET MASTER")
+			if err != nil {
+				return Sample{}, err
+			}
+			c.Rows = res.RowsCopied
+			return Sample{Value: r, CPU: &c, Also: map[string]float64{"achieved": achieved, "elapsed_s": res.Elapsed.Seconds()}}, nil
+		}
 	}
-	c = cpu.stop(0)
-	c.Rows = res.RowsCopied
-	b.add(&Figure{Name: fmt.Sprintf("OSC copy under %.0f writes/s (orders, DROP COLUMN)", *loadFlag), Value: r, Unit: "rows/s", Ceiling: is, CeilingName: "INSERT…SELECT", Target: ">= 50k rows/s", CPU: &c,
-		Note: fmt.Sprintf("load achieved %.0f writes/s; cut-over blocked %v", achieved, res.WriteBlocked)})
-	b.src.Exec(ctx, "RESET MASTER")
+	ceil, figs, err := b.measureAll("osc copy", b.insertSelectRun, oscRun(false), oscRun(true))
+	if hasCol { // leave orders as it was
+		if _, _, err := run("orders", alter()); err != nil {
+			return err
+		}
+		b.src.Exec(ctx, "RESET MASTER")
+	}
+	if err != nil {
+		return err
+	}
+	b.addSeries(&Figure{Name: "ceiling: same-server INSERT…SELECT (orders), interleaved with the OSC runs", Unit: "rows/s"}, ceil, nil)
+	b.addSeries(&Figure{Name: "OSC copy, idle (orders, ADD/DROP COLUMN)", Unit: "rows/s", CeilingName: "INSERT…SELECT, interleaved", Target: ">= 0.9x INSERT…SELECT",
+		Ref: figInsertSelect, Note: "whole migration " + figs[0].Of("elapsed_s").Summary() + " s"}, figs[0], ceil)
+	b.addSeries(&Figure{Name: fmt.Sprintf("OSC copy under %.0f writes/s (orders, ADD/DROP COLUMN)", *loadFlag), Unit: "rows/s", CeilingName: "INSERT…SELECT, interleaved", Target: ">= 0.9x INSERT…SELECT",
+		Note: "load achieved " + figs[1].Of("achieved").Summary() + " writes/s"}, figs[1], ceil)
 
 	const cutRows = 10_000
 	if err := b.src.Exec(ctx, fmt.Sprintf(ordersDDL, srcDB+".osc_cut"),
@@ -79,25 +104,30 @@ func (b *bench) osc() error {
 		return err
 	}
 	defer b.src.Exec(context.WithoutCancel(ctx), "DROP TABLE "+srcDB+".osc_cut")
-	load = startLoad(db, "osc_cut", *loadFlag, cutRows, 8)
-	var blocked []time.Duration
-	attempts := 0
-	for i := 0; i < *cutoversFlag; i++ {
-		alter := "ADD COLUMN osc_c INT NULL"
-		if i%2 == 1 {
-			alter = "DROP COLUMN osc_c"
+	hasCol = false
+	_, cut, err := b.measure("osc cut-overs", nil, func(int) (Sample, error) {
+		load := startLoad(db, "osc_cut", *loadFlag, cutRows, 8)
+		var blocked []time.Duration
+		attempts := 0
+		for i := 0; i < *cutoversFlag; i++ {
+			res, _, err := run("osc_cut", alter())
+			if err != nil {
+				load.Stop()
+				return Sample{}, fmt.Errorf("osc cut-over %d: %w", i, err)
+			}
+			attempts += res.CutoverAttempts
+			blocked = append(blocked, res.WriteBlocked...)
 		}
-		res, _, err := run("osc_cut", alter)
-		if err != nil {
-			load.Stop()
-			return fmt.Errorf("osc cut-over %d: %w", i, err)
-		}
-		attempts += res.CutoverAttempts
-		blocked = append(blocked, res.WriteBlocked...)
+		achieved, _ := load.Stop()
+		return Sample{Value: ms(percentile(blocked, 0.5)), Also: map[string]float64{"p99": ms(percentile(blocked, 0.99)), "max": ms(percentile(blocked, 1)),
+			"attempts": float64(attempts), "achieved": achieved}}, nil
+	})
+	if err != nil {
+		return err
 	}
-	achieved, _ = load.Stop()
-	note := fmt.Sprintf("%d migrations of a 10k-row table, %d cut-over attempts; load achieved %.0f writes/s; max %.1f ms", *cutoversFlag, attempts, achieved, ms(percentile(blocked, 1)))
-	b.add(&Figure{Name: "OSC atomic cut-over write-blocked window, p50", Value: ms(percentile(blocked, 0.5)), Unit: "ms", Target: tgtCutover})
-	b.add(&Figure{Name: "OSC atomic cut-over write-blocked window, p99", Value: ms(percentile(blocked, 0.99)), Unit: "ms", Target: tgtCutover, Note: note})
+	note := fmt.Sprintf("each run: %d migrations of a 10k-row table; percentiles per run, medians (range) of the runs: cut-over attempts %s, max %s ms; load achieved %s writes/s",
+		*cutoversFlag, cut.Of("attempts").Summary(), cut.Of("max").Summary(), cut.Of("achieved").Summary())
+	b.addSeries(&Figure{Name: "OSC atomic cut-over write-blocked window, p50", Unit: "ms", Target: tgtCutover}, cut, nil)
+	b.addSeries(&Figure{Name: "OSC atomic cut-over write-blocked window, p99", Unit: "ms", Target: tgtCutover, Note: note}, cut.Of("p99"), nil)
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,10 +14,6 @@ import (
 	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/snapshot"
 )
-
-// snapshotRuns is how many interleaved runs of each snapshot and restore tool are measured; the
-// figures are their medians, with the range in the note.
-const snapshotRuns = 3
 
 // toolRun is one run of a dump or load tool (a child process).
 type toolRun struct {
@@ -59,15 +54,14 @@ func dirSize(dir string) int64 {
 	return n
 }
 
-// median returns the run with the median wall time and the range of rates.
-func median(runs []toolRun, rows int64) (toolRun, string) {
-	s := append([]toolRun(nil), runs...)
-	sort.Slice(s, func(i, j int) bool { return s[i].wall < s[j].wall })
-	rates := make([]string, len(s))
-	for i := range s {
-		rates[len(s)-1-i] = fmt.Sprintf("%.0f", rate(rows, s[i].wall))
+// toolSeries is the runs of one tool as a Series of rows/s (with CPU, size and peak RSS).
+func toolSeries(runs []toolRun, rows int64, batch int, load []float64) *Series {
+	s := &Series{batch: batch, Load: load}
+	for _, r := range runs {
+		c := r.cpu
+		s.Samples = append(s.Samples, Sample{Value: rate(rows, r.wall), CPU: &c, Also: map[string]float64{"size_mib": float64(r.size) / (1 << 20), "rss_mib": float64(r.rssKB) / 1024}})
 	}
-	return s[len(s)/2], "rows/s of the runs: " + strings.Join(rates, ", ")
+	return s
 }
 
 // snapshots measures ferry's snapshot and restore of the orders table against mydumper/myloader and
@@ -144,7 +138,8 @@ func (b *bench) snapshots() error {
 	}
 	snapRuns := make([][]toolRun, len(snaps))
 	loadRuns := make([][]toolRun, len(loads))
-	for i := 0; i < snapshotRuns; i++ {
+	t0 := time.Now()
+	for i := 0; i < *runsFlag; i++ {
 		for k := range snaps {
 			j := (k + i) % len(snaps) // rotate the order: no tool always runs first
 			r, err := b.runTool(snaps[j].cmd(i), rows)
@@ -156,7 +151,9 @@ func (b *bench) snapshots() error {
 			logf("  %s run %d: %.0f rows/s, %d bytes", snaps[j].name, i+1, rate(rows, r.wall), r.size)
 		}
 	}
-	for i := 0; i < snapshotRuns; i++ {
+	snapLoad := b.load.during(t0, time.Now())
+	t0 = time.Now()
+	for i := 0; i < *runsFlag; i++ {
 		for k := range loads {
 			j := (k + i) % len(loads)
 			if err := dropTarget(); err != nil {
@@ -173,60 +170,80 @@ func (b *bench) snapshots() error {
 			logf("  %s run %d: %.0f rows/s", loads[j].name, i+1, rate(rows, r.wall))
 		}
 	}
-	busy := fmt.Sprintf("; medians of %d interleaved runs; loadavg %s: a shared, busy machine", snapshotRuns, loadAvg())
-	figure := func(name string, runs [][]toolRun, tools []tool, idx int, vs int, target string) {
-		me, note := median(runs[idx], rows)
-		f := &Figure{Name: name, Value: rate(rows, me.wall), Unit: "rows/s", Note: note + busy, CPU: &me.cpu, Target: target}
-		if vs >= 0 {
-			ref, _ := median(runs[vs], rows)
-			f.Ceiling, f.CeilingName = rate(rows, ref.wall), tools[vs].name
-			f.Ref = name + " ref " + tools[vs].name
-			b.named[f.Ref] = &Figure{CPU: &ref.cpu}
-		}
-		b.add(f)
+	restoreLoad := b.load.during(t0, time.Now())
+	// Each round ran every tool once (the order rotating), so the runs pair by index.
+	measureBatches++
+	snapSeries := make([]*Series, len(snaps))
+	for j := range snaps {
+		snapSeries[j] = toolSeries(snapRuns[j], rows, measureBatches, snapLoad)
 	}
-	figure("snapshot: ferry vs mariadb-dump | zstd", snapRuns, snaps, 0, 1, "≥ 2×")
+	measureBatches++
+	loadSeries := make([]*Series, len(loads))
+	for j := range loads {
+		loadSeries[j] = toolSeries(loadRuns[j], rows, measureBatches, restoreLoad)
+	}
+	figure := func(name string, series []*Series, tools []tool, idx, vs int, target string) {
+		f := &Figure{Name: name, Unit: "rows/s", Target: target}
+		if vs >= 0 {
+			f.CeilingName = tools[vs].name + ", interleaved"
+			f.Ref = name + " ref " + tools[vs].name
+			b.named[f.Ref] = &Figure{CPU: series[vs].medianSample().CPU}
+		}
+		b.addSeries(f, series[idx], series[vs])
+	}
+	figure("snapshot: ferry vs mariadb-dump | zstd", snapSeries, snaps, 0, 1, "≥ 2×")
 	if haveMy {
-		figure("snapshot: ferry vs mydumper (gzip, same threads)", snapRuns, snaps, 0, 2, "≥ 1.0×")
+		figure("snapshot: ferry vs mydumper (gzip, same threads)", snapSeries, snaps, 0, 2, "≥ 1.0×")
 	} else {
 		b.add(&Figure{Name: "snapshot: ferry vs mydumper", NotMeasured: true, Note: "mydumper not installed (scripts/bench-deps.sh)"})
 	}
-	figure("restore: ferry vs mariadb < dump", loadRuns, loads, 0, 1, "")
+	figure("restore: ferry vs mariadb < dump", loadSeries, loads, 0, 1, "")
 	if haveMy {
-		figure("restore: ferry vs myloader (same threads)", loadRuns, loads, 0, 2, "≥ 1.0×")
+		figure("restore: ferry vs myloader (same threads)", loadSeries, loads, 0, 2, "≥ 1.0×")
 	}
-	me, _ := median(snapRuns[0], rows)
-	b.add(&Figure{Name: "snapshot: ferry peak RSS", Value: float64(me.rssKB) / 1024, Unit: "MiB", Note: fmt.Sprintf("orders %d rows", rows)})
+	b.addSeries(&Figure{Name: "snapshot: ferry peak RSS", Unit: "MiB", Note: fmt.Sprintf("orders %d rows", rows)}, snapSeries[0].Of("rss_mib"), nil)
+	dl := float64(b.dataLen) / (1 << 20)
 	for j, t := range snaps {
-		m, _ := median(snapRuns[j], rows)
-		b.add(&Figure{Name: "snapshot size: " + t.name, Value: float64(m.size) / (1 << 20), Unit: "MiB",
-			Ceiling: float64(b.dataLen) / (1 << 20), CeilingName: "DATA_LENGTH", Note: "ratio = stored size / InnoDB DATA_LENGTH"})
+		b.addSeries(&Figure{Name: "snapshot size: " + t.name, Unit: "MiB", Ceiling: dl, CeilingName: "DATA_LENGTH", Note: "ratio = stored size / InnoDB DATA_LENGTH"}, snapSeries[j].Of("size_mib"), nil)
 	}
 	return b.cloneUnderLoad(tmp)
 }
 
-// cloneUnderLoad snapshots the orders table while the write load runs, clones it (restore, binlog
-// catch-up from the snapshot's position) and cuts over with the load paused; it checks that the
-// target is identical to the source at the cut-over and reports each phase's time.
+// cloneUnderLoad measures -runs clones under load (cloneOnce) and reports the medians.
 func (b *bench) cloneUnderLoad(tmp string) error {
-	ctx := b.ctx
-	if err := b.dst.Exec(ctx, "DROP DATABASE IF EXISTS "+srcDB, "DROP DATABASE IF EXISTS _ferry"); err != nil {
-		return err
-	}
-	db, err := b.src.DB(srcDB)
+	_, fig, err := b.measure("clone under load", nil, func(i int) (Sample, error) {
+		return b.cloneOnce(filepath.Join(tmp, "clone-"+strconv.Itoa(i)))
+	})
 	if err != nil {
 		return err
 	}
+	b.addSeries(&Figure{Name: "clone under load: snapshot + restore + catch-up", Unit: "s",
+		Note: fmt.Sprintf("identical at cut-over (CHECKSUM TABLE) in every run; medians (range), seconds: snapshot %s, restore %s, catch-up %s, cut-over blocked %s; load %s writes/s",
+			fig.Of("snapshot_s").Summary(), fig.Of("restore_s").Summary(), fig.Of("catchup_s").Summary(), fig.Of("blocked_s").Summary(), fig.Of("achieved").Summary())}, fig, nil)
+	return nil
+}
+
+// cloneOnce snapshots the orders table into dir while the write load runs, clones it (restore,
+// binlog catch-up from the snapshot's position) and cuts over with the load paused; it checks that
+// the target is identical to the source at the cut-over and reports each phase's time.
+func (b *bench) cloneOnce(dirPath string) (Sample, error) {
+	ctx := b.ctx
+	if err := b.dst.Exec(ctx, "DROP DATABASE IF EXISTS "+srcDB, "DROP DATABASE IF EXISTS _ferry"); err != nil {
+		return Sample{}, err
+	}
+	db, err := b.src.DB(srcDB)
+	if err != nil {
+		return Sample{}, err
+	}
 	defer db.Close()
-	var maxID int64
-	db.QueryRowContext(ctx, "SELECT MAX(id) FROM orders").Scan(&maxID)
-	load := startLoad(db, srcDB+".orders", *loadFlag, maxID, 4)
+	defer os.RemoveAll(dirPath)
+	load := startLoad(db, srcDB+".orders", *loadFlag, b.rows, 4) // updates and deletes hit the generated keys 1..rows
 	defer load.Stop()
-	dir := &snapshot.Dir{Path: filepath.Join(tmp, "clone")}
+	dir := &snapshot.Dir{Path: dirPath}
 	start := time.Now()
 	if _, err := snapshot.Take(ctx, snapshot.Options{Source: conn(b.src.Port), Tables: ferry.TableFilter{Include: []string{srcDB + ".orders"}},
 		Storage: dir, Threads: *workersFlag, Logger: quietLogger()}); err != nil {
-		return err
+		return Sample{}, err
 	}
 	snapTook := time.Since(start)
 	start = time.Now()
@@ -234,7 +251,7 @@ func (b *bench) cloneUnderLoad(tmp string) error {
 		Restore: snapshot.RestoreOptions{Target: conn(b.dst.Port), Snapshots: []snapshot.Storage{dir}, Threads: *workersFlag, Logger: quietLogger()},
 		Ferry:   ferry.Config{Source: conn(b.src.Port), Target: conn(b.dst.Port), Logger: quietLogger()}})
 	if err != nil {
-		return err
+		return Sample{}, err
 	}
 	defer f.Close()
 	restoreTook := time.Since(start)
@@ -243,7 +260,7 @@ func (b *bench) cloneUnderLoad(tmp string) error {
 	go func() { runErr <- f.Run(ctx) }()
 	// Catch-up: apply every change committed on the source since the snapshot, up to now.
 	if _, err := f.FlushBinlog(ctx); err != nil {
-		return err
+		return Sample{}, err
 	}
 	catchUp := time.Since(start)
 	identical := false
@@ -259,17 +276,15 @@ func (b *bench) cloneUnderLoad(tmp string) error {
 		UnlockFunc: func(context.Context, bool) error { load.Resume(); return nil },
 	}}).Run(ctx)
 	if err != nil {
-		return err
+		return Sample{}, err
 	}
 	if err := <-runErr; err != nil {
-		return err
+		return Sample{}, err
 	}
 	wps, _ := load.Stop()
 	if !identical {
-		return fmt.Errorf("clone: target differs from the source at the cut-over: %v", sumErr)
+		return Sample{}, fmt.Errorf("clone: target differs from the source at the cut-over: %v", sumErr)
 	}
-	note := fmt.Sprintf("identical at cut-over (CHECKSUM TABLE); snapshot %s, restore %s (%d rows), catch-up %s, cut-over blocked %s; load %.0f writes/s; loadavg %s",
-		snapTook.Round(time.Millisecond), restoreTook.Round(time.Millisecond), rep.Rows, catchUp.Round(time.Millisecond), cr.Blocked.Round(time.Millisecond), wps, loadAvg())
-	b.add(&Figure{Name: "clone under load: snapshot + restore + catch-up", Value: (snapTook + restoreTook + catchUp).Seconds(), Unit: "s", Note: note})
-	return nil
+	return Sample{Value: (snapTook + restoreTook + catchUp).Seconds(), Also: map[string]float64{"snapshot_s": snapTook.Seconds(), "restore_s": restoreTook.Seconds(),
+		"catchup_s": catchUp.Seconds(), "blocked_s": cr.Blocked.Seconds(), "achieved": wps, "rows": float64(rep.Rows)}}, nil
 }
