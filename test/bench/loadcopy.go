@@ -76,6 +76,9 @@ func (b *bench) oneLoadCopy(writer string, run int) (Sample, error) {
 	}
 	defer stopLoad()
 	retries := &retryCount{}
+	if underLoad {
+		defer startProfile(b.profilePath("copy-load-" + map[string]string{"": "insert"}[writer] + writer + ".pprof"))()
+	}
 	cpu := startCPU(b.src, b.dst)
 	r, err := startFerry(ctx, ferryOpts{SrcPort: b.src.Port, DstPort: b.dst.Port, Table: srcDB + ".orders", DstDB: "ferry_load", Workers: *workersFlag, Writer: writer, Observer: retries})
 	if err != nil {

@@ -7,12 +7,14 @@
 // write-blocked window and peak RSS. It prints one table (figure, value, ceiling, ratio, target),
 // and writes it as JSON with -json.
 //
-//	go run ./test/bench                 # 1M-row orders table, everything (several minutes)
+//	go run ./test/bench                 # 300k-row orders table, everything (make bench)
+//	go run ./test/bench -full           # 1M rows: about three times as long
 //	go run ./test/bench -quick          # 50k rows, a smoke run
-//	go run ./test/bench -only ceilings,copy -rows 200000 -json out.json
+//	go run ./test/bench -only ceilings,copy -rows 200000 -json out.json -markdown table.md
 //
 // Every figure is measured in the same run as its ceiling, on the same servers; nothing is copied
-// from an earlier run.
+// from an earlier run. Every figure is the median of -runs runs interleaved with its ceiling's
+// (see measure.go), printed with its range and the load average during the runs.
 package main
 
 import (
@@ -32,13 +34,14 @@ import (
 )
 
 var (
-	rowsFlag     = flag.Int64("rows", 1_000_000, "rows in the orders-like table")
-	narrowFlag   = flag.Int64("narrow-rows", 1_000_000, "rows in the narrow table (id, int, varchar(32))")
+	rowsFlag     = flag.Int64("rows", 300_000, "rows in the orders-like table (-full: 1,000,000; -quick: 50,000)")
+	narrowFlag   = flag.Int64("narrow-rows", 300_000, "rows in the narrow table (id, int, varchar(32)) (-full: 1,000,000; -quick: 50,000)")
 	loadFlag     = flag.Float64("load", 500, "writes/s of the mixed load on the source during the under-load copy and the cut-overs")
 	onlyFlag     = flag.String("only", "", "comma-separated sections to run: ceilings,copy,verify,rss,narrow,load,loaddata-load,inline,apply,cutover,osc,snapshot,shards (default all)")
 	jsonFlag     = flag.String("json", "", "write the figures as JSON to this file")
-	cutoversFlag = flag.Int("cutovers", 20, "number of cut-overs measured under load")
-	quickFlag    = flag.Bool("quick", false, "small smoke run: 50k orders rows, 50k narrow rows, 5 cut-overs")
+	cutoversFlag = flag.Int("cutovers", 20, "cut-overs (Ferry) and migrations (OSC) under load per run: each run gives a p50 and a p99")
+	quickFlag    = flag.Bool("quick", false, "small smoke run: 50k orders rows, 50k narrow rows, 5 cut-overs per run")
+	fullFlag     = flag.Bool("full", false, "the full size: 1M orders rows, 1M narrow rows (about 3x as long as the default)")
 	workersFlag  = flag.Int("workers", 4, "copy workers for ferry and the plain copiers")
 	profileFlag  = flag.String("profile", "", "directory for CPU profiles of the ferry copy (child process) and the apply run")
 	bufferFlag   = flag.String("buffer-pool", "512M", "innodb_buffer_pool_size of each sandbox server")
@@ -216,18 +219,19 @@ func main() {
 		childMain(*childFlag, *childProfile)
 		return
 	}
-	if *quickFlag {
-		set := map[string]bool{}
-		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	size := map[bool]int64{true: 50_000, false: 1_000_000}[*quickFlag]
+	if *quickFlag || *fullFlag {
 		if !set["rows"] {
-			*rowsFlag = 50_000
+			*rowsFlag = size
 		}
 		if !set["narrow-rows"] {
-			*narrowFlag = 50_000
+			*narrowFlag = size
 		}
-		if !set["cutovers"] {
-			*cutoversFlag = 5
-		}
+	}
+	if *quickFlag && !set["cutovers"] {
+		*cutoversFlag = 5
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()

@@ -93,7 +93,13 @@ func (b *bench) ceilings() error {
 	variants := []struct {
 		mode    copyMode
 		workers int
-	}{{modeText, 1}, {modeText, *workersFlag}, {modePrepared, *workersFlag}, {modeLoadData, 1}, {modeLoadData, *workersFlag}}
+	}{{modeText, *workersFlag}, {modePrepared, *workersFlag}, {modeLoadData, *workersFlag}}
+	if *fullFlag { // the single-connection variants too
+		variants = append(variants, []struct {
+			mode    copyMode
+			workers int
+		}{{modeText, 1}, {modeLoadData, 1}}...)
+	}
 	var runs []runFn
 	for _, v := range variants {
 		runs = append(runs, func(int) (Sample, error) { return b.plainCopyRun(v.mode, v.workers, "plain", sum0) })
