@@ -12,10 +12,15 @@ import (
 
 // checkSourceSettings refuses a source whose binlog ferry cannot follow faithfully.
 func checkSourceSettings(ctx context.Context, db *sql.DB) error {
+	return checkBinlogSettings(ctx, db, "source")
+}
+
+// checkBinlogSettings refuses a server (who names it) whose binlog ferry cannot follow faithfully.
+func checkBinlogSettings(ctx context.Context, db *sql.DB, who string) error {
 	vars := map[string]string{}
 	rows, err := db.QueryContext(ctx, "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin','binlog_format','binlog_row_image')")
 	if err != nil {
-		return fmt.Errorf("check source settings: %w", err)
+		return fmt.Errorf("check %s settings: %w", who, err)
 	}
 	for rows.Next() {
 		var k, v string
@@ -27,13 +32,13 @@ func checkSourceSettings(ctx context.Context, db *sql.DB) error {
 	}
 	rows.Close()
 	if vars["log_bin"] != "ON" && vars["log_bin"] != "1" {
-		return fmt.Errorf("source: the binary log is off (log_bin=%s); restart the source with --log-bin, binlog_format=ROW and binlog_row_image=FULL", vars["log_bin"])
+		return fmt.Errorf("%s: the binary log is off (log_bin=%s); restart the server with --log-bin, binlog_format=ROW and binlog_row_image=FULL", who, vars["log_bin"])
 	}
 	if vars["binlog_format"] != "ROW" {
-		return fmt.Errorf("source: binlog_format is %s; ferry needs ROW: SET GLOBAL binlog_format='ROW' (and in my.cnf), then reconnect the applications so their sessions pick it up", vars["binlog_format"])
+		return fmt.Errorf("%s: binlog_format is %s; ferry needs ROW: SET GLOBAL binlog_format='ROW' (and in my.cnf), then reconnect the applications so their sessions pick it up", who, vars["binlog_format"])
 	}
 	if vars["binlog_row_image"] != "FULL" {
-		return fmt.Errorf("source: binlog_row_image is %s; ferry needs FULL: SET GLOBAL binlog_row_image='FULL' (and in my.cnf)", vars["binlog_row_image"])
+		return fmt.Errorf("%s: binlog_row_image is %s; ferry needs FULL: SET GLOBAL binlog_row_image='FULL' (and in my.cnf)", who, vars["binlog_row_image"])
 	}
 	return nil
 }

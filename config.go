@@ -322,6 +322,16 @@ const (
 type Config struct {
 	Source ConnConfig
 	Target ConnConfig
+	// BinlogSource, when set, is a replica of Source to read the binlog from, so that the source
+	// serves no binlog stream to ferry: rows are still read from Source, and the cut-over still
+	// happens there. The replica must log what it replicates (log_slave_updates, binlog_format=ROW,
+	// binlog_row_image=FULL) and have the same user with REPLICATION SLAVE and the binlog monitor
+	// privilege; Initialize checks that and that its binlog holds the source's transactions. Positions
+	// read on the source are mapped to the replica's binlog by GTID (docs/design.md, "Binlog from a
+	// replica"): a lagging replica delays the cut-over, bounded by Cutover.Timeout, and never makes
+	// it inexact. Checkpoints then hold positions of the replica's binlog, and a resume must read the
+	// binlog from the same replica.
+	BinlogSource *ConnConfig
 	// Tables selects what to copy.
 	Tables TableFilter
 	// DatabaseRewrites maps a source database to the target database it is copied into.
@@ -447,6 +457,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Target.User == "" {
 		return errors.New("config: Target.User is empty")
+	}
+	if c.BinlogSource != nil && c.BinlogSource.User == "" {
+		return errors.New("config: BinlogSource.User is empty")
 	}
 	if err := c.Tables.validate(); err != nil {
 		return fmt.Errorf("config: %w", err)

@@ -358,7 +358,7 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 		}
 		return fmt.Errorf("cutover: %s: %w", step, err)
 	}
-	pos, err := f.FlushBinlog(lctx)
+	pos, streamPos, err := f.flushBinlog(lctx)
 	if err != nil {
 		return rep, failed("apply last changes under lock", err)
 	}
@@ -399,7 +399,7 @@ func (c *Cutover) Run(ctx context.Context) (rep *CutoverReport, err error) {
 			f.dropDeferredSchemaObjects(context.WithoutCancel(ctx)))
 	}
 	swapped = true
-	f.BinlogStreamer.StopAt(pos)
+	f.BinlogStreamer.StopAt(streamPos)
 	select {
 	case <-f.streamDone:
 	case <-f.runDone:

@@ -100,7 +100,11 @@ type Ferry struct {
 	objects    []*SchemaObject
 	ownsSource bool
 	ownsTarget bool
-	loadData   bool
+	// binlog is the pool of Config.BinlogSource (nil when the binlog is the source's), and binlogID
+	// its identity.
+	binlog   *sql.DB
+	binlogID ServerIdentity
+	loadData bool
 	// observer is the verifier the default binlog writer reports changed keys to.
 	observer verifier.BinlogObserver
 	// sourceID and targetID name the servers, for the checkpoint.
@@ -176,6 +180,11 @@ func (f *Ferry) Initialize(ctx context.Context) error {
 	}
 	if err := checkTargetWritable(ctx, f.Target, "target "+cfg.Target.String()); err != nil {
 		return err
+	}
+	if cfg.BinlogSource != nil {
+		if err := f.openBinlogSource(ctx); err != nil {
+			return err
+		}
 	}
 	if f.sourceID, err = serverIdentity(ctx, f.Source); err != nil {
 		return fmt.Errorf("source: %w", err)
@@ -491,9 +500,9 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 		}
 		t.state = &c
 	}
-	files, err := BinlogFiles(ctx, f.Source)
+	files, err := BinlogFiles(ctx, f.binlogDB())
 	if err != nil {
-		return fmt.Errorf("resume: %w", err)
+		return fmt.Errorf("resume: %s: %w", f.binlogName(), err)
 	}
 	for _, name := range files {
 		if name == st.Applied.File {
@@ -502,7 +511,7 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: the source no longer has binlog file %s (%w), where the checkpoint's changes continue; %s, and keep binlogs longer than the copy takes (binlog_expire_logs_seconds)", ErrResumeMismatch, st.Applied.File, ErrBinlogPurged, startOver)
+	return fmt.Errorf("%w: the %s no longer has binlog file %s (%w), where the checkpoint's changes continue; %s, and keep binlogs longer than the copy takes (binlog_expire_logs_seconds)", ErrResumeMismatch, f.binlogName(), st.Applied.File, ErrBinlogPurged, startOver)
 }
 
 // checkResumeMatches refuses a checkpoint taken against other servers or with another selection of
@@ -516,6 +525,19 @@ func (f *Ferry) checkResumeMatches(tables []*TableCopy) error {
 	if !st.Target.Same(f.targetID) {
 		return fmt.Errorf("%w: the checkpoint was taken with the target server %s, but this target is %s; resume against the server the checkpoint was taken with",
 			ErrResumeMismatch, st.Target, f.targetID)
+	}
+	// The checkpoint's binlog position is one of the server the binlog was read from.
+	switch {
+	case st.Binlog.IsZero() && !f.binlogID.IsZero():
+		return fmt.Errorf("%w: the checkpoint's binlog position is the source's (the binlog was read from the source), but the binlog is now read from %s; resume reading the binlog from the source",
+			ErrResumeMismatch, f.binlogID)
+	case !st.Binlog.IsZero() && !st.Binlog.Same(f.binlogID):
+		now := "the source"
+		if !f.binlogID.IsZero() {
+			now = f.binlogID.String()
+		}
+		return fmt.Errorf("%w: the checkpoint's binlog position is one of the replica %s (the binlog was read from it), but the binlog is now read from %s; resume reading the binlog from that replica",
+			ErrResumeMismatch, st.Binlog, now)
 	}
 	var diffs []string
 	if filter, comparable := filterIdentity(f.Config.Filter); !comparable {
@@ -611,9 +633,10 @@ func (f *Ferry) Start(ctx context.Context) error {
 		return errors.New("ferry: Start called before Initialize")
 	}
 	if f.startPos.IsZero() {
-		pos, err := CurrentPosition(ctx, f.Source, f.SourceFlavor)
+		// From a replica too: a replica is never ahead of its source (see replica.go).
+		pos, err := CurrentPosition(ctx, f.binlogDB(), f.SourceFlavor)
 		if err != nil {
-			return fmt.Errorf("source: %w", err)
+			return fmt.Errorf("%s: %w", f.binlogName(), err)
 		}
 		f.startPos = pos
 	}
@@ -666,20 +689,24 @@ func (f *Ferry) Start(ctx context.Context) error {
 		for _, t := range f.Tables {
 			tables[t.Source.String()] = t
 		}
-		f.BinlogStreamer = &SourceBinlogStreamer{Conn: cfg.Source, Flavor: f.SourceFlavor, ServerID: id, Tables: tables,
+		conn := cfg.Source
+		if cfg.BinlogSource != nil {
+			conn = *cfg.BinlogSource
+		}
+		f.BinlogStreamer = &SourceBinlogStreamer{Conn: conn, Flavor: f.SourceFlavor, ServerID: id, Tables: tables,
 			MaxRetries: cfg.MaxRetries, Logger: f.log}
 	}
 	f.BinlogStreamer.AddListener(f.BinlogWriter.Write)
-	files, err := BinlogFiles(ctx, f.Source)
+	files, err := BinlogFiles(ctx, f.binlogDB())
 	if err != nil {
-		return fmt.Errorf("source: %w", err)
+		return fmt.Errorf("%s: %w", f.binlogName(), err)
 	}
 	found := false
 	for _, n := range files {
 		found = found || n == f.startPos.File
 	}
 	if !found {
-		return fmt.Errorf("source: binlog file %s is not on the server", f.startPos.File)
+		return fmt.Errorf("%s: binlog file %s is not on the server", f.binlogName(), f.startPos.File)
 	}
 	f.started = true
 	f.rowsAtStart = f.rowsCopied()
@@ -958,16 +985,28 @@ func (f *Ferry) BinlogLag() time.Duration {
 }
 
 // FlushBinlog applies every change committed on the source up to now, and keeps streaming. With the
-// source's writes stopped, the target then equals the source.
+// source's writes stopped, the target then equals the source. It returns the source's position;
+// with Config.BinlogSource, everything up to it was applied from the replica's stream once the
+// replica's binlog held it (which waits for a lagging replica until ctx ends).
 func (f *Ferry) FlushBinlog(ctx context.Context) (Position, error) {
-	pos, err := CurrentPosition(ctx, f.Source, f.SourceFlavor)
+	pos, _, err := f.flushBinlog(ctx)
+	return pos, err
+}
+
+// flushBinlog is FlushBinlog, also returning the stream's position everything was applied up to
+// (the replica's, with Config.BinlogSource).
+func (f *Ferry) flushBinlog(ctx context.Context) (source, stream Position, err error) {
+	source, err = CurrentPosition(ctx, f.Source, f.SourceFlavor)
 	if err != nil {
-		return Position{}, fmt.Errorf("flush binlog: %w", err)
+		return Position{}, Position{}, fmt.Errorf("flush binlog: %w", err)
 	}
-	if err := f.waitApplied(ctx, pos); err != nil {
-		return Position{}, err
+	if stream, err = f.streamPosition(ctx, source); err != nil {
+		return Position{}, Position{}, fmt.Errorf("flush binlog to the source's %s: %w", source, err)
 	}
-	return pos, nil
+	if err := f.waitApplied(ctx, stream); err != nil {
+		return Position{}, Position{}, err
+	}
+	return source, stream, nil
 }
 
 func (f *Ferry) waitApplied(ctx context.Context, pos Position) error {
@@ -1018,7 +1057,7 @@ func (f *Ferry) waitApplied(ctx context.Context, pos Position) error {
 // streamer; Run returns nil once the row copy is complete and the writer has drained. Call it with
 // the source's writes stopped.
 func (f *Ferry) FlushBinlogAndStopStreaming(ctx context.Context) error {
-	pos, err := f.FlushBinlog(ctx)
+	_, pos, err := f.flushBinlog(ctx)
 	if err != nil {
 		return err
 	}
@@ -1045,7 +1084,7 @@ func (f *Ferry) TablePairs() []verifier.TablePair {
 // State is a snapshot of what a resume needs.
 func (f *Ferry) State() *State {
 	st := &State{Version: StateVersion, Tables: map[string]*TableState{}, Written: time.Now().UTC(),
-		Source: f.sourceID, Target: f.targetID}
+		Source: f.sourceID, Target: f.targetID, Binlog: f.binlogID}
 	st.Selection.Tables = f.Config.Tables
 	st.Selection.Filter, _ = filterIdentity(f.Config.Filter)
 	// The applied position is read before the tables: anything the tables claim was committed
@@ -1076,6 +1115,10 @@ func (f *Ferry) Close() error {
 	if f.ownsTarget && f.Target != nil {
 		errs = append(errs, f.Target.Close())
 		f.ownsTarget = false
+	}
+	if f.binlog != nil {
+		errs = append(errs, f.binlog.Close())
+		f.binlog = nil
 	}
 	return errors.Join(errs...)
 }

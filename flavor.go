@@ -225,3 +225,130 @@ func BinlogFiles(ctx context.Context, db *sql.DB) ([]string, error) {
 	}
 	return out, rows.Err()
 }
+
+// Reading the binlog from a replica of the source (Config.BinlogSource). The source's position is
+// mapped to the replica's stream by GTID: the replica's binlog holds a transaction of the source
+// exactly when its GTID state does.
+
+// replicaStatusQuery is the statement that shows a server's replication from its source: MySQL
+// 8.4 removed SHOW SLAVE STATUS (SHOW REPLICA STATUS exists since 8.0.22 and MariaDB 10.5).
+func (f Flavor) replicaStatusQuery() string {
+	if !f.MariaDB && (f.Major > 8 || f.Major == 8 && f.Minor >= 4) {
+		return "SHOW REPLICA STATUS"
+	}
+	return "SHOW SLAVE STATUS"
+}
+
+// binlogGTIDStateQuery returns every GTID a server's binlog holds: MariaDB's gtid_binlog_state (the
+// last sequence number per domain and server id), MySQL's gtid_executed (a set).
+func (f Flavor) binlogGTIDStateQuery() string {
+	if f.MariaDB {
+		return "SELECT @@GLOBAL.gtid_binlog_state"
+	}
+	return "SELECT @@GLOBAL.gtid_executed"
+}
+
+// binlogHolds reports whether a server whose binlog GTID state is state (binlogGTIDStateQuery)
+// holds every transaction up to the source's GTID position pos (gtidPositionQuery on the source).
+// On MariaDB a position names, per replication domain, the last transaction (domain-server-seq);
+// the replica holds it when its binlog has a transaction of that domain and server with that
+// sequence number or a later one (a replica commits the transactions of one domain in the source's
+// order). On MySQL pos is a GTID set, held when it is a subset of state; db computes that.
+func (f Flavor) binlogHolds(ctx context.Context, db *sql.DB, state, pos string) (bool, error) {
+	if !f.MariaDB {
+		var subset sql.NullBool
+		if err := db.QueryRowContext(ctx, "SELECT GTID_SUBSET(?, ?)", pos, state).Scan(&subset); err != nil {
+			return false, fmt.Errorf("compare GTID sets: %w", err)
+		}
+		return subset.Bool, nil
+	}
+	have, err := parseMariaDBGTIDs(state)
+	if err != nil {
+		return false, err
+	}
+	want, err := parseMariaDBGTIDs(pos)
+	if err != nil {
+		return false, err
+	}
+	for k, seq := range want {
+		if have[k] < seq {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// mariaDBGTIDSource is a replication domain and the server id that wrote a transaction in it.
+type mariaDBGTIDSource struct {
+	Domain, Server uint32
+}
+
+// parseMariaDBGTIDs parses a MariaDB GTID list ("0-1-100,1-2-5") into the highest sequence number
+// per domain and server id.
+func parseMariaDBGTIDs(s string) (map[mariaDBGTIDSource]uint64, error) {
+	out := map[mariaDBGTIDSource]uint64{}
+	for _, g := range strings.Split(s, ",") {
+		g = strings.TrimSpace(g)
+		if g == "" {
+			continue
+		}
+		parts := strings.Split(g, "-")
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("GTID %q: want domain-server-sequence", g)
+		}
+		d, err1 := strconv.ParseUint(parts[0], 10, 32)
+		srv, err2 := strconv.ParseUint(parts[1], 10, 32)
+		seq, err3 := strconv.ParseUint(parts[2], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil {
+			return nil, fmt.Errorf("GTID %q: want domain-server-sequence", g)
+		}
+		k := mariaDBGTIDSource{uint32(d), uint32(srv)}
+		out[k] = max(out[k], seq)
+	}
+	return out, nil
+}
+
+// replicatesFrom says why a server whose binlog GTID state is replicaState cannot be a replica of
+// the source whose binlog GTID state is sourceState (read after the replica's), or "" when its
+// binlog is consistent with being one: it holds transactions of the source's last writers and none
+// the source does not have. sourceUUID is the source's server_uuid (MySQL).
+func (f Flavor) replicatesFrom(ctx context.Context, db *sql.DB, replicaState, sourceState, sourceUUID string) (string, error) {
+	if !f.MariaDB {
+		if sourceState == "" {
+			return "", nil
+		}
+		var extra sql.NullString
+		if err := db.QueryRowContext(ctx, "SELECT GTID_SUBTRACT(?, ?)", replicaState, sourceState).Scan(&extra); err != nil {
+			return "", fmt.Errorf("compare GTID sets: %w", err)
+		}
+		if sourceUUID != "" && !strings.Contains(strings.ToLower(replicaState), strings.ToLower(sourceUUID)) {
+			return fmt.Sprintf("its binlog (gtid_executed %s) holds no transaction of the source (server_uuid %s)", replicaState, sourceUUID), nil
+		}
+		if strings.Contains(strings.ToLower(extra.String), strings.ToLower(sourceUUID)) {
+			return fmt.Sprintf("its binlog holds transactions of the source the source does not have (%s)", extra.String), nil
+		}
+		return "", nil
+	}
+	have, err := parseMariaDBGTIDs(replicaState)
+	if err != nil {
+		return "", err
+	}
+	src, err := parseMariaDBGTIDs(sourceState)
+	if err != nil {
+		return "", err
+	}
+	for k, seq := range have {
+		if s, ok := src[k]; ok && seq > s {
+			return fmt.Sprintf("its binlog holds transaction %d-%d-%d, which the source's binlog (gtid_binlog_state %s) does not", k.Domain, k.Server, seq, sourceState), nil
+		}
+	}
+	for k := range src {
+		if _, ok := have[k]; ok {
+			return "", nil
+		}
+	}
+	if len(src) == 0 {
+		return "", nil // the source has logged nothing yet: nothing to tell them apart by
+	}
+	return fmt.Sprintf("its binlog (gtid_binlog_state %q) holds no transaction of the source's (gtid_binlog_state %q)", replicaState, sourceState), nil
+}

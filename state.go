@@ -124,6 +124,9 @@ type State struct {
 	// Source and Target are the servers the state was taken against.
 	Source ServerIdentity `json:"source"`
 	Target ServerIdentity `json:"target"`
+	// Binlog is the replica the binlog was read from (Config.BinlogSource), whose binlog Applied is a
+	// position of; empty when it was the source's.
+	Binlog ServerIdentity `json:"binlog,omitzero"`
 }
 
 // Selection is the part of a Config that decides which rows belong on the target; a resume must

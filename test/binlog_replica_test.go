@@ -1,0 +1,158 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferrykit/ferry"
+	"github.com/ferrykit/ferry/sandbox"
+)
+
+// The binlog is read from a replica of the source while rows are read from, and the cut-over
+// happens on, the source. The replica lags on purpose (its SQL thread stopped): during the copy,
+// and under the cut-over's lock with changes the source committed that the replica has not logged
+// yet. The first cut-over cannot see those changes in the replica's stream before its timeout, so it
+// must abort without swapping (a cut-over that took the replica's position as it was would swap a
+// target missing them); the second waits for the replica and ends with every row equal.
+func TestCopyWithBinlogFromReplica(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	primary := rsOwnServer(t)
+	replica, err := sandbox.StartReplica(ctx, primary, sandbox.Options{BufferPool: "64M"})
+	must(t, err)
+	t.Cleanup(replica.Stop)
+	const db, rows = "brcopy", 4000
+	createSchema(t, primary, db, rows)
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+	sqlThread := func(verb string) { t.Helper(); must(t, replica.Exec(ctx, verb+" SLAVE SQL_THREAD")) }
+
+	load := startLoad(t, primary, db, 7, 2, rows)
+	time.Sleep(200 * time.Millisecond)
+	rc := conn(replica)
+	f, err := ferry.New(ferry.Config{Source: conn(primary), Target: conn(target), BinlogSource: &rc,
+		Tables: ferry.TableFilter{Databases: []string{db}}, BatchSize: 200, CopyWorkers: 2,
+		CreateTargetTables: true, Logger: testLogger(t)})
+	must(t, err)
+	defer f.Close()
+	must(t, f.Initialize(ctx))
+	must(t, f.Start(ctx))
+	// The replica stops applying right after the start position was read from it: the copy reads
+	// rows the stream will only deliver later.
+	sqlThread("STOP")
+	runErr := make(chan error, 1)
+	go func() { runErr <- f.Run(ctx) }()
+	time.Sleep(time.Second)
+	sqlThread("START")
+
+	// Under the lock the replica stops again while the load still writes, so the source has
+	// committed changes the replica's binlog lacks.
+	lagUnderLock := func() {
+		sqlThread("STOP")
+		time.Sleep(300 * time.Millisecond)
+		load.stop()
+	}
+	var swaps, unlocks atomic.Int32
+	var swappedAtUnlock atomic.Bool
+	first := &ferry.Cutover{Ferry: f, Timeout: 1500 * time.Millisecond, Hooks: ferry.HookFuncs{
+		LockFunc: func(context.Context) error { lagUnderLock(); return nil },
+		SwapFunc: func(context.Context) error { swaps.Add(1); return nil },
+		UnlockFunc: func(_ context.Context, swapped bool) error {
+			unlocks.Add(1)
+			swappedAtUnlock.Store(swapped)
+			sqlThread("START")
+			load = startLoad(t, primary, db, 8, 2, rows) // writes go on after an aborted cut-over
+			return nil
+		},
+	}}
+	_, err = first.Run(ctx)
+	if !errors.Is(err, ferry.ErrCutoverTimeout) {
+		t.Fatalf("cut-over with the replica's SQL thread stopped under the lock: got %v, want a cut-over timeout", err)
+	}
+	if !strings.Contains(err.Error(), "SQL thread running: No") {
+		t.Errorf("the timeout does not say that the replica's SQL thread is stopped: %v", err)
+	}
+	if swaps.Load() != 0 || unlocks.Load() != 1 || swappedAtUnlock.Load() {
+		t.Fatalf("aborted cut-over: %d swaps, %d unlocks (swapped=%v); want no swap and one unlock(false)", swaps.Load(), unlocks.Load(), swappedAtUnlock.Load())
+	}
+
+	// The replica catches up a second after the lock: the cut-over waits for it, within its timeout.
+	second := &ferry.Cutover{Ferry: f, Timeout: 30 * time.Second, Hooks: ferry.HookFuncs{
+		LockFunc: func(context.Context) error {
+			lagUnderLock()
+			go func() { time.Sleep(time.Second); sqlThread("START") }()
+			return nil
+		},
+	}}
+	rep, err := second.Run(ctx)
+	must(t, err)
+	must(t, <-runErr)
+	if rep.Blocked < time.Second {
+		t.Errorf("the cut-over blocked writes for %s, less than the second the replica took to log the source's last changes", rep.Blocked)
+	}
+	t.Logf("load: %d transactions; cut-over blocked writes for %s", load.ops.Load(), rep.Blocked)
+	for _, tb := range []string{"types", "composite", "strkey", "big"} {
+		if rsSameRowsBetween(t, primary, target, db+"."+tb, db+"."+tb) == 0 {
+			t.Errorf("%s: no rows compared", tb)
+		}
+	}
+}
+
+// A binlog source that cannot stand in for the source's binlog is refused by Initialize, before
+// anything is written, naming what is wrong.
+func TestBinlogFromReplicaRefusals(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	primary := rsOwnServer(t)
+	must(t, primary.Exec(ctx, "CREATE DATABASE brref", "CREATE TABLE brref.t (id INT PRIMARY KEY)", "INSERT INTO brref.t VALUES (1)"))
+	// A replica of another server (its binlog holds none of the source's transactions) starts
+	// meanwhile.
+	otherErr := make(chan error, 1)
+	var other *sandbox.Server
+	go func() {
+		var err error
+		if other, err = sandbox.Start(ctx, sandbox.Options{BufferPool: "64M"}); err == nil {
+			err = other.Exec(ctx, "CREATE DATABASE own_writes",
+				"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT="+fmtInt(int64(target.Port))+", MASTER_USER='root', MASTER_USE_GTID=slave_pos")
+		}
+		otherErr <- err
+	}()
+	noUpdates, err := sandbox.StartReplica(ctx, primary, sandbox.Options{BufferPool: "64M", ExtraArgs: []string{"--skip-log-slave-updates"}})
+	must(t, err)
+	t.Cleanup(noUpdates.Stop)
+	err = <-otherErr
+	if other != nil {
+		t.Cleanup(other.Stop)
+	}
+	must(t, err)
+
+	for _, c := range []struct {
+		name   string
+		server *sandbox.Server
+		want   string
+	}{
+		{"without log_slave_updates", noUpdates, "log_slave_updates is OFF"},
+		{"a replica of another server", other, "does not replicate from the source"},
+		{"not a replica", target, "is not a replica"},
+		{"the source itself", primary, "same server"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS brref"))
+			bc := conn(c.server)
+			f, err := ferry.New(ferry.Config{Source: conn(primary), Target: conn(target), BinlogSource: &bc,
+				Tables: ferry.TableFilter{Databases: []string{"brref"}}, CreateTargetTables: true, Logger: testLogger(t)})
+			must(t, err)
+			defer f.Close()
+			err = f.Initialize(ctx)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Initialize with the binlog from %s: got %v, want an error saying %q", c.name, err, c.want)
+			}
+			if n := count(t, target, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'brref'"); n != 0 {
+				t.Errorf("the refused run created the target database")
+			}
+		})
+	}
+}
