@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/ferrykit/ferry/schema"
 )
 
 // Reading the binlog from a replica (Config.BinlogSource).
@@ -117,37 +119,17 @@ func (f *Ferry) openBinlogSource(ctx context.Context) error {
 	if f.binlogID, err = serverIdentity(ctx, f.binlog); err != nil {
 		return fmt.Errorf("%s: %w", who, err)
 	}
-	f.log.WithFields(map[string]any{"binlog_source": bs.String(), "io_running": status["Slave_IO_Running"] + status["Replica_IO_Running"],
-		"sql_running": status["Slave_SQL_Running"] + status["Replica_SQL_Running"]}).Info("ferry: reading the binlog from a replica of the source")
+	f.log.WithField("binlog_source", bs.String()).Info("ferry: reading the binlog from a replica of the source")
 	return nil
 }
 
-// replicaStatus returns SHOW SLAVE STATUS as a column → value map (empty when not a replica).
-func replicaStatus(ctx context.Context, db *sql.DB, f Flavor) (map[string]string, error) {
-	rows, err := db.QueryContext(ctx, f.replicaStatusQuery())
+// replicaStatus returns SHOW SLAVE STATUS by column name (nil when the server is not a replica).
+func replicaStatus(ctx context.Context, db *sql.DB, f Flavor) (map[string]sql.NullString, error) {
+	st, err := schema.RowByName(ctx, db, f.replicaStatusQuery())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.replicaStatusQuery(), err)
 	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	if rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		for i, c := range cols {
-			out[c] = vals[i].String
-		}
-	}
-	return out, rows.Err()
+	return st, nil
 }
 
 // ReplicaPosition waits until the binlog of replica, a server replicating from the source, holds
@@ -194,10 +176,10 @@ func describeReplication(ctx context.Context, db *sql.DB, f Flavor) string {
 	field := func(names ...string) string {
 		for _, n := range names {
 			if v, ok := st[n]; ok {
-				if v == "" {
+				if !v.Valid || v.String == "" {
 					return "unknown"
 				}
-				return v
+				return v.String
 			}
 		}
 		return "unknown"

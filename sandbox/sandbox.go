@@ -39,6 +39,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/ferrykit/ferry/schema"
 )
 
 // Options tune a sandbox server. The zero value gives a source suitable for ferry.
@@ -498,30 +500,15 @@ func StartReplica(ctx context.Context, primary *Server, opts Options) (*Server, 
 
 // SlaveStatus returns SHOW SLAVE STATUS as a column→value map (empty when not a replica).
 func SlaveStatus(ctx context.Context, db *sql.DB) (map[string]string, error) {
-	rows, err := db.QueryContext(ctx, "SHOW SLAVE STATUS")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
+	row, err := schema.RowByName(ctx, db, "SHOW SLAVE STATUS")
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
-	if rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		for i, c := range cols {
-			out[c] = vals[i].String
-		}
+	for c, v := range row {
+		out[c] = v.String
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 func freePort() (int, error) {

@@ -139,6 +139,37 @@ func ScanRaw(rows *sql.Rows) ([]sql.RawBytes, error) {
 	return vals, nil
 }
 
+// RowByName runs query and returns its first row by column name (NULL as an invalid NullString),
+// or nil when it returns no row: for SHOW statements whose columns differ between servers and
+// versions (SHOW SLAVE STATUS, SHOW REPLICA STATUS).
+func RowByName(ctx context.Context, db Querier, query string) (map[string]sql.NullString, error) {
+	rows, err := db.QueryContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return nil, err
+	}
+	out := make(map[string]sql.NullString, len(cols))
+	for i, c := range cols {
+		out[c] = vals[i]
+	}
+	return out, rows.Close()
+}
+
 // Querier is satisfied by *sql.DB, *sql.Conn and *sql.Tx.
 type Querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)

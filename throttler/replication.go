@@ -492,29 +492,5 @@ func lagFromStatus(st map[string]sql.NullString) (time.Duration, error) {
 // replicaStatus returns the first row of query (SHOW REPLICA/SLAVE STATUS) by column name, or nil
 // when it has no row.
 func replicaStatus(ctx context.Context, db *sql.DB, query string) (map[string]sql.NullString, error) {
-	rows, err := db.QueryContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	if !rows.Next() {
-		return nil, rows.Err()
-	}
-	vals := make([]sql.NullString, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	if err := rows.Scan(ptrs...); err != nil {
-		return nil, err
-	}
-	out := make(map[string]sql.NullString, len(cols))
-	for i, c := range cols {
-		out[c] = vals[i]
-	}
-	return out, rows.Close()
+	return schema.RowByName(ctx, db, query)
 }
