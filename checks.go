@@ -234,6 +234,15 @@ func globalVariables(ctx context.Context, db *sql.DB, names ...string) (map[stri
 
 func isOn(v string) bool { return v == "1" || strings.EqualFold(v, "ON") }
 
+// GlobalVariables reads the named global variables of a server; a variable the server does not
+// have (another flavor's or version's name) is absent from the result.
+func GlobalVariables(ctx context.Context, db *sql.DB, names ...string) (map[string]string, error) {
+	return globalVariables(ctx, db, names...)
+}
+
+// IsOn reports whether a boolean server variable's value is on ("1" or "ON").
+func IsOn(v string) bool { return isOn(v) }
+
 // checkTargetWritable refuses a target that does not take writes: an ordinary user would fail on
 // every batch, and a user with SUPER or READ_ONLY ADMIN would write into a server someone made
 // read-only on purpose.

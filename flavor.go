@@ -74,6 +74,62 @@ func (f Flavor) gtidPositionQuery() string {
 // are the exact text; on MySQL they are binary JSON rendered back to MySQL's own text.
 func (f Flavor) jsonIsText() bool { return f.MariaDB }
 
+// replicaKeywords reports whether the server speaks of REPLICA where older ones say SLAVE
+// (MySQL 8.0.22+; 8.4 removed the SLAVE forms). MariaDB keeps the SLAVE forms, which alone have the
+// ALL SLAVES variants for every connection of a multi-source replica.
+func (f Flavor) replicaKeywords() bool {
+	return !f.MariaDB && (f.Major > 8 || f.Major == 8 && (f.Minor > 0 || f.patch() >= 22))
+}
+
+// patch is the third number of the version (22 of 8.0.22-log).
+func (f Flavor) patch() int {
+	parts := strings.SplitN(f.Version, ".", 3)
+	if len(parts) < 3 {
+		return 0
+	}
+	end := 0
+	for end < len(parts[2]) && parts[2][end] >= '0' && parts[2][end] <= '9' {
+		end++
+	}
+	n, _ := strconv.Atoi(parts[2][:end])
+	return n
+}
+
+// ReplicationStatusQuery shows every replication connection (channel) of the server, one row each;
+// no row means the server is not a replica.
+func (f Flavor) ReplicationStatusQuery() string {
+	switch {
+	case f.MariaDB:
+		return "SHOW ALL SLAVES STATUS"
+	case f.replicaKeywords():
+		return "SHOW REPLICA STATUS"
+	}
+	return "SHOW SLAVE STATUS"
+}
+
+// StopReplicationStatement stops every replication connection (channel) of the server, both
+// threads; it returns once the applier has stopped at a transaction boundary.
+func (f Flavor) StopReplicationStatement() string {
+	switch {
+	case f.MariaDB:
+		return "STOP ALL SLAVES"
+	case f.replicaKeywords():
+		return "STOP REPLICA"
+	}
+	return "STOP SLAVE"
+}
+
+// StartReplicationStatement starts every replication connection (channel) of the server.
+func (f Flavor) StartReplicationStatement() string {
+	switch {
+	case f.MariaDB:
+		return "START ALL SLAVES"
+	case f.replicaKeywords():
+		return "START REPLICA"
+	}
+	return "START SLAVE"
+}
+
 // Position is a place in the source's binary log: always a file and offset, plus the server's GTID
 // position when it was read from the server (informational; ferry resumes by file and offset).
 type Position struct {
