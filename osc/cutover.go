@@ -34,6 +34,19 @@ func (m *Migration) cutover(ctx context.Context, s *stream) error {
 			if err := m.runHook(ctx, HookBeforeCutover, nil); err != nil {
 				return err
 			}
+			if m.TestOnReplica {
+				// Before the lock: every change the replication applier made is then in the
+				// binlog ahead of the marker, and nothing writes the original after it.
+				restart, err := m.stopReplication(ctx)
+				if err != nil {
+					return errNoRetry{err}
+				}
+				defer func() {
+					if !m.renamed.Load() {
+						restart() // no cut-over happened: replication goes on as before
+					}
+				}()
+			}
 		}
 		m.setState(StateCutover)
 		attemptFn := m.cutoverAttempt
@@ -49,7 +62,13 @@ func (m *Migration) cutover(ctx context.Context, s *stream) error {
 		m.resultMu.Unlock()
 		if err == nil {
 			m.log.WithField("write_blocked", blocked.Round(time.Microsecond).String()).WithField("attempt", attempt).Info("osc: cut-over done")
-			return m.nameTriggers(ctx)
+			if err := m.nameTriggers(ctx); err != nil {
+				return err
+			}
+			if m.TestOnReplica {
+				return m.swapBack(ctx)
+			}
+			return nil
 		}
 		if ctx.Err() != nil {
 			return err

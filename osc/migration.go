@@ -106,6 +106,21 @@ type Migration struct {
 	CheckpointInterval time.Duration
 	// DropOldTable drops <t>_del (the original table, renamed) after a successful cut-over.
 	DropOldTable bool
+	// MigrateOnReplica runs the migration on a replica (Conn names it): its table is changed and
+	// cut over there, the primary's is not. The replica's binlog must carry replication's changes
+	// (log_slave_updates), which the apply takes to the ghost like any other write; the cut-over's
+	// table lock holds the replication applier too, which after the rename writes into the new
+	// table. Refused before any write when the server is not a replica, has no log_slave_updates,
+	// is read_only to this user, or when its writes would stop replication (see replica.go); and
+	// when the ALTER moves a column to another position, which row-based replication of the
+	// primary's changes into the new table would write into the wrong columns.
+	MigrateOnReplica bool
+	// TestOnReplica runs the migration on a replica as MigrateOnReplica does, but stops
+	// replication right before the cut-over, cuts over, and swaps the tables back: the original
+	// keeps its name, exactly as replication left it at the stop position, and the migrated table
+	// stays as _<t>_gho for comparison. Replication stays stopped; Result.ReplicaTest says where
+	// it stopped, how to compare the tables and how to resume.
+	TestOnReplica bool
 	// CutoverLockTimeout bounds every wait of one cut-over attempt (lock_wait_timeout of the lock and
 	// of the rename, the wait for the binlog to catch up); writes to the table are blocked at most
 	// about this long per attempt. Default 3s (1s..10s).
@@ -210,6 +225,11 @@ type Migration struct {
 	changelogCreated bool
 	// ghostAutoIncrement: the ghost table has an AUTO_INCREMENT column (its counter is carried over)
 	ghostAutoIncrement bool
+	// origTable is the original table's schema; sqlMode the sql_mode the migration runs under
+	origTable *schema.Table
+	sqlMode   string
+	// replicaTest is filled in by a TestOnReplica cut-over (replica.go)
+	replicaTest *ReplicaTest
 }
 
 // Result reports a finished migration.
@@ -229,9 +249,13 @@ type Result struct {
 	// Verification is the outcome of the comparison of the ghost table with the original before
 	// the cut-over: "MATCH (...)", "not applicable: why", or "skipped".
 	Verification string
-	// OldTable is the name the original table has now (<t>_del), or "" if it was dropped.
+	// OldTable is the name the original table has now (<t>_del), or "" if it was dropped (or,
+	// with TestOnReplica, swapped back).
 	OldTable string
-	Elapsed  time.Duration
+	// ReplicaTest reports a TestOnReplica run: where replication stopped, the two tables, and
+	// how to compare them and resume replication.
+	ReplicaTest *ReplicaTest
+	Elapsed     time.Duration
 }
 
 // State names of a migration.
@@ -401,7 +425,7 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.zone = zone
+	m.zone, m.sqlMode = zone, mode
 	conn := m.Conn
 	conn.Params = map[string]string{}
 	for k, v := range m.Conn.Params {
@@ -416,6 +440,9 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 	db.SetMaxOpenConns(16)
 	m.db = db
 	if m.flavor, err = ferry.DetectFlavor(ctx, db); err != nil {
+		return nil, err
+	}
+	if err := m.checkReplica(ctx); err != nil {
 		return nil, err
 	}
 	release, err := m.lockMigration(ctx)
@@ -442,6 +469,7 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.origTable = orig
 
 	if m.Resume && m.Execute {
 		if m.resumeFrom, err = m.prepareResume(ctx); err != nil {
@@ -501,6 +529,10 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 		// (not when resuming: the probe's DDL names the table and would be in the binlog replayed)
 		plan.InstantPossible = m.instantPossible(ctx, orig)
 	}
+	if err := m.checkReplicatedColumns(orig, ghost, plan); err != nil {
+		m.dropGhost(ctx)
+		return nil, err
+	}
 	m.plan = plan
 	m.result.Plan = plan
 	if err := m.checkTimeZone(ctx); err != nil {
@@ -529,7 +561,7 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 		return &m.result, nil
 	}
 	ghostCreated = false
-	if m.UseInstant && plan.InstantPossible {
+	if m.UseInstant && plan.InstantPossible && !m.TestOnReplica { // (in place, nothing would be left to compare)
 		m.dropGhost(ctx)
 		return m.instant(ctx)
 	}
@@ -802,7 +834,10 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 		m.log.WithError(err).Warnf("osc: could not drop %s; drop it by hand", m.qualified(m.changelogName()))
 	}
 	m.result.OldTable = m.oldName()
-	if m.DropOldTable {
+	if m.replicaTest != nil {
+		m.result.OldTable = "" // swapped back: the original has its name again
+		m.result.ReplicaTest = m.replicaTest
+	} else if m.DropOldTable {
 		if _, err := db.ExecContext(cctx, "DROP TABLE IF EXISTS "+m.qualified(m.oldName())); err != nil {
 			m.log.WithError(err).Warnf("osc: could not drop the old table %s; drop it by hand", m.qualified(m.oldName()))
 		} else {

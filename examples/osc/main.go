@@ -82,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		dropLeftovers   = fs.Bool("drop-leftovers", false, "drop _<t>_gho, _<t>_ghc, <t>_del left by an earlier run")
 		resume          = fs.Bool("resume", false, "resume a migration interrupted earlier from the checkpoint in its leftover _<t>_ghc (starts afresh if there is none)")
 		dropOld         = fs.Bool("drop-old-table", false, "drop <t>_del (the original table) after the cut-over")
+		migrateReplica  = fs.Bool("migrate-on-replica", false, "the server is a replica (log_slave_updates): migrate and cut over its table only; replication goes on into the new table")
+		testReplica     = fs.Bool("test-on-replica", false, "the server is a replica (log_slave_updates): migrate its table, stop replication at the cut-over, swap the tables back and print how to compare the original with the migrated table and how to resume replication")
 		lockTimeout     = fs.Duration("cut-over-lock-timeout", 3*time.Second, "bound of each wait of a cut-over attempt (1s..10s)")
 		cutoverKind     = fs.String("cut-over", "atomic", "atomic (writes wait, the table never goes missing) or two-step (the table is missing for a moment)")
 		attempts        = fs.Int("cut-over-attempts", 60, "cut-over attempts before giving up")
@@ -162,7 +164,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Conn: conn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
 		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
 		AllowTriggers: *allowTriggers, IncludeTriggers: *includeTriggers, SkipVerification: *skipVerify, SQLMode: *sqlMode, TimeZone: *timeZone, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
-		DropOldTable: *dropOld, CutoverTwoStep: *cutoverKind == "two-step", CutoverLockTimeout: *lockTimeout, CutoverAttempts: *attempts,
+		DropOldTable: *dropOld, MigrateOnReplica: *migrateReplica, TestOnReplica: *testReplica, CutoverTwoStep: *cutoverKind == "two-step", CutoverLockTimeout: *lockTimeout, CutoverAttempts: *attempts,
 		TargetChunkTime: *targetChunkTime, MaxRowsPerSecond: *maxRowsPerSec, ExactRowCount: *exactRowCount, PanicFlagFile: *panicFile,
 		PostponeFlagFile: *postponeFile, MaxLag: *maxApplyLag, Throttler: th, ExtraCommands: live.command, SocketPath: *serveSocket,
 		StatusInterval: *statusInterval, Logger: log,
@@ -209,6 +211,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		res.Elapsed.Round(time.Millisecond), res.RowsCopied, res.EventsApplied, res.CutoverAttempts, strings.Join(blocked, ", "))
 	if res.Verification != "" {
 		fmt.Fprintln(stdout, "verification of the new table before the cut-over:", res.Verification)
+	}
+	if res.ReplicaTest != nil {
+		fmt.Fprint(stdout, res.ReplicaTest)
 	}
 	if res.OldTable != "" {
 		fmt.Fprintf(stdout, "the original table is kept as %s.%s; drop it when you no longer need it\n", *database, res.OldTable)

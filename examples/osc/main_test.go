@@ -38,6 +38,16 @@ func TestCLI(t *testing.T) {
 	if code := run(ctx, append(common, "--alter", "CHANGE note remark VARCHAR(40)"), &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "--approve-renamed-columns") {
 		t.Fatalf("unapproved rename: exit %d, stderr %s", code, errOut.String())
 	}
+	// -test-on-replica / -migrate-on-replica against a server that is not a replica: refused, naming
+	// the flag.
+	for _, flag := range []string{"-test-on-replica", "-migrate-on-replica"} {
+		out.Reset()
+		errOut.Reset()
+		if code := run(ctx, append(common, "--alter", "ADD COLUMN extra INT NULL", "--execute", flag), &out, &errOut); code != 1 ||
+			!strings.Contains(errOut.String(), "("+flag+")") || !strings.Contains(errOut.String(), "is not a replica") {
+			t.Fatalf("%s on a primary: exit %d, stderr %s", flag, code, errOut.String())
+		}
+	}
 	out.Reset()
 	errOut.Reset()
 	if code := run(ctx, append(common, "--alter", "CHANGE note remark VARCHAR(40)", "--approve-renamed-columns"), &out, &errOut); code != 0 || !strings.Contains(out.String(), "dry run") {
