@@ -101,6 +101,18 @@
 // writes whole row images by key and deletes by key (idempotent, order preserving), and the cut-over
 // applies every event up to the lock (proved by a marker written after the lock) before renaming.
 //
+// # On a replica
+//
+// MigrateOnReplica migrates a replica's table only; TestOnReplica does the same but stops
+// replication right before the cut-over, cuts over and swaps the tables back, leaving the original
+// exactly as replication left it at the reported position and the migrated table as _<t>_gho, with
+// the statements that compare them (Result.ReplicaTest). The replication applier is a writer of
+// the table: its changes reach the ghost through the replica's binlog (log_slave_updates, refused
+// without), and the cut-over's LOCK TABLES holds it like any session. Refused before any write: a
+// server that is not a replica, read_only that stops this user, gtid_strict_mode in replication's
+// domain, and (migrate) an ALTER that moves columns, since replication goes on writing the
+// primary's rows into the new table by column position. See replica.go and docs/design.md.
+//
 // # Operability
 //
 // A Throttler and the apply lag (MaxLag) pause the copy; Hooks (Go funcs and executables with
