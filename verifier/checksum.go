@@ -326,7 +326,7 @@ func (pl *plan) checksum(ctx context.Context, s *session, sp *sidePlan, lo, hi k
 		return chunkSum{}, err
 	}
 	sp.filter(&c)
-	q := "SELECT COUNT(*), COALESCE(BIT_XOR(CAST(CONV(LEFT(" + rowHash(sp.tokens) + ", 16), 16, 10) AS UNSIGNED)), 0) FROM " +
+	q := "SELECT COUNT(*), COALESCE(BIT_XOR(" + chunkRowHash(sp.compact) + "), 0) FROM " +
 		sp.table + sp.index + " WHERE " + c.String()
 	var cs chunkSum
 	if s.stats != nil {
