@@ -18,12 +18,20 @@ import (
 // Chunks are ranges of the key chosen on the source (`ORDER BY key LIMIT 1 OFFSET ChunkSize-1`
 // finds each upper bound); the same key range is checksummed on the target, the first chunk is open
 // below and the last open above, so every target row falls in some chunk, whatever its key. A chunk's
-// checksum is COUNT(*) and the BIT_XOR of the first 64 bits of each row's MD5, taken over the row's
-// column tokens (each value's length and bytes, or the MD5 of long values; NULL marked apart from
-// the empty string), so equal chunks never cross the wire and two different chunks compare equal
-// with probability about 2^-64. A differing chunk is read again row by row on both sides (key + one
-// token per column) and merged by key to name the missing, extra and
-// different rows and the differing columns.
+// checksum is COUNT(*) and the BIT_XOR of the first 64 bits of each row's SHA-1, taken over the row's
+// compact encoding (NULL markers, the lengths of free-form values, then the values: see
+// compactRowSQL; it is injective, so NULL, the empty string, 'NULL' and a separator inside a value all differ), so
+// equal chunks never cross the wire and two different chunks compare equal with probability about
+// 2^-64: the key is unique, so the rows that differ contribute distinct hashes that cancel only by
+// chance. A differing chunk is read again row by row on both sides (key + one token per column) and
+// merged by key to name the missing, extra and different rows and the differing columns.
+//
+// The row hash is deliberately not CRC32 (pt-table-checksum's) nor any CRC pair: a CRC is linear, so
+// under the XOR of a chunk the same change made to two rows, or two equal-length values swapped
+// between rows, cancel exactly and are never seen, and 32 bits leave a 2^-32 chance per differing
+// chunk. SHA-1 rather than MD5 because MariaDB 10.11 spends less per row on it (neither
+// is asked to resist an attacker here: the verifier checks ferry, not a forger of rows). docs/design.md
+// has the measured costs.
 //
 // In the BeforeCutover phase the source still takes writes, so a differing chunk is checksummed again
 // up to Rechecks times, RecheckDelay apart, before it is drilled into, unless the comparison reads

@@ -345,7 +345,7 @@ func (b *bench) verifiers() error {
 		}
 		b.addSeries(&Figure{Name: "verifier " + v.name + " (orders, equal tables)", Unit: "rows/s", CeilingName: "ferry copy rate (copy section)", Target: tgt, Ref: figCopyIdle}, figs[k], copyRate)
 	}
-	return nil
+	return b.checksumCosts(ctx, s, t, pairs, "ferry_idle", 3)
 }
 
 // rss copies a table a tenth the size in a child process: peak RSS should not grow with table size.
