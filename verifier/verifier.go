@@ -33,7 +33,7 @@
 // # The verifiers
 //
 // Checksum: chunks of ChunkSize source rows (by key), each checksummed by both servers (COUNT and the
-// BIT_XOR of 64 bits of each row's MD5); matching chunks never cross the wire; a differing chunk is
+// BIT_XOR of 64 bits of the SHA-1 of each row's compact encoding); matching chunks never cross the wire; a differing chunk is
 // read row by row (key + a token per column) on both sides. Guarantee: every row on either side is
 // compared; two different chunks collide with probability about 2^-64. Cost: each server reads every
 // row once, Concurrency chunks at a time; the network carries one row per chunk plus the rows of
