@@ -1,6 +1,7 @@
 package ferry
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"database/sql"
@@ -35,6 +36,10 @@ type ConnConfig struct {
 	Params map[string]string
 	// Timeout bounds connecting; default 10s.
 	Timeout time.Duration
+	// ReadBufferSize, when > 0, reads from the server through a buffer of this many bytes. The
+	// driver reads at most 4 KiB per system call; a reader of large result sets (a snapshot)
+	// spends less CPU with one large read per call.
+	ReadBufferSize int
 }
 
 // Addr is host:port, or the socket path when Socket is set.
@@ -91,12 +96,31 @@ func (c ConnConfig) dsn() *mysql.Config {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	if c.ReadBufferSize > 0 {
+		size := c.ReadBufferSize
+		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := (&net.Dialer{KeepAlive: 15 * time.Second}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &bufferedConn{Conn: nc, r: bufio.NewReaderSize(nc, size)}, nil
+		}
+	}
 	cfg.Params = SessionParams()
 	for k, v := range c.Params {
 		cfg.Params[k] = v
 	}
 	return cfg
 }
+
+// bufferedConn reads through a buffer. The protocol is request/response, so the buffer is empty
+// whenever the driver writes a command: nothing read ahead belongs to another exchange.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // SessionParams are the go-sql-driver/mysql DSN parameters every ferry connection is opened with
 // (see ConnConfig.Open). A host that hands ferry its own *sql.DB (Ferry.Source, Ferry.Target) must

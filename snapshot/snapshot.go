@@ -96,7 +96,11 @@ func Take(ctx context.Context, o Options) ([]*Manifest, error) {
 		}
 		shards = o.Split.count()
 	}
-	db, err := o.Source.Open(ctx)
+	source := o.Source
+	if source.ReadBufferSize == 0 {
+		source.ReadBufferSize = 256 << 10 // whole result sets are read: fewer, larger reads
+	}
+	db, err := source.Open(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", err)
 	}

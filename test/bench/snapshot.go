@@ -201,12 +201,63 @@ func (b *bench) snapshots() error {
 	if haveMy {
 		figure("restore: ferry vs myloader (same threads)", loadSeries, loads, 0, 2, "≥ 1.0×")
 	}
-	b.addSeries(&Figure{Name: "snapshot: ferry peak RSS", Unit: "MiB", Note: fmt.Sprintf("orders %d rows", rows)}, snapSeries[0].Of("rss_mib"), nil)
+	if err := b.snapshotRSS(bin, tmp, snapSeries[0], loadSeries[0]); err != nil {
+		return err
+	}
 	dl := float64(b.dataLen) / (1 << 20)
 	for j, t := range snaps {
 		b.addSeries(&Figure{Name: "snapshot size: " + t.name, Unit: "MiB", Ceiling: dl, CeilingName: "DATA_LENGTH", Note: "ratio = stored size / InnoDB DATA_LENGTH"}, snapSeries[j].Of("size_mib"), nil)
 	}
+	// The raw data: the rows' text as the snapshot stores it before compression (the manifest's
+	// raw sizes), i.e. what LOAD DATA reads back. The same in every run.
+	m, err := snapshot.ReadManifest(ctx, &snapshot.Dir{Path: ferryDir(0)}, snapshot.ManifestName)
+	if err != nil {
+		return err
+	}
+	var stored, raw int64
+	for _, t := range m.Tables {
+		for _, f := range t.Files {
+			stored, raw = stored+f.Size, raw+f.RawSize
+		}
+	}
+	b.add(&Figure{Name: "snapshot size: ferry stored vs raw row text", Value: float64(stored) / (1 << 20), Unit: "MiB",
+		Ceiling: float64(raw) / (1 << 20), CeilingName: "row text", Note: fmt.Sprintf("ratio = zstd-compressed size / uncompressed row text (%d bytes, %.0f bytes/row)", raw, float64(raw)/float64(rows))})
 	return b.cloneUnderLoad(tmp)
+}
+
+// snapshotRSS shows that the snapshot's and the restore's peak RSS do not grow with the table: it
+// snapshots and restores the orders_small table (a tenth of orders), -runs times, and sets their
+// peak RSS beside that of the runs on orders.
+func (b *bench) snapshotRSS(bin, tmp string, bigSnap, bigLoad *Series) error {
+	ctx := b.ctx
+	small := max(b.rows/10, 1000)
+	_, smallRuns, err := b.measure("snapshot and restore of orders_small (peak RSS)", nil, func(i int) (Sample, error) {
+		dir := filepath.Join(tmp, "ferry-small-"+strconv.Itoa(i))
+		defer os.RemoveAll(dir)
+		snap, err := b.runTool(exec.CommandContext(ctx, bin, "snapshot", "-source-host", "127.0.0.1", "-source-port", strconv.Itoa(b.src.Port), "-source-user", "root",
+			"-tables", srcDB+".orders_small", "-to", dir, "-threads", strconv.Itoa(*workersFlag), "-log-level", "warn"), small)
+		if err != nil {
+			return Sample{}, err
+		}
+		if err := b.dst.Exec(ctx, "DROP DATABASE IF EXISTS "+srcDB, "DROP DATABASE IF EXISTS _ferry"); err != nil {
+			return Sample{}, err
+		}
+		load, err := b.runTool(exec.CommandContext(ctx, bin, "restore", "-target-host", "127.0.0.1", "-target-port", strconv.Itoa(b.dst.Port), "-target-user", "root",
+			"-from", dir, "-threads", strconv.Itoa(*workersFlag), "-log-level", "warn"), small)
+		if err != nil {
+			return Sample{}, err
+		}
+		return Sample{Value: float64(snap.rssKB) / 1024, Also: map[string]float64{"restore_rss_mib": float64(load.rssKB) / 1024}}, nil
+	})
+	if err != nil {
+		return err
+	}
+	note := fmt.Sprintf("ratio = peak RSS of the CLI at %d rows / at %d rows (orders_small); ≈ 1 is flat", b.rows, small)
+	b.addSeries(&Figure{Name: "snapshot: ferry peak RSS, orders vs a tenth of it", Unit: "MiB", CeilingName: "a tenth of the rows",
+		Target: "≈ 1× (flat in table size)", Note: note}, bigSnap.Of("rss_mib"), smallRuns)
+	b.addSeries(&Figure{Name: "restore: ferry peak RSS, orders vs a tenth of it", Unit: "MiB", CeilingName: "a tenth of the rows",
+		Target: "≈ 1× (flat in table size)", Note: note}, bigLoad.Of("rss_mib"), smallRuns.Of("restore_rss_mib"))
+	return nil
 }
 
 // cloneUnderLoad measures -runs clones under load (cloneOnce) and reports the medians.
@@ -218,8 +269,8 @@ func (b *bench) cloneUnderLoad(tmp string) error {
 		return err
 	}
 	b.addSeries(&Figure{Name: "clone under load: snapshot + restore + catch-up", Unit: "s",
-		Note: fmt.Sprintf("identical at cut-over (CHECKSUM TABLE) in every run; medians (range), seconds: snapshot %s, restore %s, catch-up %s, cut-over blocked %s; load %s writes/s",
-			fig.Of("snapshot_s").Summary(), fig.Of("restore_s").Summary(), fig.Of("catchup_s").Summary(), fig.Of("blocked_s").Summary(), fig.Of("achieved").Summary())}, fig, nil)
+		Note: fmt.Sprintf("identical at cut-over in every run (after it, with the load still paused: every row compared by the strict row differ, %s rows, and CHECKSUM TABLE); medians (range), seconds: snapshot %s, restore %s, catch-up %s, cut-over blocked %s; load %s writes/s",
+			fig.Of("compared_rows").Summary(), fig.Of("snapshot_s").Summary(), fig.Of("restore_s").Summary(), fig.Of("catchup_s").Summary(), fig.Of("blocked_s").Summary(), fig.Of("achieved").Summary())}, fig, nil)
 	return nil
 }
 
@@ -237,12 +288,23 @@ func (b *bench) cloneOnce(dirPath string) (Sample, error) {
 	}
 	defer db.Close()
 	defer os.RemoveAll(dirPath)
+	sdb, err := conn(b.src.Port).Open(ctx)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer sdb.Close()
+	tdb, err := conn(b.dst.Port).Open(ctx)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer tdb.Close()
 	load := startLoad(db, srcDB+".orders", *loadFlag, b.rows, 4) // updates and deletes hit the generated keys 1..rows
 	defer load.Stop()
 	dir := &snapshot.Dir{Path: dirPath}
 	start := time.Now()
-	if _, err := snapshot.Take(ctx, snapshot.Options{Source: conn(b.src.Port), Tables: ferry.TableFilter{Include: []string{srcDB + ".orders"}},
-		Storage: dir, Threads: *workersFlag, Logger: quietLogger()}); err != nil {
+	ms, err := snapshot.Take(ctx, snapshot.Options{Source: conn(b.src.Port), Tables: ferry.TableFilter{Include: []string{srcDB + ".orders"}},
+		Storage: dir, Threads: *workersFlag, Logger: quietLogger()})
+	if err != nil {
 		return Sample{}, err
 	}
 	snapTook := time.Since(start)
@@ -263,28 +325,37 @@ func (b *bench) cloneOnce(dirPath string) (Sample, error) {
 		return Sample{}, err
 	}
 	catchUp := time.Since(start)
-	identical := false
-	var sumErr error
+	// The load stays paused from the cut-over's lock until both tables are compared, so the
+	// comparison sees the state at the cut-over without counting in the write-blocked time.
 	cr, err := (&ferry.Cutover{Ferry: f, Hooks: ferry.HookFuncs{
 		LockFunc: func(context.Context) error { load.Pause(); return nil },
-		SwapFunc: func(context.Context) error {
-			a, err1 := checksumTable(ctx, b.src, srcDB+".orders")
-			c, err2 := checksumTable(ctx, b.dst, srcDB+".orders")
-			identical, sumErr = a == c && err1 == nil && err2 == nil, fmt.Errorf("checksums %d / %d (%v, %v)", a, c, err1, err2)
-			return nil
-		},
-		UnlockFunc: func(context.Context, bool) error { load.Resume(); return nil },
 	}}).Run(ctx)
 	if err != nil {
+		load.Resume()
 		return Sample{}, err
 	}
 	if err := <-runErr; err != nil {
+		load.Resume()
 		return Sample{}, err
 	}
+	start = time.Now()
+	diff, err := snapshot.SubsetDiff(ctx, sdb, tdb, ms[0])
+	compared := time.Since(start)
+	a, err1 := checksumTable(ctx, b.src, srcDB+".orders")
+	c, err2 := checksumTable(ctx, b.dst, srcDB+".orders")
+	load.Resume()
 	wps, _ := load.Stop()
-	if !identical {
-		return Sample{}, fmt.Errorf("clone: target differs from the source at the cut-over: %v", sumErr)
+	if err != nil {
+		return Sample{}, fmt.Errorf("clone: compare rows: %w", err)
+	}
+	if !diff.Match() || a != c || err1 != nil || err2 != nil {
+		return Sample{}, fmt.Errorf("clone: target differs from the source at the cut-over: %s; CHECKSUM TABLE %d / %d (%v, %v)", diff, a, c, err1, err2)
+	}
+	var compareRows int64
+	for _, t := range diff.Tables {
+		compareRows += t.RowsCompared
 	}
 	return Sample{Value: (snapTook + restoreTook + catchUp).Seconds(), Also: map[string]float64{"snapshot_s": snapTook.Seconds(), "restore_s": restoreTook.Seconds(),
-		"catchup_s": catchUp.Seconds(), "blocked_s": cr.Blocked.Seconds(), "achieved": wps, "rows": float64(rep.Rows)}}, nil
+		"catchup_s": catchUp.Seconds(), "blocked_s": cr.Blocked.Seconds(), "achieved": wps, "rows": float64(rep.Rows),
+		"compared_rows": float64(compareRows), "compare_s": compared.Seconds()}}, nil
 }
