@@ -216,34 +216,14 @@ func (f *Ferry) dropDeferredSchemaObjects(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// createSchemaObject creates o on the target from the source's SHOW CREATE, in a session with the
-// sql_mode, character set, collation (and for events time zone) the object was defined under, as
-// mysqldump does. The session is discarded afterwards, so no pooled connection keeps them.
+// createSchemaObject creates o on the target from the source's SHOW CREATE (CreateSchemaObject).
 func (f *Ferry) createSchemaObject(ctx context.Context, o *SchemaObject) error {
-	def, err := showCreate(ctx, f.Source, o)
+	def, err := ReadSchemaObject(ctx, f.Source, o.Kind, o.database, o.name)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
-	conn, err := f.Target.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("target: create %s %s: %w", o.Kind, o.Name, err)
-	}
-	defer func() {
-		conn.Raw(func(any) error { return driver.ErrBadConn })
-		conn.Close()
-	}()
-	stmts := []string{"USE " + schema.QuoteIdent(o.targetDatabase)}
-	for _, v := range []struct{ name, value string }{{"sql_mode", def["sql_mode"]}, {"character_set_client", def["character_set_client"]},
-		{"collation_connection", def["collation_connection"]}, {"time_zone", def["time_zone"]}} {
-		if v.value != "" {
-			stmts = append(stmts, "SET SESSION "+v.name+" = "+schema.QuoteString(v.value))
-		}
-	}
-	stmts = append(stmts, def["create"])
-	for _, s := range stmts {
-		if _, err := conn.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("target: create %s %s: %w", o.Kind, o.Name, err)
-		}
+	if err := CreateSchemaObject(ctx, f.Target, o.targetDatabase, def); err != nil {
+		return err
 	}
 	f.mu.Lock()
 	o.Created, o.pending, o.Note = true, false, ""
@@ -252,11 +232,56 @@ func (f *Ferry) createSchemaObject(ctx context.Context, o *SchemaObject) error {
 	return nil
 }
 
-// showCreate reads an object's definition and the session settings it was defined under.
-func showCreate(ctx context.Context, db *sql.DB, o *SchemaObject) (map[string]string, error) {
-	rows, err := db.QueryContext(ctx, fmt.Sprintf("SHOW CREATE %s %s.%s", strings.ToUpper(o.Kind), schema.QuoteIdent(o.database), schema.QuoteIdent(o.name)))
+// SchemaObjectDefinition is a view's, routine's, event's or trigger's definition as SHOW CREATE
+// gives it, with the session settings it was defined under (which CreateSchemaObject restores, as
+// mysqldump does: a routine's body is parsed under its own sql_mode and character set).
+type SchemaObjectDefinition struct {
+	// Kind is "view", "procedure", "function", "event" or "trigger".
+	Kind                string `json:"kind"`
+	Database            string `json:"database"`
+	Name                string `json:"name"`
+	Create              string `json:"create"`
+	SQLMode             string `json:"sql_mode,omitempty"`
+	CharacterSetClient  string `json:"character_set_client,omitempty"`
+	CollationConnection string `json:"collation_connection,omitempty"`
+	TimeZone            string `json:"time_zone,omitempty"`
+}
+
+// CreateSchemaObject creates def in database on the target, in a session with the sql_mode,
+// character set, collation (and for events time zone) the object was defined under. The session is
+// discarded afterwards, so no pooled connection keeps them.
+func CreateSchemaObject(ctx context.Context, target *sql.DB, database string, def *SchemaObjectDefinition) error {
+	name := def.Database + "." + def.Name
+	conn, err := target.Conn(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read the definition of %s %s: %w", o.Kind, o.Name, err)
+		return fmt.Errorf("target: create %s %s: %w", def.Kind, name, err)
+	}
+	defer func() {
+		conn.Raw(func(any) error { return driver.ErrBadConn })
+		conn.Close()
+	}()
+	stmts := []string{"USE " + schema.QuoteIdent(database)}
+	for _, v := range []struct{ name, value string }{{"sql_mode", def.SQLMode}, {"character_set_client", def.CharacterSetClient},
+		{"collation_connection", def.CollationConnection}, {"time_zone", def.TimeZone}} {
+		if v.value != "" {
+			stmts = append(stmts, "SET SESSION "+v.name+" = "+schema.QuoteString(v.value))
+		}
+	}
+	stmts = append(stmts, def.Create)
+	for _, s := range stmts {
+		if _, err := conn.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("target: create %s %s: %w", def.Kind, name, err)
+		}
+	}
+	return nil
+}
+
+// ReadSchemaObject reads an object's definition and the session settings it was defined under.
+func ReadSchemaObject(ctx context.Context, db *sql.DB, kind, database, name string) (*SchemaObjectDefinition, error) {
+	what := kind + " " + database + "." + name
+	rows, err := db.QueryContext(ctx, fmt.Sprintf("SHOW CREATE %s %s.%s", strings.ToUpper(kind), schema.QuoteIdent(database), schema.QuoteIdent(name)))
+	if err != nil {
+		return nil, fmt.Errorf("read the definition of %s: %w", what, err)
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
@@ -265,9 +290,9 @@ func showCreate(ctx context.Context, db *sql.DB, o *SchemaObject) (map[string]st
 	}
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("read the definition of %s %s: %w", o.Kind, o.Name, err)
+			return nil, fmt.Errorf("read the definition of %s: %w", what, err)
 		}
-		return nil, fmt.Errorf("read the definition of %s %s: it no longer exists", o.Kind, o.Name)
+		return nil, fmt.Errorf("read the definition of %s: it no longer exists", what)
 	}
 	vals := make([]sql.NullString, len(cols))
 	ptrs := make([]any, len(cols))
@@ -275,22 +300,27 @@ func showCreate(ctx context.Context, db *sql.DB, o *SchemaObject) (map[string]st
 		ptrs[i] = &vals[i]
 	}
 	if err := rows.Scan(ptrs...); err != nil {
-		return nil, fmt.Errorf("read the definition of %s %s: %w", o.Kind, o.Name, err)
+		return nil, fmt.Errorf("read the definition of %s: %w", what, err)
 	}
-	out := map[string]string{}
+	def := &SchemaObjectDefinition{Kind: kind, Database: database, Name: name}
 	for i, c := range cols {
-		lc := strings.ToLower(c)
-		switch {
+		switch lc := strings.ToLower(c); {
 		case strings.HasPrefix(lc, "create ") || lc == "sql original statement":
-			out["create"] = vals[i].String
-		case lc == "sql_mode" || lc == "character_set_client" || lc == "collation_connection" || lc == "time_zone":
-			out[lc] = vals[i].String
+			def.Create = vals[i].String
+		case lc == "sql_mode":
+			def.SQLMode = vals[i].String
+		case lc == "character_set_client":
+			def.CharacterSetClient = vals[i].String
+		case lc == "collation_connection":
+			def.CollationConnection = vals[i].String
+		case lc == "time_zone":
+			def.TimeZone = vals[i].String
 		}
 	}
-	if out["create"] == "" {
-		return nil, fmt.Errorf("read the definition of %s %s: the server shows no definition (does the user lack SHOW VIEW, or the routine's privileges?)", o.Kind, o.Name)
+	if def.Create == "" {
+		return nil, fmt.Errorf("read the definition of %s: the server shows no definition (does the user lack SHOW VIEW, or the routine's privileges?)", what)
 	}
-	return out, nil
+	return def, nil
 }
 
 // notCreated describes the schema objects not created on the target, for a log line.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -15,7 +16,8 @@ import (
 type CloneOptions struct {
 	Restore RestoreOptions
 	// Ferry is the configuration of the Ferry that catches up (Source, Target, Logger, sizes...);
-	// Tables and Resume are set by Clone. Its Target should be the restore's target.
+	// Tables and Resume are set by Clone, and DatabaseRewrites from the restore's. Its Target
+	// should be the restore's target.
 	Ferry ferry.Config
 }
 
@@ -39,6 +41,10 @@ func Clone(ctx context.Context, o CloneOptions) (*ferry.Ferry, *RestoreReport, e
 	if m.Shard != nil {
 		return nil, nil, fmt.Errorf("clone: %s is shard %d of %d of a split snapshot; clone the whole snapshot, or move each shard online with its own Ferry and a key-range CopyFilter", o.Restore.Snapshots[0].Describe(ManifestName), m.Shard.Index, m.Shard.Count)
 	}
+	if len(o.Ferry.DatabaseRewrites) > 0 && !maps.Equal(o.Ferry.DatabaseRewrites, o.Restore.DatabaseRewrites) {
+		return nil, nil, errors.New("clone: the catch-up's database rewrites differ from the restore's; give them once, in the restore's options")
+	}
+	o.Ferry.DatabaseRewrites = o.Restore.DatabaseRewrites
 	if err := checkBinlogAvailable(ctx, o.Ferry.Source, m); err != nil {
 		return nil, nil, err
 	}
@@ -51,8 +57,12 @@ func Clone(ctx context.Context, o CloneOptions) (*ferry.Ferry, *RestoreReport, e
 }
 
 // CatchUp returns an initialized, started Ferry that replays the source's binlog from the
-// manifest's position onto a target holding the restored snapshot.
+// manifest's position onto a target holding the restored snapshot (restored with
+// cfg.DatabaseRewrites as its RestoreOptions.DatabaseRewrites).
 func CatchUp(ctx context.Context, cfg ferry.Config, m *Manifest) (*ferry.Ferry, error) {
+	if len(cfg.TableRewrites) > 0 {
+		return nil, errors.New("clone: a restore keeps table names; table rewrites cannot be caught up")
+	}
 	if err := checkBinlogAvailable(ctx, cfg.Source, m); err != nil {
 		return nil, err
 	}
@@ -78,7 +88,11 @@ func CatchUp(ctx context.Context, cfg ferry.Config, m *Manifest) (*ferry.Ferry, 
 	st := &ferry.State{Version: ferry.StateVersion, Applied: m.Position, Tables: map[string]*ferry.TableState{}, Written: m.Finished,
 		Selection: ferry.Selection{Tables: cfg.Tables}, Source: m.Source.Identity, Target: targetID}
 	for _, t := range m.Tables {
-		st.Tables[t.String()] = &ferry.TableState{Fingerprint: t.Fingerprint, Completed: true, RowsCopied: t.Rows, Target: t.String(), Schema: t.CreateTable}
+		target := t.Database
+		if r, ok := cfg.DatabaseRewrites[target]; ok {
+			target = r
+		}
+		st.Tables[t.String()] = &ferry.TableState{Fingerprint: t.Fingerprint, Completed: true, RowsCopied: t.Rows, Target: target + "." + t.Name, Schema: t.CreateTable}
 	}
 	cfg.Resume = st
 	f, err := ferry.New(cfg)

@@ -18,4 +18,11 @@
 //     in one transaction that records it as loaded: an interrupted restore resumes (Resume) with
 //     exactly the missing files.
 //   - Clone is exact: the binlog is replayed from the snapshot's position as idempotent images.
+//   - Memory flat in table size: each reading connection holds one row, a 256 KiB batch, one zstd
+//     encoder (1 MiB window) and a 256 KiB read buffer; a restore streams each file into LOAD DATA.
+//   - Renamed databases (RestoreOptions.DatabaseRewrites) are checked before anything is written:
+//     every rewritten database is in the snapshot, no two of one snapshot land in one, and no
+//     foreign key names a rewritten database.
+//   - Views and stored routines are stored as definitions and created only when asked
+//     (RestoreOptions.CreateSchemaObjects), never in a rewritten database.
 package snapshot

@@ -40,6 +40,10 @@ type Manifest struct {
 	// Shard is set for one part of a split snapshot.
 	Shard  *ShardInfo       `json:"shard,omitempty"`
 	Tables []*TableManifest `json:"tables"`
+	// Objects are the views (those the table filter selects) and stored routines of the databases
+	// holding the snapshot's tables, read when the snapshot opened; a restore creates them when
+	// asked (RestoreOptions.CreateSchemaObjects).
+	Objects []*ferry.SchemaObjectDefinition `json:"objects,omitempty"`
 }
 
 // Server identifies the source server.

@@ -39,6 +39,15 @@ type RestoreOptions struct {
 	// Resume continues an interrupted restore of the same snapshot(s): files recorded as loaded are
 	// skipped. Without it, a target holding an interrupted restore is refused.
 	Resume bool
+	// DatabaseRewrites restores the tables of a source database into another database of the
+	// target (source name → target name), like ferry.Config.DatabaseRewrites. Every database named
+	// must be in the snapshots, and no two databases may end up in one.
+	DatabaseRewrites map[string]string
+	// CreateSchemaObjects creates the snapshot's views and stored routines of these kinds
+	// (ferry.ObjectViews, ferry.ObjectRoutines) once the rows are loaded. One of the same name
+	// already on the target is left as it is. Not with DatabaseRewrites of their database: their
+	// definitions name the source's objects.
+	CreateSchemaObjects []string
 	// ProgressDatabase holds the table recording which files are loaded; default "_ferry".
 	ProgressDatabase string
 	// MaxRowsPerSecond limits the load rate (0: no limit), to spare a busy target.
@@ -65,9 +74,12 @@ type RestoreReport struct {
 	Rows      int64
 	// SkippedFiles were loaded by an earlier, interrupted run (Resume).
 	SkippedFiles int
-	Verify       time.Duration
-	Load         time.Duration
-	Indexes      time.Duration
+	// ObjectsCreated and ObjectsExisting name ("kind db.name") the views and routines created, and
+	// those left as they were because the target had one of that name.
+	ObjectsCreated, ObjectsExisting []string
+	Verify                          time.Duration
+	Load                            time.Duration
+	Indexes                         time.Duration
 }
 
 type loadFile struct {
@@ -112,7 +124,14 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreReport, error) {
 			return nil, err
 		}
 		rep.Manifests = append(rep.Manifests, m)
-		for _, t := range m.Tables {
+	}
+	renamed, err := rewriteDatabases(rep.Manifests, o.DatabaseRewrites)
+	if err != nil {
+		return nil, err
+	}
+	for i, st := range o.Snapshots {
+		m := rep.Manifests[i]
+		for _, t := range renamed[i] {
 			key := t.String()
 			if prev, ok := tables[key]; ok {
 				if prev.CreateTable != t.CreateTable {
@@ -138,6 +157,10 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreReport, error) {
 				files = append(files, loadFile{st, m, t, f})
 			}
 		}
+	}
+	objects, err := objectsToCreate(rep.Manifests, o.CreateSchemaObjects, o.DatabaseRewrites)
+	if err != nil {
+		return nil, err
 	}
 	// 1. Every file is checked before anything is written.
 	start := time.Now()
@@ -329,7 +352,156 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreReport, error) {
 		}
 	}
 	rep.Indexes = time.Since(start)
+	// 6. Views and routines, once every table they may read is there.
+	if err := createObjects(ctx, db, objects, rep, o.Logger); err != nil {
+		return nil, err
+	}
 	return rep, nil
+}
+
+// objectsToCreate returns the manifests' views and routines of the kinds asked for, each once
+// (the shards of a split snapshot each carry them), routines first.
+func objectsToCreate(ms []*Manifest, kinds []string, rewrites map[string]string) ([]*ferry.SchemaObjectDefinition, error) {
+	want := map[string]bool{}
+	for _, k := range kinds {
+		switch k {
+		case ferry.ObjectViews:
+			want["view"] = true
+		case ferry.ObjectRoutines:
+			want["procedure"], want["function"] = true, true
+		default:
+			return nil, fmt.Errorf("restore: schema objects %q: a snapshot holds %s and %s", k, ferry.ObjectViews, ferry.ObjectRoutines)
+		}
+	}
+	seen := map[string]*ferry.SchemaObjectDefinition{}
+	var routines, views []*ferry.SchemaObjectDefinition
+	for _, m := range ms {
+		for _, d := range m.Objects {
+			if !want[d.Kind] {
+				continue
+			}
+			key := d.Kind + " " + d.Database + "." + d.Name
+			if prev, ok := seen[key]; ok {
+				if prev.Create != d.Create {
+					return nil, fmt.Errorf("restore: %s is defined differently in two snapshots; restore them into different targets, or without %s", key, kindName(d.Kind))
+				}
+				continue
+			}
+			if to, ok := rewrites[d.Database]; ok {
+				return nil, fmt.Errorf("restore: %s cannot be created in database %s (rewritten from %s): its definition names the source's objects; restore without -rewrite-databases, or without -create-objects %s", key, to, d.Database, kindName(d.Kind))
+			}
+			seen[key] = d
+			if d.Kind == "view" {
+				views = append(views, d)
+			} else {
+				routines = append(routines, d)
+			}
+		}
+	}
+	return append(routines, views...), nil
+}
+
+func kindName(kind string) string {
+	if kind == "view" {
+		return ferry.ObjectViews
+	}
+	return ferry.ObjectRoutines
+}
+
+// createObjects creates the views and routines the target does not have. Views are created in
+// rounds, so a view over another view waits for it.
+func createObjects(ctx context.Context, db *sql.DB, todo []*ferry.SchemaObjectDefinition, rep *RestoreReport, log logrus.FieldLogger) error {
+	var missing []*ferry.SchemaObjectDefinition
+	for _, d := range todo {
+		q := "SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?"
+		if d.Kind != "view" {
+			q = "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ? AND ROUTINE_NAME = ? AND ROUTINE_TYPE = '" + strings.ToUpper(d.Kind) + "'"
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, q, d.Database, d.Name).Scan(&n); err != nil {
+			return fmt.Errorf("target: look for %s %s.%s: %w", d.Kind, d.Database, d.Name, err)
+		}
+		if n > 0 {
+			rep.ObjectsExisting = append(rep.ObjectsExisting, d.Kind+" "+d.Database+"."+d.Name)
+			continue
+		}
+		missing = append(missing, d)
+	}
+	for len(missing) > 0 {
+		var retry []*ferry.SchemaObjectDefinition
+		var lastErr error
+		for _, d := range missing {
+			if err := ferry.CreateSchemaObject(ctx, db, d.Database, d); err != nil {
+				if d.Kind != "view" {
+					return err
+				}
+				retry, lastErr = append(retry, d), err
+				continue
+			}
+			rep.ObjectsCreated = append(rep.ObjectsCreated, d.Kind+" "+d.Database+"."+d.Name)
+			log.WithField(d.Kind, d.Database+"."+d.Name).Info("restore: created")
+		}
+		if len(retry) == len(missing) {
+			return fmt.Errorf("%w; a view can only be created when every table and view it reads is on the target", lastErr)
+		}
+		missing = retry
+	}
+	return nil
+}
+
+// rewriteDatabases returns the manifests' tables as they are named on the target: copies whose
+// Database is rewritten. It refuses a rewrite of a database no snapshot holds (a typo would
+// otherwise restore under the old name), two databases of one snapshot rewritten into one (tables
+// of the same name would mix), and a foreign key naming a rewritten database (it would point at
+// the old one).
+func rewriteDatabases(ms []*Manifest, rewrites map[string]string) ([][]*TableManifest, error) {
+	present := map[string]bool{}
+	for _, m := range ms {
+		for _, t := range m.Tables {
+			present[t.Database] = true
+		}
+	}
+	var names []string
+	for from, to := range rewrites {
+		if from == "" || to == "" {
+			return nil, fmt.Errorf("restore: database rewrite %q=%q: both names are needed", from, to)
+		}
+		if !present[from] {
+			return nil, fmt.Errorf("restore: database rewrite %s=%s: the snapshot holds no database %s", from, to, from)
+		}
+		names = append(names, from)
+	}
+	// Within one snapshot, two databases must not land in one (snapshots of several sources may
+	// merge a database: the per-table checks of Restore apply to them).
+	for _, m := range ms {
+		into := map[string]string{} // target database → source database
+		for _, t := range m.Tables {
+			to := t.Database
+			if r, ok := rewrites[to]; ok {
+				to = r
+			}
+			if other, ok := into[to]; ok && other != t.Database {
+				return nil, fmt.Errorf("restore: databases %s and %s would both be restored into %s; rewrite them into different databases", min(t.Database, other), max(t.Database, other), to)
+			}
+			into[to] = t.Database
+		}
+	}
+	out := make([][]*TableManifest, len(ms))
+	for i, m := range ms {
+		for _, t := range m.Tables {
+			for _, from := range names {
+				if strings.Contains(t.CreateTable, "REFERENCES "+schema.QuoteIdent(from)+".") {
+					return nil, fmt.Errorf("restore: table %s has a foreign key into database %s, which is rewritten to %s; restore without rewriting it", t, from, rewrites[from])
+				}
+			}
+			c := *t
+			if r, ok := rewrites[t.Database]; ok {
+				c.Database = r
+			}
+			out[i] = append(out[i], &c)
+		}
+	}
+	return out, nil
 }
 
 // sameSnapshot reports two shards of one split snapshot ("<id>-shard-N").

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,6 +149,9 @@ func Take(ctx context.Context, o Options) ([]*Manifest, error) {
 			return nil, fmt.Errorf("source: table %s changed while the snapshot started; run the snapshot again", st.t)
 		}
 	}
+	if s.objects, err = readSchemaObjects(ctx, s.db, s.tables, o.Tables); err != nil {
+		return nil, err
+	}
 	o.Logger.WithFields(logrus.Fields{"position": s.pos.String(), "gtid": s.pos.GTID, "consistency": s.consistency,
 		"lock_held": s.lockHeld, "tables": len(s.tables)}).Info("snapshot: consistent snapshot open")
 
@@ -202,6 +206,7 @@ type snap struct {
 	consistency string
 	lockHeld    time.Duration
 	tables      []*snapTable
+	objects     []*ferry.SchemaObjectDefinition
 	limit       limiter
 	seq         atomic.Int64
 }
@@ -270,6 +275,51 @@ func selectTables(ctx context.Context, db *sql.DB, f ferry.TableFilter) ([]*sche
 	}
 	if len(out) == 0 {
 		return nil, errors.New("source: no table matches the table filter (-databases / -tables)")
+	}
+	return out, nil
+}
+
+// readSchemaObjects reads the definitions of the views the filter selects and the stored routines
+// of the databases holding the snapshot's tables. They are not versioned like rows: these are the
+// definitions when the snapshot opened.
+func readSchemaObjects(ctx context.Context, db *sql.DB, tables []*snapTable, f ferry.TableFilter) ([]*ferry.SchemaObjectDefinition, error) {
+	var dbs []string
+	for _, st := range tables {
+		if !slices.Contains(dbs, st.t.Database) {
+			dbs = append(dbs, st.t.Database)
+		}
+	}
+	var out []*ferry.SchemaObjectDefinition
+	for _, d := range dbs {
+		rows, err := db.QueryContext(ctx, `
+			SELECT 'view', TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?
+			UNION ALL SELECT LOWER(ROUTINE_TYPE), ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?
+			ORDER BY 1, 2`, d, d)
+		if err != nil {
+			return nil, fmt.Errorf("source: list the views and routines of %s: %w", d, err)
+		}
+		var names [][2]string
+		for rows.Next() {
+			var kind, name string
+			if err := rows.Scan(&kind, &name); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("source: list the views and routines of %s: %w", d, err)
+			}
+			if kind != "view" || f.Selects(d, name) {
+				names = append(names, [2]string{kind, name})
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("source: list the views and routines of %s: %w", d, err)
+		}
+		for _, n := range names {
+			def, err := ferry.ReadSchemaObject(ctx, db, n[0], d, n[1])
+			if err != nil {
+				return nil, fmt.Errorf("source: %w", err)
+			}
+			out = append(out, def)
+		}
 	}
 	return out, nil
 }
@@ -676,7 +726,7 @@ func (s *snap) writeManifests(ctx context.Context) ([]*Manifest, error) {
 	for shard := 0; shard < s.shards; shard++ {
 		m := &Manifest{Version: ManifestVersion, ID: hex.EncodeToString(id[:]), Started: s.started, Finished: finished,
 			Source:   Server{Addr: s.o.Source.Addr(), Version: s.flavor.Version, MariaDB: s.flavor.MariaDB, Identity: s.identity},
-			Position: s.pos, Consistency: s.consistency, LockHeld: s.lockHeld, Compression: s.o.Compression}
+			Position: s.pos, Consistency: s.consistency, LockHeld: s.lockHeld, Compression: s.o.Compression, Objects: s.objects}
 		if s.o.Split != nil {
 			m.ID += "-" + ShardLocation(shard)
 			m.Shard = &ShardInfo{Index: shard, Count: s.shards, Column: s.o.Split.Column, Method: s.o.Split.method(), Bounds: s.o.Split.Bounds}

@@ -50,9 +50,16 @@ func restoreOpts(t *testing.T, to *sandbox.Server, st ...snapshot.Storage) snaps
 // sameRowsOn fails unless table holds byte-identical rows on a and b.
 func sameRowsOn(t *testing.T, a, b *sandbox.Server, table string) {
 	t.Helper()
-	x, y := rowsOf(t, a, table, ""), rowsOf(t, b, table, "")
+	sameRowsAs(t, a, table, b, table)
+}
+
+// sameRowsAs fails unless table ta on a and table tb on b hold byte-identical rows.
+func sameRowsAs(t *testing.T, a *sandbox.Server, ta string, b *sandbox.Server, tb string) {
+	t.Helper()
+	table := ta
+	x, y := rowsOf(t, a, ta, ""), rowsOf(t, b, tb, "")
 	if len(x) != len(y) {
-		t.Errorf("%s: %d rows on port %d, %d on port %d", table, len(x), a.Port, len(y), b.Port)
+		t.Errorf("%s: %d rows on port %d, %s: %d on port %d", ta, len(x), a.Port, tb, len(y), b.Port)
 		return
 	}
 	for i := range x {

@@ -293,18 +293,6 @@ func split(s string) []string {
 	return out
 }
 
-func pairs(s string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, p := range split(s) {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok {
-			return nil, fmt.Errorf("%q: want from=to", p)
-		}
-		out[k] = v
-	}
-	return out, nil
-}
-
 func copyDB(ctx context.Context, o options) (*Summary, error) {
 	log := o.log
 	var err error
@@ -332,10 +320,10 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	if err := cfg.Validate(); err != nil && strings.Contains(err.Error(), "CreateSchemaObjects") {
 		return nil, fmt.Errorf("-create-objects %q: want a comma-separated list of views, routines, events, triggers, or all", o.createObjects)
 	}
-	if cfg.DatabaseRewrites, err = pairs(o.rewriteDBs); err != nil {
+	if cfg.DatabaseRewrites, err = cli.Pairs(o.rewriteDBs); err != nil {
 		return nil, fmt.Errorf("-rewrite-databases: %w", err)
 	}
-	if cfg.TableRewrites, err = pairs(o.rewriteTs); err != nil {
+	if cfg.TableRewrites, err = cli.Pairs(o.rewriteTs); err != nil {
 		return nil, fmt.Errorf("-rewrite-tables: %w", err)
 	}
 	if o.filterColumn != "" {

@@ -3,7 +3,7 @@
 //
 //	snapshot snapshot -source-host h -databases shop -to /backups/shop-1      (or -to s3://bucket/prefix)
 //	snapshot split    -source-host h -databases shop -to DIR -split-column tenant -split-bounds 100,200
-//	snapshot restore  -target-host h2 -from DIR [-from DIR2 ...] [-resume] [-delay-secondary-indexes]
+//	snapshot restore  -target-host h2 -from DIR [-from DIR2 ...] [-resume] [-delay-secondary-indexes] [-rewrite-databases shop=shop_copy] [-create-objects all]
 //	snapshot clone    -source-host h -target-host h2 -from DIR -cutover read-only|none
 //	snapshot verify   -from DIR [-source-host h -target-host h2]   (files; with servers: subset diff)
 //
@@ -52,7 +52,7 @@ func run(args []string) int {
 	tgt := cli.AddConn(fs, cli.ConnSpec{Prefix: "target", PasswordEnv: "FERRY_TARGET_PASSWORD", DSN: true})
 	askPass := cli.AddAskPass(fs, os.Stdin, os.Stderr)
 	logFlags := cli.AddLogFlags(fs, "info")
-	var from multi
+	var from, rewrites multi
 	fs.Var(&from, "from", "snapshot location to read (a directory or s3://bucket/prefix); repeat to restore several into one target")
 	to := fs.String("to", "", "snapshot location to write (a directory or s3://bucket/prefix)")
 	databases := fs.String("databases", "", "comma-separated databases to snapshot whole")
@@ -67,6 +67,8 @@ func run(args []string) int {
 	splitColumn := fs.String("split-column", "", "split: the column whose values divide rows into shards")
 	splitBounds := fs.String("split-bounds", "", "split: comma-separated increasing values; N values give N+1 ranges")
 	shards := fs.Int("shards", 0, "split: number of shards by a hash of -split-column (without -split-bounds)")
+	fs.Var(&rewrites, "rewrite-databases", "restore, clone, verify: comma-separated src=dst database renames (repeatable): restore the tables of database src into dst")
+	createObjects := fs.String("create-objects", "", "restore, clone: also create the snapshot's views and stored routines: comma-separated views, routines, or all (after the rows are loaded)")
 	resume := fs.Bool("resume", false, "restore: continue an interrupted restore of the same snapshot, skipping the files it loaded")
 	allowNonEmpty := fs.Bool("allow-non-empty", false, "restore: load into tables that already hold rows")
 	delayIdx := fs.Bool("delay-secondary-indexes", false, "restore: add plain secondary indexes after the rows are loaded")
@@ -99,6 +101,11 @@ func run(args []string) int {
 			return nil, errors.New("an s3:// location needs -s3-endpoint")
 		}
 		return snapshot.OpenStorage(loc, s3)
+	}
+	dbRewrites, err := cli.Pairs(rewrites...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "snapshot "+cmd+": -rewrite-databases: "+err.Error())
+		return 2
 	}
 	filter := ferry.TableFilter{Databases: split(*databases), Include: split(*tables), Exclude: split(*exclude)}
 	conn := func(c *cli.Conn, name string) (ferry.ConnConfig, error) {
@@ -148,8 +155,8 @@ func run(args []string) int {
 			if m.Shard != nil {
 				where += "/" + snapshot.ShardLocation(i)
 			}
-			fmt.Printf("snapshot %s: %d tables, %d rows, %d files, %d bytes stored (%d of row text) at %s (gtid %s, %s) in %s\n",
-				where, len(m.Tables), rows, files, size, raw, m.Position, m.Position.GTID, m.Consistency, time.Since(start).Round(time.Millisecond))
+			fmt.Printf("snapshot %s: %d tables (%d views and routines), %d rows, %d files, %d bytes stored (%d of row text) at %s (gtid %s, %s) in %s\n",
+				where, len(m.Tables), len(m.Objects), rows, files, size, raw, m.Position, m.Position.GTID, m.Consistency, time.Since(start).Round(time.Millisecond))
 		}
 		return 0
 	case "restore", "clone":
@@ -168,8 +175,12 @@ func run(args []string) int {
 			}
 			sts = append(sts, st)
 		}
-		ro := snapshot.RestoreOptions{Target: tc, Snapshots: sts, Threads: *threads, DelaySecondaryIndexes: *delayIdx,
-			AllowNonEmpty: *allowNonEmpty, Resume: *resume, MaxRowsPerSecond: *maxRate, ProgressInterval: 2 * time.Second, Logger: log}
+		kinds := split(*createObjects)
+		if *createObjects == "all" {
+			kinds = []string{ferry.ObjectViews, ferry.ObjectRoutines}
+		}
+		ro := snapshot.RestoreOptions{CreateSchemaObjects: kinds, Target: tc, Snapshots: sts, Threads: *threads, DelaySecondaryIndexes: *delayIdx,
+			AllowNonEmpty: *allowNonEmpty, Resume: *resume, DatabaseRewrites: dbRewrites, MaxRowsPerSecond: *maxRate, ProgressInterval: 2 * time.Second, Logger: log}
 		if cmd == "restore" {
 			rep, err := snapshot.Restore(ctx, ro)
 			if err != nil {
@@ -177,6 +188,9 @@ func run(args []string) int {
 			}
 			fmt.Printf("restored %d rows from %d files (%d loaded earlier): verify %s, load %s, indexes %s\n",
 				rep.Rows, rep.Files, rep.SkippedFiles, rep.Verify.Round(time.Millisecond), rep.Load.Round(time.Millisecond), rep.Indexes.Round(time.Millisecond))
+			if len(rep.ObjectsCreated)+len(rep.ObjectsExisting) > 0 {
+				fmt.Printf("created %s; already on the target (left as they are): %s\n", listOrNone(rep.ObjectsCreated), listOrNone(rep.ObjectsExisting))
+			}
 			return 0
 		}
 		sc, err := conn(src, "source")
@@ -218,7 +232,7 @@ func run(args []string) int {
 			return fail(err)
 		}
 		defer tdb.Close()
-		res, err := snapshot.SubsetDiff(ctx, sdb, tdb, m)
+		res, err := snapshot.SubsetDiffRewritten(ctx, sdb, tdb, m, dbRewrites)
 		if err != nil {
 			return fail(err)
 		}
@@ -264,6 +278,13 @@ func clone(ctx context.Context, log logrus.FieldLogger, o snapshot.CloneOptions,
 	log.Info("clone: done")
 	fmt.Printf("cloned %d rows: restore %s, catch-up %s, cut-over blocked writes %s\n", rep.Rows, restored.Round(time.Millisecond), caught.Round(time.Millisecond), cr.Blocked)
 	return 0
+}
+
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
 }
 
 func split(s string) []string {
