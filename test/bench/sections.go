@@ -312,6 +312,7 @@ func (b *bench) verifiers() error {
 		v    verifier.Verifier
 	}{
 		{"Checksum", &verifier.Checksum{Source: s, Target: t}},
+		{"Checksum, ChunkSize 5000", &verifier.Checksum{Source: s, Target: t, ChunkSize: 5000}},
 		{"ChecksumTable", &verifier.ChecksumTable{Source: s, Target: t}},
 		{"Differ", &verifier.Differ{Source: s, Target: t}},
 	}
