@@ -46,6 +46,10 @@ func (m *Migration) cutover(ctx context.Context, s *stream) error {
 						restart() // no cut-over happened: replication goes on as before
 					}
 				}()
+				// What replication wrote until it stopped is applied before the lock, not under it.
+				if err := m.waitCutoverAllowed(ctx); err != nil {
+					return err
+				}
 			}
 		}
 		m.setState(StateCutover)

@@ -152,6 +152,47 @@ func TestOSCOnReplica(t *testing.T) {
 		sameTableOn(t, replica, "tor.t", primary, "tor.t")
 	})
 
+	// TestOnReplica whose cut-over fails (a transaction on the replica holds the table's metadata
+	// lock, so LOCK TABLES times out): replication, stopped for the cut-over, runs again, and the
+	// original table is in place.
+	t.Run("test fails", func(t *testing.T) {
+		replicaFixture(t, ctx, primary, pdb, rdb, "tfail", 200)
+		var holder *sql.Tx
+		defer func() {
+			if holder != nil {
+				holder.Rollback()
+			}
+		}()
+		m := &osc.Migration{Conn: conn(replica), Database: "tfail", Table: "t", Alter: "ADD COLUMN x INT", Execute: true,
+			TestOnReplica: true, CutoverAttempts: 1, CutoverLockTimeout: time.Second, Logger: testLogger(t),
+			Hooks: osc.Hooks{Func: func(ctx context.Context, p osc.HookPoint, _ osc.Status, _ error) error {
+				if p != osc.HookBeforeCutover {
+					return nil
+				}
+				tx, err := rdb.BeginTx(ctx, nil)
+				if err == nil {
+					_, err = tx.ExecContext(ctx, "SELECT * FROM tfail.t LIMIT 1")
+				}
+				holder = tx
+				return err
+			}}}
+		_, err := m.Run(ctx)
+		if err == nil || !strings.Contains(err.Error(), "cut-over failed") {
+			t.Fatalf("the cut-over did not fail: %v", err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer wcancel()
+		waitFor(t, wctx, "replication runs again after the failed cut-over", func() bool {
+			st, err := sandbox.SlaveStatus(ctx, rdb)
+			return err == nil && st["Slave_SQL_Running"] == "Yes" && st["Slave_IO_Running"] == "Yes"
+		})
+		holder.Rollback()
+		holder = nil
+		must(t, primary.Exec(ctx, "INSERT INTO tfail.t VALUES (100000, 1, 'after', NULL)"))
+		waitReplicaCaughtUp(t, ctx, pdb, rdb)
+		sameTableOn(t, replica, "tfail.t", primary, "tfail.t")
+	})
+
 	// Refusals, before anything is written, naming the flag.
 	t.Run("refusals", func(t *testing.T) {
 		replicaFixture(t, ctx, primary, pdb, rdb, "ref", 10)
