@@ -19,6 +19,10 @@ type RowBatch struct {
 	Table *TableCopy
 	// Rows holds, per row, the values of Table.Columns as the source returned them ([]byte or nil).
 	Rows [][]any
+	// SourceGTID, when the iterator reads it, is the source's GTID set (MariaDB: position) read
+	// after the rows, while they were still locked: every transaction whose effects they show is
+	// in it.
+	SourceGTID string
 }
 
 // BatchWriter writes copied rows to the target.

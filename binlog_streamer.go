@@ -258,7 +258,20 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 	}
 	syncer := replication.NewBinlogSyncer(cfg)
 	defer syncer.Close()
-	st, err := syncer.StartSync(gomysql.Position{Name: resume.File, Pos: resume.Pos})
+	var st *replication.BinlogStreamer
+	var executed gomysql.GTIDSet
+	if resume.GTID != "" {
+		if executed, err = s.Flavor.parseGTIDSet(resume.GTID); err != nil {
+			return false, retry.Permanent(err)
+		}
+	}
+	if resume.File == "" && executed != nil {
+		// Another server than the one the position was read from (a failover): its binlog has other
+		// file names and offsets, so the stream starts after the transactions already applied.
+		st, err = syncer.StartSyncGTID(executed.Clone())
+	} else {
+		st, err = syncer.StartSync(gomysql.Position{Name: resume.File, Pos: resume.Pos})
+	}
 	if err != nil {
 		return false, classifyStreamError(err, *resume)
 	}
@@ -269,7 +282,7 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 	s.mu.Lock()
 	s.xa = nil // the connection re-reads every pending prepare: resume is never beyond one
 	s.mu.Unlock()
-	dec := &eventDecoder{s: s, file: resume.File}
+	dec := &eventDecoder{s: s, file: resume.File, executed: executed, byGTID: resume.File == "" && executed != nil}
 	for {
 		if s.reachedStop() {
 			return progressed, nil
@@ -319,6 +332,12 @@ type eventDecoder struct {
 	file  string
 	inTxn bool
 	gtid  string
+	// executed is the source's GTID set up to the last commit, when the stream started from a
+	// position with one (nil otherwise); pending is the GTID of the transaction being read.
+	executed gomysql.GTIDSet
+	pending  string
+	// byGTID: the stream was started by GTID set, not by file and offset.
+	byGTID bool
 	// groupStart is where the current event group (transaction) starts.
 	groupStart Position
 	// xa is the prepared XA transaction being read (between its start and its XA PREPARE).
@@ -347,10 +366,25 @@ func (d *eventDecoder) deliver(ctx context.Context, b *BinlogBatch) error {
 	return nil
 }
 
+// gtidSet is the GTID set a position at the current boundary carries: the set tracked since the
+// start, or (without one) the last transaction's GTID.
+func (d *eventDecoder) gtidSet() string {
+	if d.executed == nil {
+		return d.gtid
+	}
+	return d.executed.String()
+}
+
 func (d *eventDecoder) commit(ctx context.Context, h *replication.EventHeader) (*Position, error) {
 	d.inTxn = false
 	d.setPos(h.LogPos, h.Timestamp)
-	p := d.s.clampToPendingXA(Position{File: d.file, Pos: h.LogPos, GTID: d.gtid})
+	if d.executed != nil && d.pending != "" {
+		if err := d.executed.Update(d.pending); err != nil {
+			return nil, retry.Permanent(fmt.Errorf("track the GTID %s at %s:%d: %w", d.pending, d.file, h.LogPos, err))
+		}
+	}
+	d.pending = ""
+	p := d.s.clampToPendingXA(Position{File: d.file, Pos: h.LogPos, GTID: d.gtidSet()})
 	if err := d.deliver(ctx, &BinlogBatch{Commit: &p, Received: time.Now(), EventTime: time.Unix(int64(h.Timestamp), 0)}); err != nil {
 		return nil, err
 	}
@@ -368,7 +402,13 @@ func (d *eventDecoder) handle(ctx context.Context, ev *replication.BinlogEvent) 
 		if d.inTxn {
 			return nil, nil
 		}
-		p := d.s.clampToPendingXA(Position{File: d.file, Pos: uint32(e.Position), GTID: d.gtid})
+		if d.byGTID && (h.Flags&logEventArtificial != 0 || h.LogPos == 0) {
+			// The server's announcement of where a stream started by GTID is: the file, with the
+			// offset of its start, not of the first transaction after the set. The first commit
+			// gives the position.
+			return nil, nil
+		}
+		p := d.s.clampToPendingXA(Position{File: d.file, Pos: uint32(e.Position), GTID: d.gtidSet()})
 		if err := d.deliver(ctx, &BinlogBatch{Commit: &p, Received: time.Now()}); err != nil {
 			return nil, err
 		}
@@ -393,16 +433,20 @@ func (d *eventDecoder) handle(ctx context.Context, ev *replication.BinlogEvent) 
 	switch e := ev.Event.(type) {
 	case *replication.MariadbGTIDEvent:
 		d.gtid = e.GTID.String()
+		d.pending = d.gtid
 		d.inTxn = !e.IsStandalone()
-		d.groupStart = Position{File: d.file, Pos: h.LogPos - h.EventSize}
+		d.groupStart = Position{File: d.file, Pos: h.LogPos - h.EventSize, GTID: d.gtidSet()}
 		if e.Flags&mariadbFlagPreparedXA != 0 {
 			d.xa = &PendingXA{Start: d.groupStart}
 		}
 	case *replication.GTIDEvent:
 		if u, err := uuidString(e.SID); err == nil {
 			d.gtid = fmt.Sprintf("%s:%d", u, e.GNO)
+			if e.GNO > 0 { // an anonymous transaction (gtid_mode OFF) has none
+				d.pending = d.gtid
+			}
 		}
-		d.groupStart = Position{File: d.file, Pos: h.LogPos - h.EventSize}
+		d.groupStart = Position{File: d.file, Pos: h.LogPos - h.EventSize, GTID: d.gtidSet()}
 	case *replication.GenericEvent:
 		if h.EventType == replication.XA_PREPARE_LOG_EVENT {
 			return d.prepareXA(ctx, h, e.Data)

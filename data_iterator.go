@@ -69,6 +69,10 @@ type SourceDataIterator struct {
 	// RowsPerSecond, when positive, caps the rate at which rows are copied, across all workers.
 	// The wait happens between batches, never while source rows are locked.
 	RowsPerSecond float64
+	// GTIDQuery, when set, reads the source's GTID set after each batch's locking read, inside its
+	// transaction, into RowBatch.SourceGTID (Flavor's gtid_binlog_pos or gtid_executed): the
+	// checkpoint needs it to tell whether another server has everything the copied rows show.
+	GTIDQuery string
 
 	sizer   *chunk.Sizer
 	limiter *rate.Limiter
@@ -289,7 +293,15 @@ func (it *SourceDataIterator) copyPage(ctx context.Context, t *TableCopy, keyCol
 	for i, k := range keyIdx {
 		last[i] = lastRow[k]
 	}
-	if err := sink(ctx, &RowBatch{Table: t, Rows: batch}); err != nil {
+	b := &RowBatch{Table: t, Rows: batch}
+	if it.GTIDQuery != "" {
+		var gtid sql.NullString
+		if err := tx.QueryRowContext(ctx, it.GTIDQuery).Scan(&gtid); err != nil {
+			return 0, nil, fmt.Errorf("read the source's GTID position after the rows of %s: %w", t, err)
+		}
+		b.SourceGTID = gtid.String
+	}
+	if err := sink(ctx, b); err != nil {
 		return 0, nil, retry.Permanent(err)
 	}
 	// The locks are released only now, after the rows are committed on the target.

@@ -111,6 +111,10 @@ type Ferry struct {
 	sourceID, targetID ServerIdentity
 	// targetMaxPacket is the target's max_allowed_packet: the largest statement it takes.
 	targetMaxPacket int
+	// copyGTID merges the SourceGTID of every copy batch handed to the BatchWriter (State.CopyGTID);
+	// final is set once Run's components have stopped (State.Final). Both under mu.
+	copyGTID string
+	final    bool
 }
 
 // Observer is told of the copy's batches and the binlog apply's transactions as they happen. Its
@@ -482,6 +486,7 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 	if err := f.checkResumeMatches(tables); err != nil {
 		return err
 	}
+	f.copyGTID = st.CopyGTID
 	for _, t := range tables {
 		ts, ok := st.Tables[t.Source.String()]
 		if !ok {
@@ -499,6 +504,12 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 			c.Ranges = append(c.Ranges, &rc)
 		}
 		t.state = &c
+	}
+	if st.Applied.File == "" {
+		// The run that saved it had failed over and applied nothing since: its position is on
+		// this server by GTID set only.
+		f.startPos = st.Applied
+		return nil
 	}
 	files, err := BinlogFiles(ctx, f.binlogDB())
 	if err != nil {
@@ -639,6 +650,19 @@ func (f *Ferry) Start(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", f.binlogName(), err)
 		}
 		f.startPos = pos
+		f.startPos.GTID = ""
+		if !f.SourceFlavor.MariaDB {
+			f.startPos.GTID = pos.GTID // read with the position
+		}
+	}
+	if f.startPos.File != "" && f.startPos.GTID == "" {
+		// The source's GTID set exactly at the position, which the stream then tracks: what a
+		// checkpoint needs to continue on another server after a failover (gtid.go).
+		gtid, err := f.SourceFlavor.gtidAt(ctx, f.binlogDB(), f.startPos)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.binlogName(), err)
+		}
+		f.startPos.GTID = gtid
 	}
 	cfg := &f.Config
 	if _, ours := f.DataIterator.(*SourceDataIterator); f.DataIterator != nil && !ours {
@@ -649,10 +673,14 @@ func (f *Ferry) Start(ctx context.Context) error {
 		}
 	}
 	if f.DataIterator == nil {
-		f.DataIterator = &SourceDataIterator{DB: f.Source, BatchSize: f.BatchSize, Workers: cfg.CopyWorkers,
+		it := &SourceDataIterator{DB: f.Source, BatchSize: f.BatchSize, Workers: cfg.CopyWorkers,
 			RangesPerTable: cfg.RangesPerTable, Throttler: f.Throttler, OnThrottle: f.onThrottle, MaxRetries: cfg.MaxRetries, Logger: f.log,
 			TargetChunkTime: cfg.TargetChunkTime, MinBatchSize: cfg.MinBatchSize, MaxBatchSize: cfg.MaxBatchSize,
 			SetBatchSize: f.SetBatchSize, RowsPerSecond: cfg.MaxRowsPerSecond}
+		if f.startPos.GTID != "" {
+			it.GTIDQuery = f.SourceFlavor.gtidPositionQuery()
+		}
+		f.DataIterator = it
 	}
 	// The default copy writers and binlog writer share one gate, so that the copy yields to the
 	// apply instead of deadlocking with it (apply.Gate).
@@ -701,7 +729,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.binlogName(), err)
 	}
-	found := false
+	found := f.startPos.File == "" // a failover: the stream starts by GTID set
 	for _, n := range files {
 		found = found || n == f.startPos.File
 	}
@@ -823,6 +851,10 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 		// Stop the periodic saves first, so none of them can overwrite the final state.
 		close(stop)
 		cg.Wait()
+		// Nothing writes to the target any more: this state accounts for everything written.
+		f.mu.Lock()
+		f.final = true
+		f.mu.Unlock()
 		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		st := f.State()
 		if serr := f.Checkpoints.Save(saveCtx, st); serr != nil {
@@ -859,6 +891,10 @@ func watchPanicFlag(path string, stop <-chan struct{}, abort context.CancelCause
 }
 
 func (f *Ferry) writeBatch(ctx context.Context, b *RowBatch) error {
+	// Noted before the write: a batch may commit on the target even when the call fails.
+	if err := f.noteCopyGTID(b.SourceGTID); err != nil {
+		return err
+	}
 	began := time.Now()
 	if err := f.BatchWriter.WriteBatch(ctx, b); err != nil {
 		return err
@@ -879,6 +915,20 @@ func (f *Ferry) writeBatch(ctx context.Context, b *RowBatch) error {
 	if o, ok := f.Verifier.(verifier.CopyObserver); ok {
 		o.RowsCopied(b.Table.Source, b.Rows)
 	}
+	return nil
+}
+
+func (f *Ferry) noteCopyGTID(gtid string) error {
+	if gtid == "" {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	merged, err := f.SourceFlavor.mergeGTID(f.copyGTID, gtid)
+	if err != nil {
+		return fmt.Errorf("copy: source GTID position: %w", err)
+	}
+	f.copyGTID = merged
 	return nil
 }
 
@@ -1102,6 +1152,10 @@ func (f *Ferry) State() *State {
 		s.Condition = t.Condition
 		st.Tables[t.Source.String()] = &s
 	}
+	// After the tables: every batch their keys count noted its GTID set before it was written.
+	f.mu.Lock()
+	st.CopyGTID, st.Final = f.copyGTID, f.final
+	f.mu.Unlock()
 	return st
 }
 

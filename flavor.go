@@ -130,18 +130,25 @@ func (f Flavor) StartReplicationStatement() string {
 	return "START SLAVE"
 }
 
-// Position is a place in the source's binary log: always a file and offset, plus the server's GTID
-// position when it was read from the server (informational; ferry resumes by file and offset).
+// Position is a place in the source's binary log: a file and offset, and the source's GTID set
+// (MariaDB: GTID position) of every transaction before it when known. A position taken on another
+// server (a failover) has only the GTID set: its file and offset mean nothing on this one, so the
+// stream starts there by GTID.
 type Position struct {
 	File string `json:"file"`
 	Pos  uint32 `json:"pos"`
 	GTID string `json:"gtid,omitempty"`
 }
 
-func (p Position) String() string { return fmt.Sprintf("%s:%d", p.File, p.Pos) }
+func (p Position) String() string {
+	if p.File == "" && p.GTID != "" {
+		return "GTID " + p.GTID
+	}
+	return fmt.Sprintf("%s:%d", p.File, p.Pos)
+}
 
 // IsZero reports an unset position.
-func (p Position) IsZero() bool { return p.File == "" }
+func (p Position) IsZero() bool { return p.File == "" && p.GTID == "" }
 
 // Compare orders positions: binlog files are numbered base.000001, base.000002, ...
 func (p Position) Compare(o Position) int {
@@ -215,9 +222,8 @@ func (f Flavor) SnapshotPosition(ctx context.Context, conn *sql.Conn) (Position,
 	if p.File == "" {
 		return Position{}, fmt.Errorf("snapshot position: binlog_snapshot_file is empty: the binary log is off; start the source with log_bin")
 	}
-	var gtid sql.NullString
-	if err := conn.QueryRowContext(ctx, "SELECT BINLOG_GTID_POS(?, ?)", p.File, p.Pos).Scan(&gtid); err == nil {
-		p.GTID = gtid.String
+	if gtid, err := f.gtidAt(ctx, conn, p); err == nil {
+		p.GTID = gtid
 	}
 	return p, nil
 }
@@ -256,6 +262,12 @@ func CurrentPosition(ctx context.Context, db *sql.DB, f Flavor) (Position, error
 		return Position{}, fmt.Errorf("read binlog position: bad position %q", vals[1])
 	}
 	p := Position{File: string(vals[0]), Pos: uint32(pos)}
+	if !f.MariaDB && len(vals) >= 5 {
+		// MySQL's Executed_Gtid_Set, read with the position (the separate query below is not).
+		p.GTID = strings.Join(strings.Fields(string(vals[4])), "")
+		rows.Close()
+		return p, nil
+	}
 	rows.Close()
 	var gtid sql.NullString
 	if err := db.QueryRowContext(ctx, f.gtidPositionQuery()).Scan(&gtid); err == nil {

@@ -51,8 +51,11 @@ import (
 // the same StateVersion.
 //
 // Version 2 added the row selection and the servers' identities; a version 1 checkpoint cannot be
-// checked against them and is refused.
-const StateVersion = 2
+// checked against them and is refused. Version 3 made Applied.GTID the source's GTID set at the
+// applied position and added CopyGTID and Final (see gtid.go); a version 2 checkpoint is read, its
+// GTID dropped (it was the last transaction's, or read apart from the position), and resumes
+// against the same server only.
+const StateVersion = 3
 
 // Key is a key value as the server printed it, one element per key column (JSON: base64).
 type Key [][]byte
@@ -127,6 +130,15 @@ type State struct {
 	// Binlog is the replica the binlog was read from (Config.BinlogSource), whose binlog Applied is a
 	// position of; empty when it was the source's.
 	Binlog ServerIdentity `json:"binlog,omitzero"`
+	// CopyGTID is the source's GTID set (MariaDB: position) read right after the locking read of
+	// every copy batch that may have reached the target: the effects of no other transaction can
+	// be in a copied row. With Applied.GTID it is what another server must have for the run to
+	// continue on it (see gtid.go).
+	CopyGTID string `json:"copy_gtid,omitempty"`
+	// Final: the state was saved after the copy and the binlog apply had stopped, so the target
+	// holds nothing beyond it. A periodic checkpoint is not final: ferry may have written more
+	// before it stopped, which only a resume against the same server is sure to make right.
+	Final bool `json:"final,omitempty"`
 }
 
 // Selection is the part of a Config that decides which rows belong on the target; a resume must
@@ -149,8 +161,12 @@ func UnmarshalState(b []byte) (*State, error) {
 	if s.Version == 1 {
 		return nil, fmt.Errorf("ferry state has format version 1, written by a ferry that did not record which rows it selected, so a resume cannot be checked against it: %w", ErrResumeMismatch)
 	}
+	if s.Version == 2 {
+		s.Applied.GTID = ""
+		s.Version = StateVersion
+	}
 	if s.Version != StateVersion {
-		return nil, fmt.Errorf("ferry state has format version %d; this build reads version %d", s.Version, StateVersion)
+		return nil, fmt.Errorf("ferry state has format version %d; this build reads versions 2 and %d", s.Version, StateVersion)
 	}
 	if s.Applied.IsZero() {
 		return nil, fmt.Errorf("ferry state has no binlog position; it cannot be resumed")

@@ -451,8 +451,8 @@ func TestResumeRefusedAfterBinlogPurge(t *testing.T) {
 	goleak.VerifyNone(t, leaks...)
 }
 
-// TestStateFormat: a checkpoint written by an earlier build of the same format version loads; a
-// different version, or one without a position, is refused.
+// TestStateFormat: a checkpoint written by an earlier build of the same or the previous format
+// version loads; another version, or one without a position, is refused.
 func TestStateFormat(t *testing.T) {
 	old := `{
   "version": 2,
@@ -463,7 +463,7 @@ func TestStateFormat(t *testing.T) {
       "rows_copied": 150
     }
   },
-  "applied": {"file": "binlog.000007", "pos": 1234},
+  "applied": {"gtid": "0-1-77", "file": "binlog.000007", "pos": 1234},
   "written": "2026-01-02T03:04:05Z"
 }`
 	st, err := ferry.UnmarshalState([]byte(old))
@@ -475,6 +475,11 @@ func TestStateFormat(t *testing.T) {
 	if st.Applied.File != "binlog.000007" || st.Applied.Pos != 1234 {
 		t.Fatalf("applied %+v", st.Applied)
 	}
+	// Version 2 recorded the last transaction's GTID, not the set at the position: it is dropped
+	// (so it can never pass for one), and the state reads as the current version.
+	if st.Applied.GTID != "" || st.Version != ferry.StateVersion || st.Final {
+		t.Fatalf("version 2 state read as %+v (version %d, final %v)", st.Applied, st.Version, st.Final)
+	}
 	b, err := ferry.MarshalState(st)
 	must(t, err)
 	again, err := ferry.UnmarshalState(b)
@@ -482,14 +487,14 @@ func TestStateFormat(t *testing.T) {
 	if string(again.Tables["shop.orders"].Ranges[0].Last[0]) != "50" {
 		t.Fatalf("round trip lost the key: %s", b)
 	}
-	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `"version": 2`, `"version": 3`, 1))); err == nil || !strings.Contains(err.Error(), "format version 3") {
-		t.Errorf("version 3: got %v", err)
+	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `"version": 2`, `"version": 4`, 1))); err == nil || !strings.Contains(err.Error(), "format version 4") {
+		t.Errorf("version 4: got %v", err)
 	}
 	// Version 1 did not record the row selection: it cannot be checked, so it is refused.
 	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `"version": 2`, `"version": 1`, 1))); !errors.Is(err, ferry.ErrResumeMismatch) {
 		t.Errorf("version 1: got %v", err)
 	}
-	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `"file": "binlog.000007", "pos": 1234`, ``, 1))); err == nil {
+	if _, err := ferry.UnmarshalState([]byte(strings.Replace(old, `, "file": "binlog.000007", "pos": 1234`, ``, 1))); err == nil {
 		t.Errorf("a state without a position was accepted")
 	}
 }
