@@ -483,6 +483,12 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 	if st.Applied.IsZero() {
 		return fmt.Errorf("%w: the state has no binlog position", ErrResumeMismatch)
 	}
+	failover := !st.Source.Same(f.sourceID)
+	if failover {
+		if err := f.checkFailover(ctx); err != nil {
+			return err
+		}
+	}
 	if err := f.checkResumeMatches(tables); err != nil {
 		return err
 	}
@@ -505,6 +511,11 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 		}
 		t.state = &c
 	}
+	if failover {
+		f.startPos = Position{GTID: st.Applied.GTID}
+		f.log.WithFields(logrus.Fields{"gtid": st.Applied.GTID, "was": st.Source.String(), "now": f.sourceID.String()}).Info("ferry: resume on another source server: streaming its binlog after the checkpoint's applied GTID set")
+		return nil
+	}
 	if st.Applied.File == "" {
 		// The run that saved it had failed over and applied nothing since: its position is on
 		// this server by GTID set only.
@@ -525,14 +536,33 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 	return fmt.Errorf("%w: the %s no longer has binlog file %s (%w), where the checkpoint's changes continue; %s, and keep binlogs longer than the copy takes (binlog_expire_logs_seconds)", ErrResumeMismatch, f.binlogName(), st.Applied.File, ErrBinlogPurged, startOver)
 }
 
-// checkResumeMatches refuses a checkpoint taken against other servers or with another selection of
-// rows (see state.go): every difference is named.
+// checkFailover decides whether a checkpoint taken against another source server can be continued
+// on this one (gtid.go): only from a final state (one saved once nothing wrote to the target any
+// more) whose applied and copied GTID sets this server has, with every transaction after the
+// applied set still in its binary logs.
+func (f *Ferry) checkFailover(ctx context.Context) error {
+	st := f.Config.Resume
+	was := fmt.Sprintf("the checkpoint was taken from the source server %s, but this source is %s", st.Source, f.sourceID)
+	if !st.Final {
+		return fmt.Errorf("%w: %s, and the checkpoint is not the one ferry saves when it stops (ferry itself crashed or was killed after saving it), so the target may hold changes of the old source written after it that this server lacks; resume against the server the checkpoint was taken from, or %s",
+			ErrResumeMismatch, was, startOver)
+	}
+	if err := f.SourceFlavor.checkGTIDContinuity(ctx, f.Source, "the new source "+f.Config.Source.String(), st.Applied.GTID, st.CopyGTID); err != nil {
+		return fmt.Errorf("%s; continuing on it by GTID is refused: %w", was, err)
+	}
+	if f.binlog != nil {
+		// The stream comes from a replica: it must hold the applied set and everything after it.
+		if err := f.SourceFlavor.checkGTIDContinuity(ctx, f.binlog, f.binlogName(), st.Applied.GTID, ""); err != nil {
+			return fmt.Errorf("%s; continuing by GTID is refused: %w", was, err)
+		}
+	}
+	return nil
+}
+
+// checkResumeMatches refuses a checkpoint taken against another target server or with another
+// selection of rows (see state.go): every difference is named.
 func (f *Ferry) checkResumeMatches(tables []*TableCopy) error {
 	st := f.Config.Resume
-	if !st.Source.Same(f.sourceID) {
-		return fmt.Errorf("%w: the checkpoint was taken from the source server %s, but this source is %s; resume against the server the checkpoint was taken from",
-			ErrResumeMismatch, st.Source, f.sourceID)
-	}
 	if !st.Target.Same(f.targetID) {
 		return fmt.Errorf("%w: the checkpoint was taken with the target server %s, but this target is %s; resume against the server the checkpoint was taken with",
 			ErrResumeMismatch, st.Target, f.targetID)

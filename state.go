@@ -45,7 +45,8 @@ import (
 // the rows the current run selects) reports a match. So the state records everything that decides
 // which rows belong where (Selection, and per table its Target and Condition) and the servers it was
 // taken against, and a resume that differs in any of them is refused (ErrResumeMismatch), naming
-// the difference.
+// the difference — except a source server replaced by a failover, continued on by GTID set only
+// when that is exact (gtid.go).
 
 // StateVersion is the format version of State. A checkpoint is accepted by any build of ferry with
 // the same StateVersion.

@@ -25,7 +25,9 @@
 //
 // While it runs it prints, every -progress interval, each table's rows copied, percentage, rate and
 // ETA, and the binlog lag. With -state-file it checkpoints its progress atomically; after a crash,
-// run the same command with -resume to continue where it stopped.
+// run the same command with -resume to continue where it stopped. If the source failed over, give
+// -resume the promoted replica's -source-host/-source-port: copydb continues there by GTID when the
+// replica has every transaction the target holds, and refuses (naming them) otherwise.
 //
 // Exit status: 0 on success, 1 on error, 3 when verification found differences (with any -cutover:
 // nothing was swapped).
