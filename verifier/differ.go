@@ -22,10 +22,11 @@ import (
 // definitions: the same types, and for character keys the same collation; it returns an error
 // otherwise.
 //
-// Each row crosses the wire as its key and one MD5 (over its column tokens); the columns of a
-// different row are looked up by key, for the rows the sample keeps. Memory is bounded by two pages,
-// whatever the table's size or the number of extra rows on the target. Use it where Checksum's
-// shortcut is not wanted, or on its own (examples/diff) on any two tables with compatible keys.
+// Each row crosses the wire as its key and one hash (128 bits of the SHA-1 of its compact encoding,
+// the encoding Checksum's chunks hash); the columns of a different row are looked up by key, for the
+// rows the sample keeps. Memory is bounded by two pages, whatever the table's size or the number of
+// extra rows on the target. Use it where Checksum's shortcut is not wanted, or on its own
+// (examples/diff) on any two tables with compatible keys.
 type Differ struct {
 	Source, Target *sql.DB
 	// PageSize is the number of source rows per page; default 1000.
@@ -54,7 +55,7 @@ func (d *Differ) Stats() Stats { return d.stats.snapshot() }
 // Verify implements Verifier.
 func (d *Differ) Verify(ctx context.Context, phase Phase, tables []TablePair) (*Result, error) {
 	start := time.Now()
-	res := &Result{Verifier: "rowdiff", Phase: phase, Scope: AllRows, CannotSee: withFilterBlindSpot("two unequal rows whose MD5 hashes collide", tables, d.Strict)}
+	res := &Result{Verifier: "rowdiff", Phase: phase, Scope: AllRows, CannotSee: withFilterBlindSpot("two unequal rows whose 128-bit hashes collide", tables, d.Strict)}
 	for _, p := range tables {
 		pl, err := newPlan(ctx, newRetrier(d.MaxRetries, d.Logger), d.Target, p, d.Strict)
 		if err != nil {

@@ -15,7 +15,8 @@ import (
 // moved to the next column, the CRC family's linearity (under a XOR of the rows, the same change in
 // two rows or values swapped between two rows cancel out), a long value against the hash it is
 // replaced by. Each table is one chunk, so the difference is found by the chunk checksum or not at
-// all, and the drill-down must then name exactly the rows and columns that differ.
+// all, and the drill-down must then name exactly the rows and columns that differ. The Differ hashes
+// each row's same encoding and must see the same rows.
 func TestChecksumSeesWhatWeakerEncodingsMiss(t *testing.T) {
 	long := strings.Repeat("0123456789", 200) // 2000 bytes: past the cap, enters as its SHA-1
 	cases := []struct {
@@ -101,6 +102,7 @@ func TestChecksumSeesWhatWeakerEncodingsMiss(t *testing.T) {
 			}{
 				{"checksum", &verifier.Checksum{Source: srcDB, Target: tgtDB}},
 				{"incremental", &verifier.Incremental{Checksum: &verifier.Checksum{Source: srcDB, Target: tgtDB}}},
+				{"rowdiff", &verifier.Differ{Source: srcDB, Target: tgtDB}},
 			} {
 				t.Run(v.name, func(t *testing.T) {
 					res, err := v.v.Verify(ctx, verifier.DuringCutover, []verifier.TablePair{pair})

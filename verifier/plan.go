@@ -413,7 +413,8 @@ func columnToken(c, other *schema.Column) string {
 	return tokenSQL(e, shortColumn(c) && (other == nil || shortColumn(other)))
 }
 
-// rowHash is the MD5 of a row's column tokens.
+// rowHash is the MD5 of a row's column tokens: what the inline verifier's fingerprints are compared
+// with.
 func rowHash(tokens []string) string {
 	if len(tokens) == 0 {
 		return "MD5('')"
@@ -768,7 +769,8 @@ func (sp *sidePlan) filter(c *cond) {
 	}
 }
 
-// rowsSQL selects key + per-column tokens (perColumn) or key + row hash, for rows matching c.
+// rowsSQL selects key + per-column tokens (perColumn) or key + row hash (the first 128 bits of the
+// SHA-1 of the row's compact encoding, see compactRowSQL), for rows matching c.
 func (pl *plan) rowsSQL(sp *sidePlan, c *cond, perColumn bool, limit int) string {
 	var vals string
 	if perColumn {
@@ -777,7 +779,7 @@ func (pl *plan) rowsSQL(sp *sidePlan, c *cond, perColumn bool, limit int) string
 			vals = "''"
 		}
 	} else {
-		vals = rowHash(sp.tokens)
+		vals = "LEFT(SHA1(" + sp.compact + "), 32)"
 	}
 	q := "SELECT " + pl.keySelect() + ", " + vals + " FROM " + sp.table + sp.index + " WHERE " + c.String() + pl.orderBy()
 	if limit > 0 {

@@ -39,9 +39,10 @@
 // row once, Concurrency chunks at a time; the network carries one row per chunk plus the rows of
 // differing chunks. The default choice.
 //
-// Differ: a streaming merge of both sides in key order, every row compared by its MD5, every
-// difference reported. Guarantee: exact per row (up to MD5 collisions). Cost: each row's key and
-// hash cross the wire; memory is bounded by two pages. Also usable on its own (examples/diff).
+// Differ: a streaming merge of both sides in key order, every row compared by a 128-bit hash, every
+// difference reported. Guarantee: exact per row (up to collisions of that hash, about 2^-128). Cost:
+// each row's key and hash cross the wire; memory is bounded by two pages. Also usable on its own
+// (examples/diff).
 //
 // Inline: fingerprints rows as the copy writes them (CopyObserver) and remembers the keys the binlog
 // touches (BinlogObserver). BeforeCutover scans the target once and reads on the source only the rows
