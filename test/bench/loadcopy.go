@@ -64,8 +64,10 @@ func (b *bench) oneLoadCopy(writer string, run int) (Sample, error) {
 		defer db.Close()
 		db.SetMaxOpenConns(16)
 		load = startLoad(db, "orders", *loadFlag, b.rows, 8)
-		time.Sleep(time.Second) // the load is steady before the copy starts
 	}
+	// The load is steady before the copy starts; the idle run waits as long, so that both start
+	// the same time after the previous run's DROP DATABASE and RESET MASTER.
+	time.Sleep(time.Second)
 	stopLoad := func() (float64, error) {
 		if load == nil {
 			return 0, nil

@@ -91,7 +91,8 @@ func (b *bench) shards() error {
 }
 
 // shardRun is one run with k Ferries (k = 0: the baseline, the load alone for the streaming
-// interval). Sample.Value is the aggregate copy rate (rows/s; 0 for the baseline); Also has the
+// interval). Sample.Value is the aggregate copy rate (rows/s; for the baseline, the source's CPU
+// in % of a core); Also has the
 // source's CPU while streaming (src_cpu_pct, % of one core), during the copies (src_cpu_copy_pct),
 // the binlog the source wrote while streaming (binlog_kib_per_s) and the lags.
 func (b *bench) shardRun(k int, per int64, verify bool) (Sample, error) {
@@ -193,6 +194,9 @@ func (b *bench) shardRun(k int, per int64, verify bool) (Sample, error) {
 		lagMax = max(lagMax, m)
 	}
 	out.Also["src_cpu_pct"] = 100 * c.Source / c.Wall
+	if k == 0 { // the baseline: its value is the source's CPU (what the log line shows)
+		out.Value = out.Also["src_cpu_pct"]
+	}
 	if pos1.File == pos0.File {
 		out.Also["binlog_kib_per_s"] = float64(pos1.Pos-pos0.Pos) / 1024 / c.Wall
 	}
