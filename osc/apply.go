@@ -39,6 +39,8 @@ type applier struct {
 	// copy's binlog writer uses too): each ghost column from its original column through the same
 	// conversion the copy uses (valueExpr, convertExpr), deleted by the shared key.
 	mapping *apply.Mapping
+	// maxPacket is the server's max_allowed_packet: the apply's multi-row statements stay under it.
+	maxPacket int
 
 	// watching is set when the cut-over marker is applied: from there on (binlog order) the
 	// original table is locked, so a row change of it means a write reached the old table after the
@@ -333,7 +335,11 @@ func (a *applier) changelogEvent(e *ferry.DMLEvent) {
 // migration like the same error fails ALTER TABLE; the changes are then tried one by one, each
 // rolled back, to name the row whose change the server refuses.
 func (a *applier) apply(ctx context.Context, ops []apply.Change, keys [][]any) error {
-	err := apply.Exec(ctx, a.db, apply.Statements(ops), applyAttempts, a.m.log, "apply row changes to the ghost table")
+	stmts, err := apply.StatementsWithin(ops, a.maxPacket)
+	if err != nil {
+		return fmt.Errorf("apply %d row changes to the ghost table: %w", len(ops), err)
+	}
+	err = apply.Exec(ctx, a.db, stmts, applyAttempts, a.m.log, "apply row changes to the ghost table")
 	if err == nil {
 		return nil
 	}
@@ -344,7 +350,8 @@ func (a *applier) apply(ctx context.Context, ops []apply.Change, keys [][]any) e
 				break
 			}
 			var rowErr error
-			for _, st := range apply.Statements([]apply.Change{op}) {
+			one, _ := apply.StatementsWithin([]apply.Change{op}, a.maxPacket)
+			for _, st := range one {
 				if _, rowErr = tx.ExecContext(ctx, st.Query, st.Args...); rowErr != nil {
 					break
 				}

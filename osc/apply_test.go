@@ -1,8 +1,12 @@
 package osc
 
 import (
+	"context"
+	"fmt"
 	"reflect"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/internal/apply"
@@ -75,4 +79,67 @@ func TestApplyMapping(t *testing.T) {
 	if am.SameKey(row, changed) {
 		t.Error("a key changed in case only is not seen as a key change (keys compare byte for byte)")
 	}
+}
+
+// One binlog transaction whose changes are larger together than max_allowed_packet is applied in
+// several statements, each under it: the apply's multi-row statements are cut by the server's
+// max_allowed_packet, not only by a fixed size. (A statement over it is not refused: the driver
+// falls back to a server-side prepared statement, two more round trips and every value sent on its
+// own; the test sees that fallback in the server's Com_stmt_prepare counter.)
+func TestApplyStaysUnderMaxAllowedPacket(t *testing.T) {
+	f := newFixture(t, 0)
+	var old int
+	must(t, f.db.QueryRow("SELECT @@GLOBAL.max_allowed_packet").Scan(&old))
+	f.exec("SET GLOBAL max_allowed_packet = 1048576")
+	t.Cleanup(func() { srv.Exec(context.Background(), fmt.Sprintf("SET GLOBAL max_allowed_packet = %d", old)) })
+	for _, table := range []string{"t", "twin"} {
+		f.exec("DROP TABLE " + table)
+		f.exec("CREATE TABLE " + table + " (id INT NOT NULL PRIMARY KEY, p TEXT NOT NULL)")
+		f.exec("INSERT INTO " + table + " SELECT seq, REPEAT('a', 4000) FROM seq_1_to_400")
+	}
+	alter := "ADD COLUMN x INT NULL"
+	m := f.migration(alter)
+	m.Postpone = true
+	// the apply takes what is queued: let the transaction's changes queue up, to be applied at once
+	var hold atomic.Bool
+	m.testApplyDelay = func() time.Duration {
+		if hold.CompareAndSwap(true, false) {
+			return 2 * time.Second
+		}
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := m.Run(ctx); done <- err }()
+	for m.Status().State != StatePostponed {
+		select {
+		case err := <-done:
+			t.Fatalf("the migration ended before its cut-over: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// 400 row images of 4 kB in one transaction: 1.6 MB of REPLACE, over the 1 MB packet.
+	prepared := func() (n int64) {
+		must(t, f.db.QueryRow("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'COM_STMT_PREPARE'").Scan(&n))
+		return n
+	}
+	applied, prepares := m.Status().EventsApplied, prepared()
+	hold.Store(true)
+	for _, table := range []string{"t", "twin"} {
+		f.exec("UPDATE " + table + " SET p = REPEAT('b', 4000)")
+	}
+	for m.Status().EventsApplied < applied+400 {
+		select {
+		case err := <-done:
+			t.Fatalf("the migration failed applying the transaction: %v (%s)", err, m.Status())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if n := prepared() - prepares; n > 0 {
+		t.Errorf("%d statements were sent as prepared statements: the apply's statements did not fit in max_allowed_packet", n)
+	}
+	m.Unpostpone()
+	must(t, <-done)
+	f.expect(alter)
 }

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/internal/chunk"
@@ -17,15 +20,30 @@ import (
 )
 
 // copyRows copies the original table into the ghost table in chunks of the shared key, in the
-// server's key order, each chunk one INSERT ... SELECT ... LOCK IN SHARE MODE. The range is
-// fixed at the start (up to the largest key then); rows inserted later reach the ghost through the
-// binlog.
+// server's key order, each chunk one INSERT ... SELECT ... LOCK IN SHARE MODE. The range is fixed
+// at the start (up to the largest key then); rows inserted later reach the ghost through the
+// binlog. CopyWorkers chunks are copied at once, each worker on its own connection: one goroutine
+// cuts the range into consecutive chunks (the next chunk's end is the chunk-th key after the last
+// end), the workers take them in order.
 //
 // Why no row is lost or resurrected: the statement's shared locks make a concurrent change of a
 // row in the chunk commit (and reach the binlog) only after the chunk is in the ghost table, so its
 // event is applied after the copy and wins; a row deleted before the chunk was read is not read;
-// and the copy skips (NOT EXISTS on the shared key) a row the apply already wrote (which is at
-// least as new).
+// a row inserted into the chunk's range after the chunk read past its key is not copied but
+// streamed; and the copy skips (NOT EXISTS on the shared key) a row the apply already wrote (which
+// is at least as new). The argument is about one chunk and the rows of its own range, so it holds
+// for any number of chunks copied at once: the ranges are disjoint.
+//
+// The chunk runs at READ COMMITTED: its locking read takes record locks on the rows it copies, not
+// gap locks, so neither an application INSERT into the chunk's range nor the apply's writes into
+// the ghost table's gaps (a REPLACE of a row the copy has not reached) wait for the chunk; at
+// REPEATABLE READ the NOT EXISTS probe of the ghost locked the gap up to the next ghost row, often
+// the whole rest of the table, and the apply waited out every chunk (its lag grew with the chunk
+// size).
+//
+// Resume: the checkpointed end (copiedUpTo) only moves to the end of the last chunk below which
+// every chunk has committed, never past a chunk still being copied; chunks above it that were
+// copied already are copied again on resume, which NOT EXISTS makes harmless.
 //
 // Why no value is changed silently: the INSERT is strict (no IGNORE, a strict sql_mode), so a
 // value the new column cannot hold (1406 data too long, 1264 out of range, 1265 truncated, 1292
@@ -75,9 +93,16 @@ func (m *Migration) copyRows(ctx context.Context) error {
 		return err
 	}
 	upTo, upToArgs := schema.KeyCompare(p.Key, maxArgs, "<", true)
+	after := func(k [][]byte) (string, []any, error) {
+		args, err := schema.KeyArgs(p.Key, k)
+		if err != nil {
+			return "", nil, err
+		}
+		c, a := schema.KeyCompare(p.Key, args, ">", false)
+		return c, a, nil
+	}
 
 	insert := m.copyInsert()
-
 	var last [][]byte
 	if k := m.copiedUpTo.Load(); k != nil {
 		last = *k // resumed: the chunks up to here are in the ghost
@@ -91,81 +116,178 @@ func (m *Migration) copyRows(ctx context.Context) error {
 			m.log.Info("osc: copy resumed")
 		}
 	}
-	for {
-		if err := throttler.Wait(ctx, m.copyThrottler(), onThrottle); err != nil {
-			return err
-		}
-		size := int(m.chunkSize.Load())
-		// The chunk's end: the chunk-th key after last, within the range (or the range's end).
-		where := []string{upTo}
-		args := append([]any{}, upToArgs...)
-		if last != nil {
-			lastArgs, err := schema.KeyArgs(p.Key, last)
+
+	g, gctx := errgroup.WithContext(ctx)
+	chunks := make(chan *copyRange)
+	progress := &copyProgress{m: m}
+	g.Go(func() error { // cuts the range into chunks, in key order
+		defer close(chunks)
+		for {
+			size := int(m.chunkSize.Load())
+			where := []string{upTo}
+			args := append([]any{}, upToArgs...)
+			var from string
+			var fromArgs []any
+			if last != nil {
+				var err error
+				if from, fromArgs, err = after(last); err != nil {
+					return err
+				}
+				where = append(where, from)
+				args = append(args, fromArgs...)
+			}
+			end, err := m.readKey(gctx, "SELECT "+selectKeys+" FROM "+table+" "+index+" WHERE "+strings.Join(where, " AND ")+
+				" ORDER BY "+keys+fmt.Sprintf(" LIMIT 1 OFFSET %d", size-1), args...)
+			if err != nil {
+				return fmt.Errorf("find the end of the next chunk: %w", err)
+			}
+			c := &copyRange{final: end == nil || sameKey(end, maxKey), end: end}
+			if end == nil {
+				c.end = maxKey
+			}
+			endArgs, err := schema.KeyArgs(p.Key, c.end)
 			if err != nil {
 				return err
 			}
-			c, a := schema.KeyCompare(p.Key, lastArgs, ">", false)
-			where = append(where, c)
-			args = append(args, a...)
-		}
-		end, err := m.readKey(ctx, "SELECT "+selectKeys+" FROM "+table+" "+index+" WHERE "+strings.Join(where, " AND ")+
-			" ORDER BY "+keys+fmt.Sprintf(" LIMIT 1 OFFSET %d", size-1), args...)
-		if err != nil {
-			return fmt.Errorf("find the end of the next chunk: %w", err)
-		}
-		final := end == nil || sameKey(end, maxKey)
-		if end == nil {
-			end = maxKey
-		}
-		endArgs, err := schema.KeyArgs(p.Key, end)
-		if err != nil {
-			return err
-		}
-		cw := []string{}
-		var cargs []any
-		if last != nil {
-			lastArgs, _ := schema.KeyArgs(p.Key, last)
-			c, a := schema.KeyCompare(p.Key, lastArgs, ">", false)
-			cw = append(cw, c)
-			cargs = append(cargs, a...)
-		}
-		c, a := schema.KeyCompare(p.Key, endArgs, "<", true)
-		cw = append(cw, c)
-		cargs = append(cargs, a...)
-		var n int64
-		chunkWhere := strings.Join(cw, " AND ")
-		var took time.Duration
-		err = retry.Do(ctx, 10, m.log, "copy chunk", func() error {
-			var err error
-			began := time.Now()
-			n, err = m.copyChunk(ctx, insert, chunkWhere, cargs)
-			took = time.Since(began)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("copy chunk: %w", err)
-		}
-		if sizer != nil && !final && n > 0 {
-			// Only full chunks are samples (rows the apply already wrote are skipped, so n may be
-			// below size: the rate is still rows per second actually written).
-			m.chunkSize.Store(int64(sizer.Next(size, int(n), took)))
-		}
-		if limiter != nil {
-			if err := chunk.WaitRows(ctx, limiter, int(n)); err != nil {
-				return err
+			upToEnd, upToEndArgs := schema.KeyCompare(p.Key, endArgs, "<", true)
+			c.where = upToEnd
+			c.args = upToEndArgs
+			if from != "" {
+				c.where = from + " AND " + upToEnd
+				c.args = append(fromArgs, upToEndArgs...)
 			}
+			progress.issue(c)
+			select {
+			case chunks <- c:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			if c.final {
+				return nil
+			}
+			last = c.end
 		}
-		if m.testAfterChunk != nil {
-			m.testAfterChunk()
-		}
-		m.rowsCopied.Add(n)
-		copied := end
-		m.copiedUpTo.Store(&copied)
-		if final {
+	})
+	workers := m.CopyWorkers
+	for range workers {
+		g.Go(func() error {
+			w := &copyWorker{m: m}
+			defer w.close()
+			for c := range chunks {
+				if err := throttler.Wait(gctx, m.copyThrottler(), onThrottle); err != nil {
+					return err
+				}
+				var n int64
+				var took time.Duration
+				err := retry.Do(gctx, 10, m.log, "copy chunk", func() error {
+					var err error
+					began := time.Now()
+					n, err = w.copyChunk(gctx, insert, c.where, c.args)
+					took = time.Since(began)
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("copy chunk: %w", err)
+				}
+				m.rowsCopied.Add(n)
+				progress.done(c, n, took, sizer)
+				if limiter != nil {
+					if err := chunk.WaitRows(gctx, limiter, int(n)); err != nil {
+						return err
+					}
+				}
+			}
 			return nil
-		}
-		last = end
+		})
 	}
+	return g.Wait()
+}
+
+// copyRange is one chunk of the copy: the keys after the previous chunk's end up to its own end.
+type copyRange struct {
+	end   [][]byte // its last key
+	final bool     // it ends at the range's end
+	where string   // its key range
+	args  []any
+	done  bool
+}
+
+// copyProgress tracks the chunks in flight, so that the checkpointed end (copiedUpTo) is the end
+// of the last chunk below which every chunk has committed.
+type copyProgress struct {
+	m      *Migration
+	mu     sync.Mutex
+	issued []*copyRange // in key order, from the lowest unfinished chunk
+}
+
+func (p *copyProgress) issue(c *copyRange) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.issued = append(p.issued, c)
+}
+
+// done records that the chunk c committed n rows in took, and sizes the next chunks (a Sizer
+// aims every chunk at the target time; each worker's chunk is a sample, and the size grows from
+// the current one, so the workers' samples compound as one worker's would).
+func (p *copyProgress) done(c *copyRange, n int64, took time.Duration, sizer *chunk.Sizer) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if sizer != nil && !c.final && n > 0 {
+		// Only full chunks are samples (rows the apply already wrote are skipped, so n may be
+		// below size: the rate is still rows per second actually written).
+		p.m.chunkSize.Store(int64(sizer.Next(int(p.m.chunkSize.Load()), int(n), took)))
+	}
+	c.done = true
+	for len(p.issued) > 0 && p.issued[0].done {
+		end := p.issued[0].end
+		p.m.copiedUpTo.Store(&end)
+		p.issued = p.issued[1:]
+	}
+	if p.m.testAfterChunk != nil {
+		p.m.testAfterChunk(took) // one at a time
+	}
+}
+
+// copyWorker is one copy connection, at READ COMMITTED (see copyRows); a connection that failed is
+// replaced on the next attempt.
+type copyWorker struct {
+	m    *Migration
+	conn *sql.Conn
+}
+
+func (w *copyWorker) open(ctx context.Context) (*sql.Conn, error) {
+	if w.conn != nil {
+		return w.conn, nil
+	}
+	conn, err := w.m.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.ExecContext(ctx, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	w.conn = conn
+	return conn, nil
+}
+
+func (w *copyWorker) close() {
+	if w.conn != nil {
+		w.conn.Close()
+		w.conn = nil
+	}
+}
+
+func (w *copyWorker) copyChunk(ctx context.Context, insert, where string, args []any) (int64, error) {
+	conn, err := w.open(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.m.copyChunk(ctx, conn, insert, where, args)
+	if err != nil && retry.Transient(err) {
+		w.close() // the connection may be gone: the retry takes a new one
+	}
+	return n, err
 }
 
 // copyThrottler combines the user's throttler, the interactive throttle command and the lag.
@@ -276,9 +398,9 @@ func (m *Migration) copyExpr(cm ColumnMap) string { return m.convertExpr(cm, "o.
 // row first: the chunk is copied again (NOT EXISTS skips it). On a new or changed unique key it
 // may be either, so the chunk is retried once the apply caught up; a duplicate that stays is in
 // the data and fails the migration like ALTER TABLE. Any other error fails it too, naming the row.
-func (m *Migration) copyChunk(ctx context.Context, insert, where string, args []any) (int64, error) {
+func (m *Migration) copyChunk(ctx context.Context, conn *sql.Conn, insert, where string, args []any) (int64, error) {
 	for race := 0; ; race++ {
-		res, err := m.db.ExecContext(ctx, insert+where+" LOCK IN SHARE MODE", args...)
+		res, err := conn.ExecContext(ctx, insert+where+" LOCK IN SHARE MODE", args...)
 		if err == nil {
 			n, _ := res.RowsAffected()
 			return n, nil
@@ -291,26 +413,26 @@ func (m *Migration) copyChunk(ctx context.Context, insert, where string, args []
 		case dup && key == m.plan.GhostKeyName && race < 10:
 			continue
 		case dup && !m.plan.atRisk(key) && key != m.plan.GhostKeyName:
-			return m.copyRowByRow(ctx, insert, where, args)
+			return m.copyRowByRow(ctx, conn, insert, where, args)
 		case dup && race < 5:
 			m.waitApplied(ctx)
 			continue
 		}
-		return m.copyRowByRow(ctx, insert, where, args)
+		return m.copyRowByRow(ctx, conn, insert, where, args)
 	}
 }
 
 // copyRowByRow copies a chunk one row at a time (after the chunk failed): rows that collide with
 // the ghost on the shared key or on a unique key the original has unchanged are skipped (see
 // copyChunk); any other error fails the copy, naming the row's key and giving the server's error.
-func (m *Migration) copyRowByRow(ctx context.Context, insert, where string, args []any) (int64, error) {
+func (m *Migration) copyRowByRow(ctx context.Context, conn *sql.Conn, insert, where string, args []any) (int64, error) {
 	keyList := make([]string, len(m.plan.Key))
 	eq := make([]string, len(m.plan.Key))
 	for i, c := range m.plan.Key {
 		keyList[i] = q(c.Name)
 		eq[i] = q(c.Name) + " = " + schema.KeyPlaceholder(c)
 	}
-	rows, err := m.db.QueryContext(ctx, "SELECT "+keySelect(m.plan.Key)+" FROM "+m.qualified(m.Table)+" WHERE "+where+" ORDER BY "+strings.Join(keyList, ", "), args...)
+	rows, err := conn.QueryContext(ctx, "SELECT "+keySelect(m.plan.Key)+" FROM "+m.qualified(m.Table)+" WHERE "+where+" ORDER BY "+strings.Join(keyList, ", "), args...)
 	if err != nil {
 		return 0, err
 	}
@@ -337,7 +459,7 @@ func (m *Migration) copyRowByRow(ctx context.Context, insert, where string, args
 		if err != nil {
 			return copied, err
 		}
-		res, err := m.db.ExecContext(ctx, insert+strings.Join(eq, " AND ")+" LOCK IN SHARE MODE", kargs...)
+		res, err := conn.ExecContext(ctx, insert+strings.Join(eq, " AND ")+" LOCK IN SHARE MODE", kargs...)
 		if err == nil {
 			n, _ := res.RowsAffected()
 			copied += n

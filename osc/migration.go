@@ -56,6 +56,10 @@ type Migration struct {
 	// the original's rows until it commits, so this is also about the longest an application
 	// write to those rows waits for the copy. Zero keeps ChunkSize fixed.
 	TargetChunkTime time.Duration
+	// CopyWorkers is how many chunks are copied at once, each by its own connection; default 4
+	// (1..64). The chunks are consecutive key ranges, so the copy's order and its checkpoint (the
+	// end below which every chunk committed) stay as with one worker.
+	CopyWorkers int
 	// MaxRowsPerSecond, when positive, caps the copy's rate; the wait is between chunks, with no
 	// row locked.
 	MaxRowsPerSecond float64
@@ -177,8 +181,9 @@ type Migration struct {
 	// testBetweenRenames, if it returns an error, stops a two-step cut-over between its renames
 	// (as if the process died there).
 	testBetweenRenames func() error
-	// testAfterChunk is called after each copied chunk (tests write during the copy).
-	testAfterChunk func()
+	// testAfterChunk is called after each copied chunk with the time its copy took, one call at a
+	// time (tests write during the copy).
+	testAfterChunk func(took time.Duration)
 	// testApplyDelay, if it returns more than 0, delays the applier before each set of batches it
 	// takes (an apply lagging behind the writes).
 	testApplyDelay func() time.Duration
@@ -373,6 +378,10 @@ func (m *Migration) applyDefaults() {
 		m.ChunkSize = 1000
 	}
 	m.ChunkSize = min(max(m.ChunkSize, 10), 100000)
+	if m.CopyWorkers <= 0 {
+		m.CopyWorkers = 4
+	}
+	m.CopyWorkers = min(m.CopyWorkers, 64)
 	if m.CutoverLockTimeout <= 0 {
 		m.CutoverLockTimeout = 3 * time.Second
 	}
@@ -783,6 +792,9 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 	m.log.WithField("position", pos.String()).Info("osc: streaming the binlog from here")
 
 	m.applier = newApplier(m, db, orig, changelog)
+	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.max_allowed_packet").Scan(&m.applier.maxPacket); err != nil {
+		return nil, fmt.Errorf("read max_allowed_packet: %w", err)
+	}
 	m.applier.applied = pos
 	m.applierP.Store(m.applier)
 	if err := m.writeCheckpoint(ctx); err != nil {

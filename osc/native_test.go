@@ -66,7 +66,7 @@ func runNative(t *testing.T, c nativeCase) {
 	m.ChunkSize = 10
 	var once sync.Once
 	wrote := false
-	m.testAfterChunk = func() {
+	m.testAfterChunk = func(time.Duration) {
 		once.Do(func() {
 			wrote = true
 			for _, table := range []string{"t", "twin"} {
