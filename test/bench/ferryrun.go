@@ -128,12 +128,7 @@ func childMain(spec string, cpuProfile string) {
 		res.Error = err.Error()
 		return
 	}
-	if cpuProfile != "" {
-		if f, err := os.Create(cpuProfile); err == nil {
-			pprof.StartCPUProfile(f)
-			defer func() { pprof.StopCPUProfile(); f.Close() }()
-		}
-	}
+	defer startProfile(cpuProfile)()
 	ctx := context.Background()
 	r, err := startFerry(ctx, o)
 	if err != nil {
@@ -153,28 +148,38 @@ func childMain(spec string, cpuProfile string) {
 
 // childCopy runs the copy in a child process and returns its result, peak RSS (bytes) and CPU.
 func childCopy(ctx context.Context, o ferryOpts, cpuProfile string) (childResult, int64, time.Duration, error) {
-	spec, _ := json.Marshal(o)
+	var res childResult
+	ps, err := runChild(ctx, "-child-copy", o, cpuProfile, &res)
+	if err == nil && res.Error != "" {
+		err = errors.New("copy child: " + res.Error)
+	}
+	if err != nil {
+		return res, 0, 0, err
+	}
+	ru := ps.SysUsage().(*syscall.Rusage)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return res, ru.Maxrss * 1024, cpu, nil
+}
+
+// runChild runs this program again with childFlag set to spec as JSON (and a CPU profile file, if
+// any), decodes the JSON it prints into out and returns its process state.
+func runChild(ctx context.Context, childFlag string, spec any, cpuProfile string, out any) (*os.ProcessState, error) {
+	data, _ := json.Marshal(spec)
 	exe, err := os.Executable()
 	if err != nil {
-		return childResult{}, 0, 0, err
+		return nil, err
 	}
-	args := []string{"-child-copy", string(spec)}
+	args := []string{childFlag, string(data)}
 	if cpuProfile != "" {
 		args = append(args, "-child-cpuprofile", cpuProfile)
 	}
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	var res childResult
-	if jerr := json.Unmarshal(out, &res); jerr != nil {
-		return res, 0, 0, fmt.Errorf("copy child: %v (output %q)", errors.Join(err, jerr), out)
+	printed, err := cmd.Output()
+	if jerr := json.Unmarshal(printed, out); jerr != nil {
+		return nil, fmt.Errorf("%s child: %v (output %q)", childFlag, errors.Join(err, jerr), printed)
 	}
-	if res.Error != "" {
-		return res, 0, 0, errors.New("copy child: " + res.Error)
-	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	return res, ru.Maxrss * 1024, cpu, err
+	return cmd.ProcessState, err
 }
 
 // startProfile writes a CPU profile of this process to path until the returned func is called.

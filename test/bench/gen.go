@@ -143,6 +143,9 @@ type loadGen struct {
 	errs    atomic.Int64
 	firstMu sync.Mutex
 	first   error
+	// latencies of the successful writes (the application's view of a migration)
+	latMu sync.Mutex
+	lat   []time.Duration
 
 	mu     sync.Mutex
 	paused bool
@@ -206,7 +209,9 @@ func startLoadFrom(db *sql.DB, table string, rate float64, maxID, newIDs int64, 
 				}
 				l.inFl.Add(1)
 				l.mu.Unlock()
+				began := time.Now()
 				err := l.one(ctx, rng)
+				took := time.Since(began)
 				l.inFl.Done()
 				if err != nil && ctx.Err() == nil {
 					l.errs.Add(1)
@@ -217,6 +222,9 @@ func startLoadFrom(db *sql.DB, table string, rate float64, maxID, newIDs int64, 
 					l.firstMu.Unlock()
 				} else if err == nil {
 					l.ops.Add(1)
+					l.latMu.Lock()
+					l.lat = append(l.lat, took)
+					l.latMu.Unlock()
 				}
 			}
 		}()
@@ -254,6 +262,13 @@ func (l *loadGen) Resume() {
 	l.paused = false
 	l.cond.Broadcast()
 	l.mu.Unlock()
+}
+
+// Latency returns the p-th percentile of the successful writes' latencies so far.
+func (l *loadGen) Latency(p float64) time.Duration {
+	l.latMu.Lock()
+	defer l.latMu.Unlock()
+	return percentile(l.lat, p)
 }
 
 // Stop ends the load; it returns the achieved writes/s and the first error, if any.

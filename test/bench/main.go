@@ -215,6 +215,10 @@ func logf(format string, args ...any) {
 
 func main() {
 	flag.Parse()
+	if *childOSCFlag != "" {
+		oscChildMain(*childOSCFlag, *childProfile)
+		return
+	}
 	if *childFlag != "" {
 		childMain(*childFlag, *childProfile)
 		return
