@@ -168,12 +168,20 @@ func (m *Migration) copyRows(ctx context.Context) error {
 			last = c.end
 		}
 	})
-	workers := m.CopyWorkers
-	for range workers {
+	for i := range m.CopyWorkers {
 		g.Go(func() error {
 			w := &copyWorker{m: m}
 			defer w.close()
-			for c := range chunks {
+			for {
+				if i > 0 { // before taking a chunk: a chunk taken is one the checkpoint waits for
+					if err := m.yieldToApply(gctx); err != nil {
+						return err
+					}
+				}
+				c, ok := <-chunks
+				if !ok {
+					return nil
+				}
 				if err := throttler.Wait(gctx, m.copyThrottler(), onThrottle); err != nil {
 					return err
 				}
@@ -197,10 +205,27 @@ func (m *Migration) copyRows(ctx context.Context) error {
 					}
 				}
 			}
-			return nil
 		})
 	}
 	return g.Wait()
+}
+
+// yieldLag is the apply lag above which only one copy worker goes on: the copy's parallel chunks
+// can take the server's CPU from the apply's single connection, and the lag (not the copy's
+// speed) is what a cut-over waits for.
+const yieldLag = 100 * time.Millisecond
+
+// yieldToApply waits while the apply lags more than yieldLag (every worker but the first calls
+// it before a chunk: the copy slows to one chunk at a time, and never stops for it).
+func (m *Migration) yieldToApply(ctx context.Context) error {
+	for m.applier.lag() > yieldLag {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // copyRange is one chunk of the copy: the keys after the previous chunk's end up to its own end.
