@@ -3,7 +3,8 @@
 //
 // A Migration creates a ghost table _<t>_gho (CREATE TABLE LIKE the original, then the ALTER),
 // copies the original's rows into it in key-range chunks with same-server strict
-// INSERT ... SELECT ... LOCK IN SHARE MODE statements, applies every row change of the
+// INSERT ... SELECT ... LOCK IN SHARE MODE statements (CopyWorkers chunks at once, each at READ
+// COMMITTED on its own connection), applies every row change of the
 // original that the binlog carries to the ghost (columns mapped old → new), and finally swaps the
 // tables with gh-ost's atomic cut-over: RENAME TABLE t TO <t>_del, _<t>_gho TO t, queued behind a
 // lock so that no write lands in between. (Unlike gh-ost, the sentry and old table is <t>_del, not
@@ -73,7 +74,9 @@
 // # Resume
 //
 // While copying and catching up, a checkpoint (JSON, one atomically upserted row of _<t>_ghc, every
-// CheckpointInterval) records the end of the last committed copy chunk, whether the copy finished, and
+// CheckpointInterval) records the end of the last copy chunk below which every chunk committed
+// (chunks copied at once finish in any order; the checkpoint never passes one still being copied),
+// whether the copy finished, and
 // the binlog position before which every change of the original is applied to the ghost (a
 // transaction boundary), with fingerprints of both tables' definitions and the ALTER. With Resume, Run
 // refuses if the ALTER or either definition changed or the checkpoint's binlog file is gone, and
@@ -97,7 +100,9 @@
 // ghost table and no copy, the same bounded wait for the metadata lock.
 //
 // The ghost table converges to the original because the copy holds shared locks on the rows of a
-// chunk until the chunk is in the ghost (a racing change is applied after the copy), the apply
+// chunk until the chunk is in the ghost (a racing change is applied after the copy; the argument
+// is about one chunk's own rows, so it holds for chunks copied at once, whose ranges are
+// disjoint), the apply
 // writes whole row images by key and deletes by key (idempotent, order preserving), and the cut-over
 // applies every event up to the lock (proved by a marker written after the lock) before renaming.
 //

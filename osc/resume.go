@@ -19,12 +19,14 @@ import (
 // Resuming an interrupted migration.
 //
 // While a migration copies and catches up, a checkpoint row (id 3, hint "checkpoint") in the
-// changelog table _<t>_ghc holds, as JSON: the last chunk end whose INSERT ... SELECT
-// committed, whether the copy finished, and the binlog position up to which every change of the
-// original is applied to the ghost table (a transaction boundary: the applier moves it only after the
-// transaction that applied the events before it committed), plus fingerprints of the original's and
-// the ghost's definitions and the ALTER. A single-row upsert is atomic, and the two progress values
-// are each valid on their own: any committed chunk end and any fully applied position will do.
+// changelog table _<t>_ghc holds, as JSON: the last chunk end below which every chunk's
+// INSERT ... SELECT committed (copyProgress: chunks copied at once commit in any order), whether
+// the copy finished, and the binlog position up to which every change of the original is applied
+// to the ghost table (a transaction boundary: the applier moves it only after the transaction that
+// applied the events before it committed), plus fingerprints of the original's and the ghost's
+// definitions and the ALTER. A single-row upsert is atomic, and the two progress values are each
+// valid on their own: any chunk end below which every chunk committed and any fully applied
+// position will do.
 //
 // With Resume, Run finds _<t>_gho and _<t>_ghc, checks the checkpoint's ALTER and fingerprints against
 // the tables as they are now and that the binlog file of its position still exists, then copies the

@@ -61,10 +61,11 @@ func startOSC(t *testing.T, bin string, args ...string) *oscRun {
 	return r
 }
 
-// TestResumeAfterSIGKILL runs examples/osc as a subprocess on 200k rows under a write load, kills it
-// with SIGKILL at random moments during the row copy and during the binlog catch-up (the cut-over
-// held by the postpone flag file), resumes it with --resume each time, and checks the table ends with
-// the new schema and exactly the rows the twin (same writes, altered offline) has.
+// TestResumeAfterSIGKILL runs examples/osc as a subprocess on 200k rows under a write load, copying
+// 4 chunks at once, kills it with SIGKILL at random moments during the row copy and during the
+// binlog catch-up (the cut-over held by the postpone flag file), resumes it with --resume each time,
+// and checks the table ends with the new schema and exactly the rows the twin (same writes, altered
+// offline) has.
 func TestResumeAfterSIGKILL(t *testing.T) {
 	const copyKills, catchUpKills = 3, 2
 	dir := t.TempDir()
@@ -78,7 +79,7 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 	flag := filepath.Join(dir, "postpone")
 	must(t, os.WriteFile(flag, nil, 0o644))
 	args := []string{"--host", srv.Host, "--port", fmt.Sprint(srv.Port), "--user", srv.User, "--database", f.name, "--table", "t",
-		"--alter", alter, "--execute", "--resume", "--chunk-size", "200", "--postpone-cut-over-flag-file", flag,
+		"--alter", alter, "--execute", "--resume", "--chunk-size", "200", "--copy-workers", "4", "--postpone-cut-over-flag-file", flag,
 		"--status-interval", "1s", "--cut-over-lock-timeout", "2s", "--verbose"}
 
 	l := f.startLoad(3)
