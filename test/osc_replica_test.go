@@ -109,8 +109,8 @@ func TestOSCOnReplica(t *testing.T) {
 		if primaryPos == stoppedAt {
 			t.Fatal("the primary wrote nothing after replication stopped: the test cannot tell a stopped replica")
 		}
-		if len(rt.StoppedAt) != 1 || !strings.HasPrefix(rt.StoppedAt[0], "binlog.") {
-			t.Fatalf("StoppedAt = %q, want the primary's binlog position", rt.StoppedAt)
+		if want := st["Relay_Master_Log_File"] + ":" + st["Exec_Master_Log_Pos"]; len(rt.StoppedAt) != 1 || rt.StoppedAt[0] != want {
+			t.Fatalf("StoppedAt = %q, want the primary's binlog position the replica applied up to, %s", rt.StoppedAt, want)
 		}
 		if tableExistsOn(t, rdb, "tor", "t_del") || tableExistsOn(t, rdb, "tor", "_t_ghc") || res.OldTable != "" {
 			t.Fatalf("leftovers after the swap back (OldTable %q)", res.OldTable)
