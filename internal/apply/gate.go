@@ -19,24 +19,36 @@ import (
 // the copy goes on. These are record locks, not gap locks, so READ COMMITTED does not prevent
 // them, and the apply cannot reorder its changes without giving up applying them in binlog order.
 //
-// Copy holds a table shared (copy batches of one table still run side by side: they cover disjoint
-// key ranges); Apply holds every table an apply transaction writes exclusively. A waiting Apply
-// keeps new copy batches out (sync.RWMutex), so the apply waits at most for the batches in flight,
-// never for a backoff. A nil Gate does nothing.
+// Copy writes of one table share it (copy batches of one table still run side by side: they cover
+// disjoint key ranges), and so do apply transactions (the parallel apply runs several at once on
+// disjoint keys: see Parallel); a copy write and an apply transaction never share a table. The
+// apply goes first: a waiting apply keeps new copy writes out, so it waits at most for the writes
+// in flight, never for a backoff. The copy is not starved either: copy writes that wait while
+// apply transactions run go next, before applies that arrive after them (phase-fair), so under a
+// saturated apply the copy still gets one batch per worker between apply phases — as with one
+// apply transaction at a time. A nil Gate does nothing.
 type Gate struct {
 	mu     sync.Mutex
-	tables map[string]*sync.RWMutex
+	tables map[string]*tableGate
 }
 
-func (g *Gate) table(name string) *sync.RWMutex {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+// tableGate is the state of one table: how many copy writes and apply transactions hold it or wait
+// for it, and whether the waiting copy writes have the next turn.
+type tableGate struct {
+	cond                        sync.Cond
+	copies, applies             int
+	copiesWaiting, applyWaiting int
+	copyTurn                    bool
+}
+
+func (g *Gate) table(name string) *tableGate {
 	if g.tables == nil {
-		g.tables = map[string]*sync.RWMutex{}
+		g.tables = map[string]*tableGate{}
 	}
 	l := g.tables[name]
 	if l == nil {
-		l = &sync.RWMutex{}
+		l = &tableGate{}
+		l.cond.L = &g.mu
 		g.tables[name] = l
 	}
 	return l
@@ -48,25 +60,66 @@ func (g *Gate) Copy(table string, write func() error) error {
 	if g == nil {
 		return write()
 	}
+	g.mu.Lock()
 	l := g.table(table)
-	l.RLock()
-	defer l.RUnlock()
+	if l.applies > 0 || l.applyWaiting > 0 {
+		l.copiesWaiting++
+		for l.applies > 0 || l.applyWaiting > 0 && !l.copyTurn {
+			if l.applies > 0 {
+				l.copyTurn = true // the running apply phase is followed by the waiting copies
+			}
+			l.cond.Wait()
+		}
+		l.copiesWaiting--
+		if l.copiesWaiting == 0 {
+			l.copyTurn = false
+		}
+	}
+	l.copies++
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		l.copies--
+		l.cond.Broadcast()
+		g.mu.Unlock()
+	}()
 	return write()
 }
 
 // Apply runs an apply transaction on tables (with its retries: the copy waits meanwhile) while no
-// copy write to any of them runs.
+// copy write to any of them runs; other apply transactions may run at the same time.
 func (g *Gate) Apply(tables []string, apply func() error) error {
 	if g == nil {
 		return apply()
 	}
 	names := slices.Clone(tables)
-	slices.Sort(names) // one lock order: two appliers never wait for each other crosswise
+	slices.Sort(names) // one order: an apply holding one table never waits crosswise for another
 	names = slices.Compact(names)
+	held := make([]*tableGate, 0, len(names))
+	g.mu.Lock()
 	for _, n := range names {
 		l := g.table(n)
-		l.Lock()
-		defer l.Unlock()
+		if l.copies > 0 || l.copyTurn {
+			l.applyWaiting++
+			for l.copies > 0 || l.copyTurn {
+				l.cond.Wait()
+			}
+			l.applyWaiting--
+		}
+		if l.copiesWaiting > 0 {
+			l.copyTurn = true
+		}
+		l.applies++
+		held = append(held, l)
 	}
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		for _, l := range held {
+			l.applies--
+			l.cond.Broadcast()
+		}
+		g.mu.Unlock()
+	}()
 	return apply()
 }

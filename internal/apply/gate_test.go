@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,10 +32,7 @@ func TestGateKeepsCopyAndApplyApart(t *testing.T) {
 		close(applied)
 		return nil
 	})
-	for l := g.table("`d`.`t`"); l.TryRLock(); { // until the apply waits for the copy
-		l.RUnlock()
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(g, func() bool { return g.table("`d`.`t`").applyWaiting > 0 }) // the apply waits for the copy
 	other := make(chan struct{})
 	go g.Copy("`d`.`v`", func() error { close(other); return nil })
 	select {
@@ -63,5 +61,50 @@ func TestGateKeepsCopyAndApplyApart(t *testing.T) {
 	ran := false
 	if err := nilGate.Apply([]string{"x"}, func() error { ran = true; return nil }); err != nil || !ran {
 		t.Fatal("a nil gate must just run the apply")
+	}
+}
+
+// waitFor polls cond under the gate's lock until it holds.
+func waitFor(g *Gate, cond func() bool) {
+	for {
+		g.mu.Lock()
+		ok := cond()
+		g.mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Apply transactions share a table with each other (the parallel apply), and a copy write that
+// waits while they run goes before an apply that arrives after it: a saturated apply does not
+// starve the copy.
+func TestGateLetsAppliesShareAndCopyTakeTurns(t *testing.T) {
+	g := &Gate{}
+	const tbl = "`d`.`t`"
+	firstIn, releaseFirst := make(chan struct{}), make(chan struct{})
+	go g.Apply([]string{tbl}, func() error { close(firstIn); <-releaseFirst; return nil })
+	<-firstIn
+	second := make(chan struct{})
+	go g.Apply([]string{tbl}, func() error { close(second); return nil })
+	select {
+	case <-second:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a second apply transaction on the same table waited for the first")
+	}
+	var order []string
+	var mu sync.Mutex
+	note := func(s string) { mu.Lock(); order = append(order, s); mu.Unlock() }
+	copied, lateApplied := make(chan struct{}), make(chan struct{})
+	go g.Copy(tbl, func() error { note("copy"); close(copied); return nil })
+	waitFor(g, func() bool { return g.table(tbl).copyTurn })
+	go g.Apply([]string{tbl}, func() error { note("late apply"); close(lateApplied); return nil })
+	waitFor(g, func() bool { return g.table(tbl).applyWaiting > 0 })
+	close(releaseFirst)
+	<-copied
+	<-lateApplied
+	if len(order) != 2 || order[0] != "copy" {
+		t.Fatalf("order %v: the copy write waiting through an apply phase must go before an apply that came after it", order)
 	}
 }
