@@ -3,6 +3,7 @@ package ferry
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,13 @@ type TargetBinlogWriter struct {
 	// FilterSource is where Filter evaluates SQL: the source server (see SourceEvaluator).
 	FilterSource SourceEvaluator
 	// BatchSize is the most row changes applied in one target transaction; default 1000.
-	BatchSize  int
+	BatchSize int
+	// Workers is how many target transactions are applied at once (default 1: one at a time, in
+	// binlog order). With more, source transactions whose writesets (the unique values their row
+	// images hold, see writeset.go) are disjoint are applied concurrently, each in one target
+	// transaction; per-row order is kept, and Applied only moves past a transaction once it and
+	// every transaction before it are committed. See apply.Parallel and docs/design.md.
+	Workers    int
 	MaxRetries int
 	Throttler  throttler.Throttler
 	OnThrottle func(throttler.Status)
@@ -72,6 +79,10 @@ type TargetBinlogWriter struct {
 	events       atomic.Int64
 	// gate, when set (by Ferry.Start), is shared with the copy's writers: see apply.Gate.
 	gate *apply.Gate
+	// deadlocks counts apply transactions rolled back by a deadlock between parallel workers.
+	deadlocks atomic.Int64
+	// notify serialises the Observer and OnApplied calls of concurrent workers.
+	notify sync.Mutex
 }
 
 func (w *TargetBinlogWriter) init() {
@@ -118,6 +129,10 @@ func (w *TargetBinlogWriter) SetApplied(p Position) {
 	defer w.mu.Unlock()
 	w.applied = p
 }
+
+// DeadlocksRerun counts the apply transactions the target rolled back to break a deadlock between
+// two parallel workers (next-key locks on neighbouring keys), each run again at once.
+func (w *TargetBinlogWriter) DeadlocksRerun() int64 { return w.deadlocks.Load() }
 
 // EventsApplied counts the row changes applied so far.
 func (w *TargetBinlogWriter) EventsApplied() int64 { return w.events.Load() }
@@ -174,6 +189,9 @@ func (w *TargetBinlogWriter) Run(ctx context.Context) error {
 	if log == nil {
 		log = logrus.StandardLogger()
 	}
+	if w.Workers > 1 {
+		return w.runParallel(ctx, limit, log)
+	}
 	for {
 		pending, n, done, err := apply.Take(ctx, w.queue, w.closed, batchEvents, limit)
 		if err != nil || done {
@@ -198,15 +216,7 @@ func (w *TargetBinlogWriter) Run(ctx context.Context) error {
 		if err := w.apply(ctx, pending, log); err != nil {
 			return err
 		}
-		if w.OnApplied != nil && n > 0 {
-			byKind := map[DMLType]int{}
-			for _, b := range pending {
-				for _, e := range b.Events {
-					byKind[e.Type]++
-				}
-			}
-			w.OnApplied(byKind, time.Since(began))
-		}
+		w.reportApplied(pending, began)
 		w.mu.Lock()
 		w.applying = queuedBatch{}
 		for _, b := range pending {
@@ -223,6 +233,170 @@ func (w *TargetBinlogWriter) Run(ctx context.Context) error {
 }
 
 func batchEvents(b *BinlogBatch) int { return len(b.Events) }
+
+// reportApplied tells OnApplied of the row changes of batches, committed since began.
+func (w *TargetBinlogWriter) reportApplied(batches []*BinlogBatch, began time.Time) {
+	if w.OnApplied == nil {
+		return
+	}
+	byKind := map[DMLType]int{}
+	for _, b := range batches {
+		for _, e := range b.Events {
+			byKind[e.Type]++
+		}
+	}
+	if len(byKind) == 0 {
+		return
+	}
+	w.notify.Lock()
+	defer w.notify.Unlock()
+	w.OnApplied(byKind, time.Since(began))
+}
+
+// txn is one unit of the parallel apply: the batches of one source transaction up to its commit
+// (or one piece of a transaction larger than BatchSize), and the row changes they make.
+type txn struct {
+	batches []*BinlogBatch
+	events  int
+	ops     []rowOp
+}
+
+// runParallel is Run with several workers (apply.Parallel): the batches are cut into source
+// transactions at their commits, each transaction's writeset computed here, in binlog order, and
+// the transactions applied by the workers; Applied follows the low-water mark (retire).
+//
+// What a writeset cannot describe is a barrier, applied alone in its place: a change of a table
+// whose unique keys writesets cannot describe (writeset.go), a string key value outside what the
+// conservative normalisation covers, and a transaction larger than BatchSize — applied, like the
+// serial writer does, as several target transactions of at most BatchSize changes, each a barrier,
+// so that nothing runs between or beside its pieces.
+func (w *TargetBinlogWriter) runParallel(ctx context.Context, limit int, log logrus.FieldLogger) error {
+	p := apply.NewParallel(ctx, w.Workers, func(ctx context.Context, units []*txn) error {
+		return w.applyUnits(ctx, units, log)
+	}, w.retire, limit)
+	ctx = p.Context() // ends when a worker fails, too
+	var cur *txn
+	large := false // cur continues a transaction already split into pieces
+	submit := func() error {
+		t := cur
+		cur = nil
+		var keys []uint64
+		barrier := large
+		for i := range t.batches {
+			for j := range t.batches[i].Events {
+				e := &t.batches[i].Events[j]
+				ws := e.Table.writeset()
+				ok := ws.serial == ""
+				if ok {
+					keys, ok = ws.hashRow(keys, e.Before)
+				}
+				if ok {
+					keys, ok = ws.hashRow(keys, e.After)
+				}
+				barrier = barrier || !ok
+			}
+		}
+		if t.events > 0 {
+			var events []DMLEvent
+			for _, b := range t.batches {
+				events = append(events, b.Events...)
+			}
+			ops, err := w.ops(ctx, events)
+			if err != nil {
+				return err
+			}
+			t.ops = ops
+		}
+		if barrier {
+			keys = nil
+		}
+		return p.Submit(t, len(t.ops), keys, barrier)
+	}
+	run := func() error {
+		for {
+			pending, n, done, err := apply.Take(ctx, w.queue, w.closed, batchEvents, limit)
+			if err != nil {
+				return err
+			}
+			if done {
+				if cur != nil { // changes without their commit (the stream ended mid-transaction)
+					return submit()
+				}
+				return nil
+			}
+			if n > 0 {
+				if err := throttler.Wait(ctx, w.Throttler, w.OnThrottle); err != nil {
+					return fmt.Errorf("binlog apply: %w", err)
+				}
+			}
+			for _, b := range pending {
+				if cur == nil {
+					cur = &txn{}
+				}
+				cur.batches = append(cur.batches, b)
+				cur.events += len(b.Events)
+				switch {
+				case b.Commit != nil:
+					err = submit()
+					large = false
+				case cur.events >= limit:
+					large = true
+					err = submit()
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}
+	}
+	err := run()
+	if cerr := p.Close(); cerr != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		err = cerr
+	}
+	return err
+}
+
+// applyUnits applies the row changes of units in one target transaction.
+func (w *TargetBinlogWriter) applyUnits(ctx context.Context, units []*txn, log logrus.FieldLogger) error {
+	var ops []rowOp
+	var batches []*BinlogBatch
+	for _, u := range units {
+		ops = append(ops, u.ops...)
+		batches = append(batches, u.batches...)
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	began := time.Now()
+	last := batches[len(batches)-1]
+	for _, b := range batches {
+		if len(b.Events) > 0 {
+			last = b
+		}
+	}
+	if err := w.applyOps(ctx, ops, last.Events[len(last.Events)-1].Position, log); err != nil {
+		return err
+	}
+	w.reportApplied(batches, began)
+	return nil
+}
+
+// retire records a unit of the parallel apply as applied: it and everything before it are
+// committed on the target.
+func (w *TargetBinlogWriter) retire(t *txn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.received = w.received[min(len(t.batches), len(w.received)):]
+	for _, b := range t.batches {
+		if b.Commit != nil && b.Commit.Compare(w.applied) > 0 {
+			w.applied = *b.Commit
+		}
+		if !b.EventTime.IsZero() {
+			w.appliedEvent = b.EventTime
+		}
+	}
+	w.events.Add(int64(t.events))
+}
 
 // rowOp is one idempotent change (package apply) of a copied table: set a row to the image of
 // table.Columns, or delete the row with the key.
@@ -283,18 +457,29 @@ func (w *TargetBinlogWriter) apply(ctx context.Context, pending []*BinlogBatch, 
 	if err != nil {
 		return err
 	}
+	return w.applyOps(ctx, ops, events[len(events)-1].Position, log)
+}
+
+// applyOps applies ops, the changes of the binlog up to at, in one target transaction (retried
+// whole on a transient error) and tells the Observer of the rows changed.
+func (w *TargetBinlogWriter) applyOps(ctx context.Context, ops []rowOp, at Position, log logrus.FieldLogger) error {
 	stmts, err := w.statementsOf(ops)
 	if err != nil {
-		return fmt.Errorf("apply binlog events up to %s: %w", events[len(events)-1].Position, err)
+		return fmt.Errorf("apply binlog events up to %s: %w", at, err)
 	}
 	// Under the gate the copy does not write these tables while this transaction (or its retries)
 	// runs: the two cannot deadlock, and the apply never waits for more than the batches in flight.
 	if err := w.gate.Apply(targetsOf(ops), func() error {
+		if w.Workers > 1 {
+			return apply.ExecRerunDeadlocks(ctx, w.DB, stmts, w.MaxRetries, log, "target transaction", func() { w.deadlocks.Add(1) })
+		}
 		return apply.Exec(ctx, w.DB, stmts, w.MaxRetries, log, "target transaction")
 	}); err != nil {
-		return fmt.Errorf("apply binlog events up to %s: %w", events[len(events)-1].Position, err)
+		return fmt.Errorf("apply binlog events up to %s: %w", at, err)
 	}
 	if w.Observer != nil {
+		w.notify.Lock()
+		defer w.notify.Unlock()
 		for _, op := range ops {
 			if op.raw != nil {
 				continue

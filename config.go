@@ -342,6 +342,9 @@ const (
 	WriteLoadData WriteMethod = "load-data"
 )
 
+// DefaultApplyWorkers is Config.ApplyWorkers when unset.
+const DefaultApplyWorkers = 4
+
 // Config configures a Ferry. The zero value of every optional field is a sensible default.
 type Config struct {
 	Source ConnConfig
@@ -397,6 +400,12 @@ type Config struct {
 	// ApplyBatchSize is the maximum number of binlog row events applied in one target transaction;
 	// default 1000.
 	ApplyBatchSize int
+	// ApplyWorkers is how many target transactions the binlog apply runs at once (default
+	// DefaultApplyWorkers; 1 applies one at a time, in binlog order). With more, source
+	// transactions that change disjoint rows and unique values are applied concurrently; per-row
+	// order and transaction atomicity are kept, and checkpoints only record positions below which
+	// everything is applied (TargetBinlogWriter.Workers, docs/design.md).
+	ApplyWorkers int
 
 	// AllowNonEmptyTarget lets the copy write into target tables that already hold rows. Rows are
 	// never deleted by the copy; existing rows with the same key are kept until a binlog event
@@ -466,6 +475,9 @@ func (c *Config) setDefaults() {
 	if c.ApplyBatchSize <= 0 {
 		c.ApplyBatchSize = 1000
 	}
+	if c.ApplyWorkers <= 0 {
+		c.ApplyWorkers = DefaultApplyWorkers
+	}
 	if c.MaxRetries <= 0 {
 		c.MaxRetries = 10
 	}
@@ -491,7 +503,7 @@ func (c *Config) Validate() error {
 	if err := validateObjectKinds(c.CreateSchemaObjects); err != nil {
 		return err
 	}
-	if c.BatchSize < 0 || c.CopyWorkers < 0 || c.RangesPerTable < 0 || c.ApplyBatchSize < 0 ||
+	if c.BatchSize < 0 || c.CopyWorkers < 0 || c.RangesPerTable < 0 || c.ApplyBatchSize < 0 || c.ApplyWorkers < 0 ||
 		c.TargetChunkTime < 0 || c.MinBatchSize < 0 || c.MaxBatchSize < 0 || c.MaxRowsPerSecond < 0 {
 		return errors.New("config: sizes and concurrencies must not be negative")
 	}

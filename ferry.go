@@ -420,6 +420,7 @@ func (f *Ferry) checkTarget(ctx context.Context, t *TableCopy) error {
 	if !sameKey {
 		return fmt.Errorf("target: table %s has no unique key on (%s), the key of %s; ferry applies changes by that key", t.TargetName(), strings.Join(keyNames, ", "), t.Source)
 	}
+	t.target = dst
 	if resumed != nil && resumed.RowsCopied > 0 {
 		if err := f.checkResumedTarget(ctx, t, resumed); err != nil {
 			return err
@@ -724,7 +725,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 		}
 	}
 	if f.BinlogWriter == nil {
-		w := &TargetBinlogWriter{DB: f.Target, MaxPacket: f.targetMaxPacket, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, MaxRetries: cfg.MaxRetries,
+		w := &TargetBinlogWriter{DB: f.Target, MaxPacket: f.targetMaxPacket, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, Workers: cfg.ApplyWorkers, MaxRetries: cfg.MaxRetries,
 			Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log, gate: gate}
 		if f.Observer != nil {
 			w.OnApplied = f.Observer.ChangesApplied

@@ -29,6 +29,12 @@ type TableCopy struct {
 	mappingOnce sync.Once
 	mapping     *apply.Mapping
 
+	// target is the target table as Initialize found it (nil for a host-built TableCopy): its
+	// unique keys are part of the parallel apply's writesets.
+	target       *schema.Table
+	writesetOnce sync.Once
+	ws           *writeset
+
 	// cascades are the cascading foreign keys ferry applies when a row of this table is deleted or
 	// re-keyed (Config.ApplyForeignKeyCascades).
 	cascades []*cascadeRule

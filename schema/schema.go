@@ -56,6 +56,9 @@ type Table struct {
 	Key []int
 	// UniqueKeys lists every unique index (including the primary key) by name → column names.
 	UniqueKeys map[string][]string
+	// PrefixKeys names the unique indexes among UniqueKeys that index only a prefix of a column
+	// (their uniqueness is on the prefix, not the whole value).
+	PrefixKeys map[string]bool
 	// CreateTable is the output of SHOW CREATE TABLE.
 	CreateTable string
 }
@@ -239,6 +242,7 @@ func Load(ctx context.Context, db Querier, database, table string) (*Table, erro
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("load indexes of %s.%s: %w", database, table, err)
 	}
+	t.PrefixKeys = prefix
 	names := make([]string, 0, len(idx))
 	for n := range idx {
 		t.UniqueKeys[n] = idx[n].cols

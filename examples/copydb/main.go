@@ -67,6 +67,7 @@ type options struct {
 	filterColumn          string
 	filterValue           string
 	batchSize, workers    int
+	applyWorkers          int
 	targetChunkTime       time.Duration
 	maxRowsPerSecond      float64
 	exactRowCount         bool
@@ -121,6 +122,7 @@ func run() int {
 	fs.BoolVar(&o.exactRowCount, "exact-rowcount", false, "count each table's rows with SELECT COUNT(*) before the copy instead of the statistics' estimate, for a true total and ETA")
 	fs.StringVar(&o.panicFlagFile, "panic-flag-file", "", "stop at once when this file appears: open batches rolled back, checkpoint saved (resume with -resume)")
 	fs.IntVar(&o.workers, "workers", 4, "key ranges copied at once")
+	fs.IntVar(&o.applyWorkers, "apply-workers", ferry.DefaultApplyWorkers, "binlog transactions applied at once on disjoint rows (1: one at a time)")
 	fs.StringVar(&o.throttleFile, "throttle-flag-file", "", "pause copy and apply while this file exists")
 	fs.StringVar(&o.maxLoad, "max-load", "", "pause while source status variables reach these values, e.g. Threads_running=25")
 	fs.StringVar(&o.critLoad, "critical-load", "", "stop (with a checkpoint) when source status variables reach these values, e.g. Threads_running=100")
@@ -307,6 +309,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		ExactRowCount:           o.exactRowCount,
 		PanicFlagFile:           o.panicFlagFile,
 		CopyWorkers:             o.workers,
+		ApplyWorkers:            o.applyWorkers,
 		CreateTargetTables:      o.createTables,
 		AllowForeignKeyCascades: o.allowFKCascades,
 		ApplyForeignKeyCascades: o.applyFKCascades,

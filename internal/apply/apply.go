@@ -315,3 +315,26 @@ func ExecTx(ctx context.Context, db *sql.DB, stmts []Statement) error {
 func Exec(ctx context.Context, db *sql.DB, stmts []Statement, attempts int, log logrus.FieldLogger, what string) error {
 	return retry.Do(ctx, max(attempts, 1), log, what, func() error { return ExecTx(ctx, db, stmts) })
 }
+
+// ExecRerunDeadlocks is Exec for transactions that run beside each other on disjoint rows (the
+// parallel apply): InnoDB's next-key locks on neighbouring index records can still make two of
+// them deadlock, and the server has then rolled one back while the other goes on. The victim is
+// run again at once, up to eight times (onDeadlock is told of each), before a deadlock counts as
+// a transient error with Exec's backoff.
+func ExecRerunDeadlocks(ctx context.Context, db *sql.DB, stmts []Statement, attempts int, log logrus.FieldLogger, what string, onDeadlock func()) error {
+	return retry.Do(ctx, max(attempts, 1), log, what, func() error {
+		var err error
+		for i := 0; i < 8; i++ {
+			if err = ExecTx(ctx, db, stmts); retry.Code(err) != deadlock {
+				return err
+			}
+			if onDeadlock != nil {
+				onDeadlock()
+			}
+		}
+		return err
+	})
+}
+
+// deadlock is the server's error for a transaction it rolled back to break a deadlock.
+const deadlock = 1213

@@ -2,7 +2,6 @@ package apply
 
 import (
 	"context"
-	"errors"
 	"sync"
 )
 
@@ -84,8 +83,8 @@ func NewParallel[T any](ctx context.Context, n int, exec func(ctx context.Contex
 	return p
 }
 
-// errStopped is what Submit returns once a worker failed and the failure was already reported.
-var errStopped = errors.New("parallel apply stopped")
+// Context is done once the workers stop: ctx ended, or a unit failed (Close then returns why).
+func (p *Parallel[T]) Context() context.Context { return p.ctx }
 
 // Submit queues one unit of the given size, conflicting on keys (or, with barrier, on everything).
 // It blocks while the chosen worker's queue is full. A unit of size 0 is not applied, only retired
