@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"hash/fnv"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -31,14 +32,15 @@ import (
 //   - Binary strings (binary charset) compare byte for byte.
 //   - _bin collations compare by code point, trailing spaces ignored (PAD SPACE; trimming them for a
 //     NO PAD collation only over-detects).
-//   - Every other collation (case-, accent-, width-insensitive, language tailorings) is described
+//   - The general and root-UCA collations (case-, accent-insensitive; see untailored) are described
 //     only for strings of printable ASCII in an ASCII-compatible charset: lower-cased, trailing
 //     spaces trimmed. A string with any other byte (é = e, ß = ss, ignorable control characters)
 //     cannot be described without the collation's tables: the transaction is applied as a barrier,
-//     alone and in its place.
+//     alone and in its place. Language tailorings describe nothing (lithuanian_ci: 'i' = 'y').
 //
 // A table whose unique keys a writeset cannot describe — a unique key on a prefix of a column, on a
-// generated column, or on a column the source does not have — has all its changes applied as
+// generated column, on a column the source does not have, or in a tailored collation — has all its
+// changes applied as
 // barriers, as has a table with foreign-key cascades applied by ferry (the cascade writes rows of
 // other tables).
 
@@ -65,17 +67,28 @@ type collationMode int
 const (
 	exactBytes   collationMode = iota // binary strings
 	binCollation                      // _bin: code points, trailing spaces ignored
-	foldASCII                         // any other collation: printable ASCII folded, anything else a barrier
+	foldASCII                         // an untailored collation: printable ASCII folded, anything else a barrier
+	opaque                            // a language tailoring: no value is described (the table is serial)
 )
 
+// untailored matches the collations whose equality on printable ASCII is case folding and PAD
+// SPACE, nothing more: the general and root-UCA collations. Language tailorings are not (in
+// lithuanian_ci 'i' = 'y', in roman_ci 'u' = 'v', and contractions can equate strings of different
+// lengths), nor are collations TestWritesetFoldIsCoarserThanTheCollations cannot check on the
+// test server.
+var untailored = regexp.MustCompile(`^(ascii|latin1|utf8|utf8mb3|utf8mb4)_(general_ci|general_cs|general_nopad_ci|general_mysql500_ci|swedish_ci|unicode_ci|unicode_nopad_ci|unicode_520_ci|unicode_520_nopad_ci)$`)
+
 func modeOf(c *schema.Column) collationMode {
+	coll := strings.ToLower(c.Collation)
 	switch {
-	case c.Collation == "" || strings.EqualFold(c.Charset, "binary"):
+	case coll == "" || strings.EqualFold(c.Charset, "binary"):
 		return exactBytes
-	case strings.HasSuffix(strings.ToLower(c.Collation), "_bin"):
+	case strings.HasSuffix(coll, "_bin"):
 		return binCollation
+	case untailored.MatchString(coll):
+		return foldASCII
 	}
-	return foldASCII
+	return opaque
 }
 
 // asciiCompatible charsets store printable ASCII as the same single bytes.
@@ -112,12 +125,12 @@ func (t *TableCopy) buildWriteset() *writeset {
 					return
 				}
 				m := max(modeOf(c), modeOf(src))
-				if m == foldASCII && (!asciiCompatible(src.Charset) || !asciiCompatible(c.Charset) && c.Charset != "") {
-					w.serial = "unique key " + name + " has a column in charset " + src.Charset + "/" + c.Charset
-					return
-				}
 				if m != exactBytes && (c.Charset != src.Charset || c.Collation != src.Collation) {
-					m = foldASCII // compared in a different collation on the target
+					m = max(m, foldASCII) // compared in a different collation on the target
+				}
+				if m == opaque || m == foldASCII && !(asciiCompatible(src.Charset) && asciiCompatible(c.Charset)) {
+					w.serial = "unique key " + name + " compares column " + cn + " in collation " + c.Collation + ", which writesets do not describe"
+					return
 				}
 				k.cols = append(k.cols, writesetCol{ordinal: src.Ordinal, mode: m})
 			}

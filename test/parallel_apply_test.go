@@ -46,21 +46,6 @@ func txns(ctx context.Context, db *sql.DB, stmts ...string) error {
 	return nil
 }
 
-// inTx runs stmts in one transaction.
-func inTx(ctx context.Context, db *sql.DB, stmts ...string) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	for _, s := range stmts {
-		if _, err := tx.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("%s: %w", s, err)
-		}
-	}
-	return tx.Commit()
-}
-
 // rowOf is the r-th of 250 rows of partition p: rows 1..2000.
 func rowOf(p, r int) int { return 1 + p*250 + r%250 }
 
@@ -89,20 +74,19 @@ var parallelScenarios = []parallelScenario{{
 			fmt.Sprintf("UPDATE %s SET v = CONCAT(v, ' moved') WHERE id = %d", tbl, b))
 	},
 }, {
-	// Two rows swap their unique secondary values across transactions, through a temporary value:
-	// applied out of order, the REPLACE of one row deletes the other (same value), and nothing
-	// rewrites it.
+	// Two rows take fresh unique values, then swap them across transactions through a temporary
+	// value. The transaction that gives x its value and the one that later gives the same value to
+	// y touch different rows: applied in the wrong order, the REPLACE of x (the older holder)
+	// deletes y, and nothing rewrites it.
 	name: "unique secondary swap",
 	ddl:  "CREATE TABLE %s (id INT PRIMARY KEY, u INT NOT NULL, UNIQUE KEY (u))",
 	seed: "INSERT INTO %s SELECT seq, seq FROM seq_1_to_2000",
 	cycle: func(ctx context.Context, db *sql.DB, tbl string, p, r int) error {
 		x, y := rowOf(p, 2*r), rowOf(p, 2*r+1)
 		a, b := 10_000_000+p*100_000+2*r, 10_000_000+p*100_000+2*r+1
-		if err := inTx(ctx, db, fmt.Sprintf("UPDATE %s SET u = %d WHERE id = %d", tbl, a, x),
-			fmt.Sprintf("UPDATE %s SET u = %d WHERE id = %d", tbl, b, y)); err != nil { // x has a, y has b
-			return err
-		}
 		return txns(ctx, db,
+			fmt.Sprintf("UPDATE %s SET u = %d WHERE id = %d", tbl, a, x),  // x takes a
+			fmt.Sprintf("UPDATE %s SET u = %d WHERE id = %d", tbl, b, y),  // y takes b
 			fmt.Sprintf("UPDATE %s SET u = %d WHERE id = %d", tbl, -a, x), // x: a -> temporary
 			fmt.Sprintf("UPDATE %s SET u = %d WHERE id = %d", tbl, a, y),  // y: b -> a
 			fmt.Sprintf("UPDATE %s SET u = %d WHERE id = %d", tbl, b, x))  // x: temporary -> b
