@@ -126,3 +126,71 @@ func TestWritesetFoldIsCoarserThanTheCollations(t *testing.T) {
 		t.Error("a _bin collation compares code points: any string has a form")
 	}
 }
+
+// What a transaction's writeset holds: every unique value of both images (a moved key conflicts
+// with both keys), values equal under the column's collation hash alike, a NULL in a unique key
+// identifies nothing, and what cannot be described makes the table or the transaction serial.
+func TestWritesetOfRowImages(t *testing.T) {
+	src := &schema.Table{Database: "d", Name: "t", Columns: []schema.Column{
+		{Name: "id", Ordinal: 0, DataType: "int"},
+		{Name: "name", Ordinal: 1, DataType: "varchar", Charset: "utf8mb4", Collation: "utf8mb4_general_ci", Nullable: true},
+		{Name: "code", Ordinal: 2, DataType: "varbinary", Charset: "binary", Collation: ""},
+	}, Key: []int{0}, KeyName: "PRIMARY", UniqueKeys: map[string][]string{"PRIMARY": {"id"}, "name": {"name"}, "code": {"code"}}}
+	tc := &TableCopy{Source: src, TargetDatabase: "d", TargetTable: "t"}
+	ws := tc.buildWriteset()
+	if ws.serial != "" {
+		t.Fatalf("serial: %s", ws.serial)
+	}
+	hash := func(row ...any) map[uint64]bool {
+		h, ok := ws.hashRow(nil, row)
+		if !ok {
+			t.Fatalf("%v: not described", row)
+		}
+		out := map[uint64]bool{}
+		for _, x := range h {
+			out[x] = true
+		}
+		return out
+	}
+	shares := func(a, b map[uint64]bool) bool {
+		for k := range a {
+			if b[k] {
+				return true
+			}
+		}
+		return false
+	}
+	if !shares(hash(int64(1), []byte("Anna"), []byte("x")), hash(int64(2), []byte("aNNA  "), []byte("y"))) {
+		t.Error("'Anna' and 'aNNA  ' are one value in utf8mb4_general_ci: they must conflict")
+	}
+	if shares(hash(int64(1), []byte("x"), []byte("AB")), hash(int64(2), []byte("y"), []byte("ab"))) {
+		t.Error("'AB' and 'ab' differ in a binary column: no conflict expected")
+	}
+	if shares(hash(int64(1), nil, []byte("a")), hash(int64(2), nil, []byte("b"))) {
+		t.Error("two NULL names identify no row: no conflict expected")
+	}
+	if !shares(hash(int64(7), []byte("p"), []byte("q")), hash(int64(7), []byte("r"), []byte("s"))) {
+		t.Error("the same primary key must conflict")
+	}
+	if _, ok := ws.hashRow(nil, []any{int64(1), []byte("José"), []byte("x")}); ok {
+		t.Error("a non-ASCII string in a _ci collation must make the transaction a barrier")
+	}
+
+	prefixed := *src
+	prefixed.PrefixKeys = map[string]bool{"name": true}
+	if w := (&TableCopy{Source: &prefixed, TargetDatabase: "d", TargetTable: "t"}).buildWriteset(); w.serial == "" {
+		t.Error("a unique key on a column prefix must make the table serial")
+	}
+	tailored := *src
+	tailored.Columns = append([]schema.Column(nil), src.Columns...)
+	tailored.Columns[1].Collation = "utf8mb4_lithuanian_ci"
+	if w := (&TableCopy{Source: &tailored, TargetDatabase: "d", TargetTable: "t"}).buildWriteset(); w.serial == "" {
+		t.Error("a unique key in a tailored collation must make the table serial")
+	}
+	// A unique key only the target has is part of the writeset too.
+	target := &schema.Table{Database: "d", Name: "t", Columns: src.Columns, UniqueKeys: map[string][]string{"PRIMARY": {"id"}, "extra": {"code", "id"}}}
+	withTarget := &TableCopy{Source: src, TargetDatabase: "d", TargetTable: "t", target: target}
+	if n := len(withTarget.buildWriteset().keys); n != 5 {
+		t.Errorf("%d keys hashed, want the source's 3 and the target's 2", n)
+	}
+}

@@ -29,6 +29,7 @@ type ferryOpts struct {
 	DstDB            string // target database (created, with the table)
 	Workers          int
 	BatchSize        int
+	ApplyWorkers     int                 // 0: ferry's default
 	Writer           string              // "" for INSERTs (TargetBatchWriter), "loaddata" for LOAD DATA (LoadDataBatchWriter)
 	Verifier         verifier.Verifier   `json:"-"`
 	Throttler        throttler.Throttler `json:"-"`
@@ -62,6 +63,7 @@ func startFerry(ctx context.Context, o ferryOpts) (*ferryRun, error) {
 		CreateTargetTables: true,
 		CopyWorkers:        o.Workers,
 		BatchSize:          o.BatchSize,
+		ApplyWorkers:       o.ApplyWorkers,
 		Logger:             quietLogger(),
 		CopyWriteMethod:    map[bool]ferry.WriteMethod{true: ferry.WriteLoadData, false: ferry.WriteInsert}[o.Writer == "loaddata"],
 	})
