@@ -725,7 +725,15 @@ func (f *Ferry) Start(ctx context.Context) error {
 		}
 	}
 	if f.BinlogWriter == nil {
-		w := &TargetBinlogWriter{DB: f.Target, MaxPacket: f.targetMaxPacket, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, Workers: cfg.ApplyWorkers, MaxRetries: cfg.MaxRetries,
+		applyWorkers := cfg.ApplyWorkers
+		for _, t := range f.Tables {
+			if len(t.cascades) > 0 {
+				// The cascades ferry carries out find child rows through other tables' rows, by
+				// values no writeset holds: the whole apply runs one transaction at a time.
+				applyWorkers = 1
+			}
+		}
+		w := &TargetBinlogWriter{DB: f.Target, MaxPacket: f.targetMaxPacket, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, Workers: applyWorkers, MaxRetries: cfg.MaxRetries,
 			Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log, gate: gate}
 		if f.Observer != nil {
 			w.OnApplied = f.Observer.ChangesApplied
