@@ -329,6 +329,9 @@ type chunkSum struct {
 
 // checksum has one side's server checksum the rows of (lo, hi].
 func (pl *plan) checksum(ctx context.Context, s *session, sp *sidePlan, lo, hi keyVal) (chunkSum, error) {
+	if err := sp.fitsPacket(s); err != nil {
+		return chunkSum{}, err
+	}
 	var c cond
 	if err := pl.rangeCond(&c, lo, hi); err != nil {
 		return chunkSum{}, err

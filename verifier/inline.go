@@ -424,6 +424,9 @@ func (v *Inline) scanTarget(ctx context.Context, r retrier, tgtC *conn, pl *plan
 			if err != nil {
 				return err
 			}
+			if err := pl.t.fitsPacket(tgt); err != nil {
+				return err
+			}
 			rows, err := tgt.query(ctx, q, c.args...)
 			if err != nil {
 				return fmt.Errorf("verifier: inline: scan %s: %w", pl.t.table, err)

@@ -32,6 +32,9 @@ type session struct {
 	conn   *sql.Conn
 	tz, cs sql.NullString
 	stats  *sideStats
+	// maxPacket is the session's max_allowed_packet: the server makes NULL any string function
+	// result longer than it (CONCAT, CONCAT_WS), which would drop a row out of its hash.
+	maxPacket int64
 }
 
 func pin(ctx context.Context, db *sql.DB, st *sideStats) (*session, error) {
@@ -43,7 +46,7 @@ func pin(ctx context.Context, db *sql.DB, st *sideStats) (*session, error) {
 		return nil, fmt.Errorf("verifier: connect: %w", err)
 	}
 	s := &session{conn: c, stats: st}
-	if err := c.QueryRowContext(ctx, "SELECT @@session.time_zone, @@session.character_set_results").Scan(&s.tz, &s.cs); err != nil {
+	if err := c.QueryRowContext(ctx, "SELECT @@session.time_zone, @@session.character_set_results, @@session.max_allowed_packet").Scan(&s.tz, &s.cs, &s.maxPacket); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("verifier: read session settings: %w", err)
 	}
@@ -343,6 +346,22 @@ type sidePlan struct {
 	tokens []string // per compared column: its token (see tokenSQL)
 	// compact is the row's encoding for the chunk checksum (see compactRowSQL).
 	compact string
+	// maxEncoded bounds the length in bytes of any string the side's hashes build from one row
+	// (the compact encoding, the concatenated tokens); see encodedBound.
+	maxEncoded int64
+}
+
+// fitsPacket refuses a side whose row encoding could exceed the session's max_allowed_packet. The
+// server does not fail such a CONCAT: it returns NULL with a warning, the row's hash is NULL, and
+// BIT_XOR and the row comparison skip it — a difference in that row would go unseen and the
+// verifier would report a match. The bound comes from the schema, so the refusal is decided before
+// any row is read, the same way for every chunk.
+func (sp *sidePlan) fitsPacket(s *session) error {
+	if s.maxPacket <= 0 || sp.maxEncoded <= s.maxPacket {
+		return nil
+	}
+	return fmt.Errorf("verifier: %s: a row's encoding for its hash can reach %d bytes, over this server's max_allowed_packet (%d), beyond which the server makes the hash NULL and the row would drop out of the comparison; raise max_allowed_packet to at least %d on both servers, or list the widest columns in IgnoreColumns",
+		sp.table, sp.maxEncoded, s.maxPacket, sp.maxEncoded)
 }
 
 // plan is the comparison of one table pair: the key, the compared columns and both sides' SQL.
@@ -443,9 +462,10 @@ const longValueCap = 1024
 type encodedColumn struct {
 	value, length string
 	isNull        string
-	nullable      bool // NULL on either side: the row's NULL markers include the column
-	lengthed      bool // not numericText on either side: the row's lengths include the column
-	capped        bool // long on either side: values over longValueCap enter as their SHA-1
+	nullable      bool  // NULL on either side: the row's NULL markers include the column
+	lengthed      bool  // not numericText on either side: the row's lengths include the column
+	capped        bool  // long on either side: values over longValueCap enter as their SHA-1
+	maxBytes      int64 // the most bytes the value can take in the encoding
 }
 
 func encodeColumn(c, other *schema.Column) encodedColumn {
@@ -455,7 +475,36 @@ func encodeColumn(c, other *schema.Column) encodedColumn {
 	if ec.capped {
 		ec.value = "IF(" + l + " > " + strconv.Itoa(longValueCap) + ", SHA1(" + v + "), " + v + ")"
 	}
+	ec.maxBytes = valueBound(c, other, ec.capped)
 	return ec
+}
+
+// valueBound is the most bytes a column's value expression (columnValue) can produce: a capped
+// value at most longValueCap; a character or binary value its octet length (times 4 when it is
+// converted to utf8mb4, which no character of any charset exceeds); anything else (numbers,
+// temporal values, BIT as a number) at most 100 characters, above DECIMAL(65,30)'s 67.
+func valueBound(c, other *schema.Column, capped bool) int64 {
+	switch {
+	case capped:
+		return longValueCap
+	case c.Charset != "" && other != nil && other.Charset != "" && !strings.EqualFold(c.Charset, other.Charset):
+		return 4 * c.OctetLength
+	case c.OctetLength > 0:
+		return c.OctetLength
+	}
+	return 100
+}
+
+// encodedBound bounds both row encodings of a side built from cols: the compact encoding (one
+// marker, a length of at most 20 digits, a comma and a separator per column, plus the values) and
+// the concatenated tokens of the inline hash (a length, ':' and the value, or 32 hex digits, per
+// column).
+func encodedBound(cols []encodedColumn) int64 {
+	var n int64
+	for _, c := range cols {
+		n += c.maxBytes + 1 + 20 + 1 + 1
+	}
+	return n + 16
 }
 
 // compactRowSQL is the chunk checksum's encoding of a row: one binary string,
@@ -603,6 +652,7 @@ func buildPlan(p TablePair, tgt *schema.Table, strict bool) (*plan, error) {
 		sEnc, tEnc = append(sEnc, encodeColumn(c, tc)), append(tEnc, encodeColumn(tc, c))
 	}
 	pl.s.compact, pl.t.compact = compactRowSQL(sEnc), compactRowSQL(tEnc)
+	pl.s.maxEncoded, pl.t.maxEncoded = encodedBound(sEnc), encodedBound(tEnc)
 	pl.s.table, pl.t.table = src.QualifiedName(), tgt.QualifiedName()
 	pl.s.index = " FORCE INDEX (" + schema.QuoteIdent(src.KeyName) + ")"
 	pl.t.index = " FORCE INDEX (" + schema.QuoteIdent(tIndex) + ")"
@@ -829,6 +879,9 @@ func scanRows(rows *sql.Rows, nkey int, st *sideStats, fn func(row) error) error
 
 // readRows runs rowsSQL for the range on one side.
 func (pl *plan) readRows(ctx context.Context, s *session, sp *sidePlan, lo, hi keyVal, perColumn bool, limit int, fn func(row) error) error {
+	if err := sp.fitsPacket(s); err != nil {
+		return err
+	}
 	var c cond
 	if err := pl.rangeCond(&c, lo, hi); err != nil {
 		return err
@@ -846,6 +899,9 @@ func (pl *plan) readRows(ctx context.Context, s *session, sp *sidePlan, lo, hi k
 
 // readKeys reads the rows with the given keys on one side.
 func (pl *plan) readKeys(ctx context.Context, s *session, sp *sidePlan, keys []keyVal, fn func(row) error) error {
+	if err := sp.fitsPacket(s); err != nil {
+		return err
+	}
 	var c cond
 	if err := pl.keysCond(&c, keys); err != nil {
 		return err
