@@ -458,6 +458,16 @@ type Config struct {
 	// Resume, when set, continues an earlier run from its checkpoint instead of starting over.
 	Resume *State
 
+	// SourceResolver, when set, is asked for the source to continue on when Run stops because the
+	// source is lost (its components gave up and the source no longer answers a ping): typically
+	// the primary promoted by a failover, e.g. from the host's discovery. Run then continues on it
+	// in place, exactly as a resume would (docs/design.md, "Failover"): on the same server from the
+	// applied position, on another one by GTID set only when it has every transaction the target
+	// holds — otherwise Run returns the refusal, naming them. The call gets the error that stopped
+	// the run; an error from it ends Run. It needs the default DataIterator, BinlogWriter and
+	// BinlogStreamer and no BinlogSource. A failover replaces Ferry.Source.
+	SourceResolver func(ctx context.Context, lost error) (ConnConfig, error)
+
 	// Logger receives structured logs; default logrus.StandardLogger().
 	Logger logrus.FieldLogger
 }

@@ -115,6 +115,10 @@ type Ferry struct {
 	// final is set once Run's components have stopped (State.Final). Both under mu.
 	copyGTID string
 	final    bool
+	// gate is shared by the default copy and binlog writers (apply.Gate); streamerID is the
+	// server_id the default streamer registers with.
+	gate       *apply.Gate
+	streamerID uint32
 }
 
 // Observer is told of the copy's batches and the binlog apply's transactions as they happen. Its
@@ -703,19 +707,16 @@ func (f *Ferry) Start(ctx context.Context) error {
 			}
 		}
 	}
+	if f.Config.SourceResolver != nil && (f.DataIterator != nil || f.BinlogWriter != nil || f.BinlogStreamer != nil || cfg.BinlogSource != nil) {
+		return errors.New("ferry: Config.SourceResolver needs the default DataIterator, BinlogWriter and BinlogStreamer, which a failover rebuilds against the new source, and the binlog read from the source (no BinlogSource)")
+	}
 	if f.DataIterator == nil {
-		it := &SourceDataIterator{DB: f.Source, BatchSize: f.BatchSize, Workers: cfg.CopyWorkers,
-			RangesPerTable: cfg.RangesPerTable, Throttler: f.Throttler, OnThrottle: f.onThrottle, MaxRetries: cfg.MaxRetries, Logger: f.log,
-			TargetChunkTime: cfg.TargetChunkTime, MinBatchSize: cfg.MinBatchSize, MaxBatchSize: cfg.MaxBatchSize,
-			SetBatchSize: f.SetBatchSize, RowsPerSecond: cfg.MaxRowsPerSecond}
-		if f.startPos.GTID != "" {
-			it.GTIDQuery = f.SourceFlavor.gtidPositionQuery()
-		}
-		f.DataIterator = it
+		f.DataIterator = f.newDataIterator()
 	}
 	// The default copy writers and binlog writer share one gate, so that the copy yields to the
 	// apply instead of deadlocking with it (apply.Gate).
-	gate := &apply.Gate{}
+	f.gate = &apply.Gate{}
+	gate := f.gate
 	if f.BatchWriter == nil {
 		if f.loadData {
 			f.BatchWriter = &LoadDataBatchWriter{DB: f.Target, MaxRetries: cfg.MaxRetries, Logger: f.log, MariaDB: f.TargetFlavor.MariaDB, gate: gate,
@@ -725,25 +726,7 @@ func (f *Ferry) Start(ctx context.Context) error {
 		}
 	}
 	if f.BinlogWriter == nil {
-		applyWorkers := cfg.ApplyWorkers
-		for _, t := range f.Tables {
-			if len(t.cascades) > 0 {
-				// The cascades ferry carries out find child rows through other tables' rows, by
-				// values no writeset holds: the whole apply runs one transaction at a time.
-				applyWorkers = 1
-			}
-		}
-		w := &TargetBinlogWriter{DB: f.Target, MaxPacket: f.targetMaxPacket, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, Workers: applyWorkers, MaxRetries: cfg.MaxRetries,
-			Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log, gate: gate}
-		if f.Observer != nil {
-			w.OnApplied = f.Observer.ChangesApplied
-		}
-		if o, ok := f.Verifier.(verifier.BinlogObserver); ok {
-			w.Observer = o
-			f.observer = o
-		}
-		w.SetApplied(f.startPos)
-		f.BinlogWriter = w
+		f.BinlogWriter = f.newBinlogWriter()
 	}
 	if f.BinlogStreamer == nil {
 		id := cfg.ServerID
@@ -752,16 +735,8 @@ func (f *Ferry) Start(ctx context.Context) error {
 			rand.Read(b[:])
 			id = 100000 + binary.LittleEndian.Uint32(b[:])%4000000000
 		}
-		tables := map[string]*TableCopy{}
-		for _, t := range f.Tables {
-			tables[t.Source.String()] = t
-		}
-		conn := cfg.Source
-		if cfg.BinlogSource != nil {
-			conn = *cfg.BinlogSource
-		}
-		f.BinlogStreamer = &SourceBinlogStreamer{Conn: conn, Flavor: f.SourceFlavor, ServerID: id, Tables: tables,
-			MaxRetries: cfg.MaxRetries, Logger: f.log}
+		f.streamerID = id // a failover's new streamer registers with the same id
+		f.BinlogStreamer = f.newBinlogStreamer()
 	}
 	f.BinlogStreamer.AddListener(f.BinlogWriter.Write)
 	files, err := BinlogFiles(ctx, f.binlogDB())
@@ -781,6 +756,57 @@ func (f *Ferry) Start(ctx context.Context) error {
 	f.lastBatch.Store(f.startTime.UnixNano())
 	f.log.WithField("position", f.startPos.String()).Info("ferry: binlog position recorded before the copy")
 	return nil
+}
+
+// newDataIterator, newBinlogWriter and newBinlogStreamer build the default components against the
+// current source (Start, and a failover).
+func (f *Ferry) newDataIterator() *SourceDataIterator {
+	cfg := &f.Config
+	it := &SourceDataIterator{DB: f.Source, BatchSize: f.BatchSize, Workers: cfg.CopyWorkers,
+		RangesPerTable: cfg.RangesPerTable, Throttler: f.Throttler, OnThrottle: f.onThrottle, MaxRetries: cfg.MaxRetries, Logger: f.log,
+		TargetChunkTime: cfg.TargetChunkTime, MinBatchSize: cfg.MinBatchSize, MaxBatchSize: cfg.MaxBatchSize,
+		SetBatchSize: f.SetBatchSize, RowsPerSecond: cfg.MaxRowsPerSecond}
+	if f.startPos.GTID != "" {
+		it.GTIDQuery = f.SourceFlavor.gtidPositionQuery()
+	}
+	return it
+}
+
+func (f *Ferry) newBinlogWriter() *TargetBinlogWriter {
+	cfg := &f.Config
+	applyWorkers := cfg.ApplyWorkers
+	for _, t := range f.Tables {
+		if len(t.cascades) > 0 {
+			// The cascades ferry carries out find child rows through other tables' rows, by
+			// values no writeset holds: the whole apply runs one transaction at a time.
+			applyWorkers = 1
+		}
+	}
+	w := &TargetBinlogWriter{DB: f.Target, MaxPacket: f.targetMaxPacket, Filter: cfg.Filter, FilterSource: newSourceEvaluator(f.Source, cfg.MaxRetries, f.log), BatchSize: cfg.ApplyBatchSize, Workers: applyWorkers, MaxRetries: cfg.MaxRetries,
+		Throttler: f.Throttler, OnThrottle: f.onThrottle, Logger: f.log, gate: f.gate}
+	if f.Observer != nil {
+		w.OnApplied = f.Observer.ChangesApplied
+	}
+	if o, ok := f.Verifier.(verifier.BinlogObserver); ok {
+		w.Observer = o
+		f.observer = o
+	}
+	w.SetApplied(f.startPos)
+	return w
+}
+
+func (f *Ferry) newBinlogStreamer() *SourceBinlogStreamer {
+	cfg := &f.Config
+	tables := map[string]*TableCopy{}
+	for _, t := range f.Tables {
+		tables[t.Source.String()] = t
+	}
+	conn := cfg.Source
+	if cfg.BinlogSource != nil {
+		conn = *cfg.BinlogSource
+	}
+	return &SourceBinlogStreamer{Conn: conn, Flavor: f.SourceFlavor, ServerID: f.streamerID, Tables: tables,
+		MaxRetries: cfg.MaxRetries, Logger: f.log}
 }
 
 // StartPosition is the binlog position the stream starts from.
@@ -852,48 +878,28 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 			watchPanicFlag(f.Config.PanicFlagFile, stopWatch, abort)
 		}()
 	}
-	g, gctx := errgroup.WithContext(runCtx)
-	g.Go(func() error {
-		defer close(f.streamDone)
-		err := f.BinlogStreamer.Run(gctx, f.startPos)
-		if err == nil {
-			f.BinlogWriter.Close()
+	var streamOnce sync.Once
+	closeStream := func() { streamOnce.Do(func() { close(f.streamDone) }) }
+	defer closeStream()
+	for {
+		err = f.runComponents(runCtx, closeStream)
+		if err == nil || f.Config.SourceResolver == nil || runCtx.Err() != nil {
+			break
 		}
-		return err
-	})
-	g.Go(func() error { return f.BinlogWriter.Run(gctx) })
-	g.Go(func() error {
-		if err := f.DataIterator.Run(gctx, f.Tables, f.writeBatch); err != nil {
-			return err
+		if err = f.failOver(runCtx, err); err != nil {
+			break
 		}
-		f.copyEnd = time.Now()
-		close(f.copyDone)
-		f.log.WithField("rows", f.rowsCopied()).Info("ferry: row copy complete")
-		return nil
-	})
-	stop := make(chan struct{})
-	var cg sync.WaitGroup
-	if f.Checkpoints != nil {
-		cg.Add(1)
-		go func() {
-			defer cg.Done()
-			f.checkpointLoop(gctx, stop)
-		}()
 	}
-	err = g.Wait()
 	close(stopWatch)
 	wg.Wait()
 	if cause := context.Cause(runCtx); errors.Is(cause, ErrPanicFlag) {
 		err = cause
 	}
+	// Nothing writes to the target any more: this state accounts for everything written.
+	f.mu.Lock()
+	f.final = true
+	f.mu.Unlock()
 	if f.Checkpoints != nil {
-		// Stop the periodic saves first, so none of them can overwrite the final state.
-		close(stop)
-		cg.Wait()
-		// Nothing writes to the target any more: this state accounts for everything written.
-		f.mu.Lock()
-		f.final = true
-		f.mu.Unlock()
 		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		st := f.State()
 		if serr := f.Checkpoints.Save(saveCtx, st); serr != nil {
@@ -909,6 +915,115 @@ func (f *Ferry) Run(ctx context.Context) (err error) {
 		f.log.WithError(err).Error("ferry: run failed")
 	}
 	return err
+}
+
+// runComponents runs the stream, the apply and (unless done) the copy, with the periodic
+// checkpoints, until they end; closeStream is called when the stream reached its stop position.
+func (f *Ferry) runComponents(ctx context.Context, closeStream func()) error {
+	f.mu.Lock()
+	f.final = false
+	f.mu.Unlock()
+	g, gctx := errgroup.WithContext(ctx)
+	streamer, writer, iterator := f.BinlogStreamer, f.BinlogWriter, f.DataIterator
+	g.Go(func() error {
+		err := streamer.Run(gctx, f.startPos)
+		if err == nil {
+			closeStream()
+			writer.Close()
+		}
+		return err
+	})
+	g.Go(func() error { return writer.Run(gctx) })
+	select {
+	case <-f.copyDone: // copied before a failover
+	default:
+		g.Go(func() error {
+			if err := iterator.Run(gctx, f.Tables, f.writeBatch); err != nil {
+				return err
+			}
+			f.copyEnd = time.Now()
+			close(f.copyDone)
+			f.log.WithField("rows", f.rowsCopied()).Info("ferry: row copy complete")
+			return nil
+		})
+	}
+	stop := make(chan struct{})
+	var cg sync.WaitGroup
+	if f.Checkpoints != nil {
+		cg.Add(1)
+		go func() {
+			defer cg.Done()
+			f.checkpointLoop(gctx, stop)
+		}()
+	}
+	err := g.Wait()
+	// Stop the periodic saves, so none of them can overwrite the final state.
+	close(stop)
+	cg.Wait()
+	return err
+}
+
+// failOver continues the run on the source Config.SourceResolver names, after the run stopped with
+// lost (see SourceResolver); it returns nil when the components are rebuilt against it and the
+// run can go on, else the error to end Run with. The argument is the resume's: the stopped
+// components wrote nothing beyond the state taken here.
+func (f *Ferry) failOver(ctx context.Context, lost error) error {
+	ping, cancel := context.WithTimeout(ctx, 2*time.Second)
+	alive := f.Source.PingContext(ping) == nil
+	cancel()
+	if alive {
+		return lost // the source answers: the error is the run's own
+	}
+	f.mu.Lock()
+	f.final = true
+	f.mu.Unlock()
+	st := f.State()
+	if f.Checkpoints != nil {
+		// Saved first, so a failover that fails (or a crash during it) can be resumed.
+		if err := f.Checkpoints.Save(ctx, st); err != nil {
+			f.log.WithError(err).Warn("ferry: failover: checkpoint not saved")
+		}
+	}
+	f.log.WithError(lost).WithField("source", f.Config.Source.String()).Warn("ferry: the source is lost; asking SourceResolver for the source to continue on")
+	conn, err := f.Config.SourceResolver(ctx, lost)
+	if err != nil {
+		return fmt.Errorf("the source %s was lost (%w), and SourceResolver named none to continue on: %v", f.Config.Source, lost, err)
+	}
+	db, err := conn.Open(ctx)
+	if err != nil {
+		return fmt.Errorf("the source %s was lost (%w); the one SourceResolver named: %v", f.Config.Source, lost, err)
+	}
+	fail := func(err error) error {
+		db.Close()
+		return fmt.Errorf("the source %s was lost (%v), and the run cannot continue on %s: %w", f.Config.Source, lost, conn, err)
+	}
+	flavor, err := DetectFlavor(ctx, db)
+	if err != nil {
+		return fail(err)
+	}
+	id, err := serverIdentity(ctx, db)
+	if err != nil {
+		return fail(err)
+	}
+	start := st.Applied
+	if !st.Source.Same(id) {
+		if err := flavor.checkGTIDContinuity(ctx, db, "the new source "+conn.String(), st.Applied.GTID, st.CopyGTID); err != nil {
+			return fail(err)
+		}
+		start = Position{GTID: st.Applied.GTID}
+	}
+	if f.ownsSource {
+		f.Source.Close()
+	}
+	f.Source, f.ownsSource, f.SourceFlavor, f.sourceID = db, true, flavor, id
+	f.Config.Source = conn
+	f.startPos = start
+	f.DataIterator = f.newDataIterator()
+	f.BinlogWriter = f.newBinlogWriter()
+	f.BinlogStreamer = f.newBinlogStreamer()
+	f.BinlogStreamer.AddListener(f.BinlogWriter.Write)
+	f.log.WithFields(logrus.Fields{"source": conn.String(), "server": id.String(), "from": start.String()}).Warn("ferry: failover: continuing on the new source")
+	return nil
 }
 
 // watchPanicFlag aborts the run, with ErrPanicFlag, as soon as the file exists; it returns when it

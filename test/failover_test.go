@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -285,4 +286,55 @@ func TestFailoverWithErrantTransactionIsRefused(t *testing.T) {
 		}
 		t.Logf("refused: %v", err)
 	})
+}
+
+// The primary dies mid-copy; Config.SourceResolver (the host's discovery) promotes the replica and
+// names it, and the same Run continues there: the copy finishes, the new primary's writes stream
+// in, and after the cut-over the target equals the new primary.
+func TestFailoverInProcessWithSourceResolver(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const db = "fo_inproc"
+	primary, replica := foCluster(t, ctx, db)
+
+	load := rsStartLoad(t, primary, db, 4, 2, foBigRows)
+	cfg := foConfig(t, primary, db)
+	cfg.MaxRowsPerSecond = 4000
+	var asked atomic.Int32
+	cfg.SourceResolver = func(ctx context.Context, lost error) (ferry.ConnConfig, error) {
+		asked.Add(1)
+		if err := replica.Exec(ctx, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"); err != nil {
+			return ferry.ConnConfig{}, err
+		}
+		return conn(replica), nil
+	}
+	f, runErr := rsStartFerry(t, ctx, cfg, filepath.Join(t.TempDir(), "state.json"))
+	defer f.Close()
+	rsWaitRows(t, f, runErr, 3000)
+	load.stop()
+	foWaitReplicated(t, ctx, primary, replica)
+	primary.Kill()
+
+	deadline := time.Now().Add(2 * time.Minute)
+	for asked.Load() == 0 {
+		select {
+		case err := <-runErr:
+			t.Fatalf("Run ended instead of failing over: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("SourceResolver was not asked within 2 minutes of the primary's death")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	newLoad := rsStartLoad(t, replica, db, 8, 2, foBigRows)
+	if err := f.WaitUntilRowCopyIsComplete(ctx); err != nil {
+		t.Fatalf("after the failover: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // the new primary's writes stream in
+	rsCutover(t, ctx, f, runErr, newLoad.writeLoad)
+	if newLoad.ops.Load() == 0 || asked.Load() != 1 {
+		t.Fatalf("the new primary took %d writes; SourceResolver was asked %d times", newLoad.ops.Load(), asked.Load())
+	}
+	foSameRows(t, replica, db)
 }
