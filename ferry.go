@@ -679,10 +679,13 @@ func (f *Ferry) Start(ctx context.Context) error {
 		return errors.New("ferry: Start called before Initialize")
 	}
 	if f.startPos.IsZero() {
-		// From a replica too: a replica is never ahead of its source (see replica.go).
-		pos, err := CurrentPosition(ctx, f.binlogDB(), f.SourceFlavor)
+		pos, err := CurrentPosition(ctx, f.Source, f.SourceFlavor)
 		if err != nil {
-			return fmt.Errorf("%s: %w", f.binlogName(), err)
+			return fmt.Errorf("source: %w", err)
+		}
+		// From a replica: its position once it holds everything the source has now (replica.go).
+		if pos, err = f.streamPosition(ctx, pos); err != nil {
+			return fmt.Errorf("start position: %w", err)
 		}
 		f.startPos = pos
 		f.startPos.GTID = ""

@@ -55,72 +55,82 @@ func (f *Ferry) binlogName() string {
 	return "source"
 }
 
-// openBinlogSource opens and checks the server of Config.BinlogSource: a replica of the source whose
-// binlog ferry can follow. Nothing is written.
+// openBinlogSource opens and checks the server of Config.BinlogSource. Nothing is written.
 func (f *Ferry) openBinlogSource(ctx context.Context) error {
 	bs := f.Config.BinlogSource
-	who := "binlog source " + bs.String()
 	var err error
 	if f.binlog, err = bs.Open(ctx); err != nil {
 		return fmt.Errorf("binlog source: %w", err)
 	}
-	flavor, err := DetectFlavor(ctx, f.binlog)
-	if err != nil {
-		return fmt.Errorf("%s: %w", who, err)
-	}
-	if flavor.MariaDB != f.SourceFlavor.MariaDB {
-		return fmt.Errorf("%s is %s but the source is %s: a replica of the source runs the same server family", who, flavor.Version, f.SourceFlavor.Version)
-	}
-	if err := checkDistinctServers(ctx, f.Source, f.binlog, f.Config.Source.String(), who); err != nil {
-		return fmt.Errorf("%w; leave BinlogSource empty to read the binlog from the source itself", err)
-	}
-	if err := checkBinlogSettings(ctx, f.binlog, who); err != nil {
+	if f.binlogID, err = CheckBinlogReplica(ctx, f.Source, f.binlog, f.SourceFlavor, f.Config.Source.String(), bs.String()); err != nil {
 		return err
-	}
-	vars, err := globalVariables(ctx, f.binlog, "log_slave_updates", "log_replica_updates")
-	if err != nil {
-		return fmt.Errorf("%s: read log_slave_updates: %w", who, err)
-	}
-	if !isOn(vars["log_slave_updates"]) && !isOn(vars["log_replica_updates"]) {
-		return fmt.Errorf("%s: log_slave_updates is OFF, so its binlog does not hold what it replicates from the source; restart the replica with --log-slave-updates (log_replica_updates on MySQL 8), or read the binlog from the source (leave the binlog source empty)", who)
-	}
-	if err := checkPrivileges(ctx, f.binlog, who, nil, nil,
-		[][]string{{"REPLICATION SLAVE"}, f.SourceFlavor.binlogMonitorPrivileges()}); err != nil {
-		return err
-	}
-	status, err := replicaStatus(ctx, f.binlog, flavor)
-	if err != nil {
-		return fmt.Errorf("%s: %w", who, err)
-	}
-	if len(status) == 0 {
-		return fmt.Errorf("%s is not a replica (%s is empty); name a replica of the source %s, or leave the binlog source empty", who, flavor.replicaStatusQuery(), f.Config.Source)
-	}
-	var replicaState, sourceState string
-	if err := f.binlog.QueryRowContext(ctx, flavor.binlogGTIDStateQuery()).Scan(&replicaState); err != nil {
-		return fmt.Errorf("%s: read its binlog's GTID state: %w", who, err)
-	}
-	if err := f.Source.QueryRowContext(ctx, f.SourceFlavor.binlogGTIDStateQuery()).Scan(&sourceState); err != nil {
-		return fmt.Errorf("source: read its binlog's GTID state: %w", err)
-	}
-	if !f.SourceFlavor.MariaDB {
-		mode, err := globalVariables(ctx, f.binlog, "gtid_mode")
-		if err != nil || !strings.EqualFold(mode["gtid_mode"], "ON") {
-			return fmt.Errorf("%s: gtid_mode is %q; reading the binlog from a replica maps positions by GTID, so the source and the replica need gtid_mode=ON", who, mode["gtid_mode"])
-		}
-	}
-	uuid, _ := globalVariables(ctx, f.Source, "server_uuid")
-	why, err := f.SourceFlavor.replicatesFrom(ctx, f.Source, replicaState, sourceState, uuid["server_uuid"])
-	if err != nil {
-		return fmt.Errorf("%s: %w", who, err)
-	}
-	if why != "" {
-		return fmt.Errorf("%s does not replicate from the source %s: %s; name a replica of the source, or leave the binlog source empty", who, f.Config.Source, why)
-	}
-	if f.binlogID, err = serverIdentity(ctx, f.binlog); err != nil {
-		return fmt.Errorf("%s: %w", who, err)
 	}
 	f.log.WithField("binlog_source", bs.String()).Info("ferry: reading the binlog from a replica of the source")
 	return nil
+}
+
+// CheckBinlogReplica checks that the binlog of replica can stand in for the source's: a distinct
+// server of the same family, binlog on with ROW events and FULL row images, log_slave_updates on
+// (so its binlog holds what it replicates), the user's REPLICATION SLAVE and binlog monitor
+// privileges, a replica (its replication status is not empty) whose binlog holds transactions of
+// the source and none the source lacks (GTIDs; MySQL also needs gtid_mode=ON). sourceName and
+// replicaName name the servers in errors. It returns the replica's identity and writes nothing.
+func CheckBinlogReplica(ctx context.Context, source, replica *sql.DB, sourceFlavor Flavor, sourceName, replicaName string) (ServerIdentity, error) {
+	who := "binlog source " + replicaName
+	flavor, err := DetectFlavor(ctx, replica)
+	if err != nil {
+		return ServerIdentity{}, fmt.Errorf("%s: %w", who, err)
+	}
+	if flavor.MariaDB != sourceFlavor.MariaDB {
+		return ServerIdentity{}, fmt.Errorf("%s is %s but the source is %s: a replica of the source runs the same server family", who, flavor.Version, sourceFlavor.Version)
+	}
+	if err := checkDistinctServers(ctx, source, replica, sourceName, who); err != nil {
+		return ServerIdentity{}, fmt.Errorf("%w; name a replica of the source, or read the binlog from the source itself", err)
+	}
+	if err := checkBinlogSettings(ctx, replica, who); err != nil {
+		return ServerIdentity{}, err
+	}
+	vars, err := globalVariables(ctx, replica, "log_slave_updates", "log_replica_updates", "gtid_mode")
+	if err != nil {
+		return ServerIdentity{}, fmt.Errorf("%s: read log_slave_updates: %w", who, err)
+	}
+	if !isOn(vars["log_slave_updates"]) && !isOn(vars["log_replica_updates"]) {
+		return ServerIdentity{}, fmt.Errorf("%s: log_slave_updates is OFF, so its binlog does not hold what it replicates from the source; restart the replica with --log-slave-updates (log_replica_updates on MySQL 8), or read the binlog from the source", who)
+	}
+	if !sourceFlavor.MariaDB && !strings.EqualFold(vars["gtid_mode"], "ON") {
+		return ServerIdentity{}, fmt.Errorf("%s: gtid_mode is %q; reading the binlog from a replica maps positions by GTID, so the source and the replica need gtid_mode=ON", who, vars["gtid_mode"])
+	}
+	if err := checkPrivileges(ctx, replica, who, nil, nil,
+		[][]string{{"REPLICATION SLAVE"}, sourceFlavor.binlogMonitorPrivileges()}); err != nil {
+		return ServerIdentity{}, err
+	}
+	status, err := replicaStatus(ctx, replica, flavor)
+	if err != nil {
+		return ServerIdentity{}, fmt.Errorf("%s: %w", who, err)
+	}
+	if len(status) == 0 {
+		return ServerIdentity{}, fmt.Errorf("%s is not a replica (%s is empty); name a replica of the source %s, or read the binlog from the source", who, flavor.replicaStatusQuery(), sourceName)
+	}
+	var replicaState, sourceState string
+	if err := replica.QueryRowContext(ctx, flavor.binlogGTIDStateQuery()).Scan(&replicaState); err != nil {
+		return ServerIdentity{}, fmt.Errorf("%s: read its binlog's GTID state: %w", who, err)
+	}
+	if err := source.QueryRowContext(ctx, sourceFlavor.binlogGTIDStateQuery()).Scan(&sourceState); err != nil {
+		return ServerIdentity{}, fmt.Errorf("source: read its binlog's GTID state: %w", err)
+	}
+	uuid, _ := globalVariables(ctx, source, "server_uuid")
+	why, err := sourceFlavor.replicatesFrom(ctx, source, replicaState, sourceState, uuid["server_uuid"])
+	if err != nil {
+		return ServerIdentity{}, fmt.Errorf("%s: %w", who, err)
+	}
+	if why != "" {
+		return ServerIdentity{}, fmt.Errorf("%s does not replicate from the source %s: %s; name a replica of the source, or read the binlog from the source", who, sourceName, why)
+	}
+	id, err := serverIdentity(ctx, replica)
+	if err != nil {
+		return ServerIdentity{}, fmt.Errorf("%s: %w", who, err)
+	}
+	return id, nil
 }
 
 // replicaStatus returns SHOW SLAVE STATUS by column name (nil when the server is not a replica).

@@ -412,7 +412,11 @@ func (s *stream) start(from ferry.Position) {
 	s.done = make(chan struct{})
 	detached := &atomic.Bool{}
 	s.detached = detached
-	st := &ferry.SourceBinlogStreamer{Conn: s.m.Conn, Flavor: s.m.flavor, ServerID: s.m.ServerID, Tables: s.tables,
+	conn := s.m.Conn
+	if s.m.BinlogConn != nil {
+		conn = *s.m.BinlogConn
+	}
+	st := &ferry.SourceBinlogStreamer{Conn: conn, Flavor: s.m.flavor, ServerID: s.m.ServerID, Tables: s.tables,
 		MaxRetries: 10, Logger: s.m.log}
 	st.AddListener(s.m.applier.listen)
 	done := s.done

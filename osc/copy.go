@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/internal/chunk"
 	"github.com/ferrykit/ferry/internal/retry"
 	"github.com/ferrykit/ferry/schema"
@@ -508,11 +507,13 @@ func (m *Migration) copyRowByRow(ctx context.Context, conn *sql.Conn, insert, wh
 
 // waitApplied waits (at most 10s) until the apply reached the binlog position of now.
 func (m *Migration) waitApplied(ctx context.Context) {
-	pos, err := ferry.CurrentPosition(ctx, m.db, m.flavor)
+	deadline := time.Now().Add(10 * time.Second)
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	pos, err := m.streamPositionNow(wctx)
 	if err != nil {
 		return
 	}
-	deadline := time.Now().Add(10 * time.Second)
 	for m.applier.appliedPosition().Compare(pos) < 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}

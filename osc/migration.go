@@ -29,6 +29,16 @@ type Migration struct {
 	Table    string
 	// Alter is the ALTER clause, without "ALTER TABLE t": "ADD COLUMN c INT, DROP COLUMN d".
 	Alter string
+	// BinlogConn, when set, is a replica of Conn's server to read the binlog from, so that the
+	// server being migrated serves no binlog stream (as gh-ost reads from a replica). Everything
+	// else — the copy, the ghost and changelog tables, the cut-over — stays on Conn's server. The
+	// replica must log what it replicates (log_slave_updates, ROW, FULL), checked before any write
+	// (ferry.CheckBinlogReplica). The cut-over stays exact: its marker, written under the lock,
+	// reaches the apply through the replica after every change before the lock; a lagging replica
+	// fails the attempt after CutoverLockTimeout (the lock released), to be tried again. Positions
+	// waited for elsewhere are mapped to the replica's binlog by GTID (ferry.ReplicaPosition), and the
+	// checkpoint's position is the replica's, so a resume reads the binlog from the same replica.
+	BinlogConn *ferry.ConnConfig
 
 	// Execute runs the migration; without it Run stops after validation (a dry run: it creates and
 	// drops the empty ghost table to learn the new schema, and never touches the original).
@@ -192,9 +202,13 @@ type Migration struct {
 
 	db     *sql.DB
 	flavor ferry.Flavor
-	log    logrus.FieldLogger
-	plan   *Plan
-	info   *alterInfo
+	// binlog is BinlogConn's pool (nil when the binlog is read from db's server), binlogID its
+	// identity.
+	binlog   *sql.DB
+	binlogID ferry.ServerIdentity
+	log      logrus.FieldLogger
+	plan     *Plan
+	info     *alterInfo
 
 	started        time.Time
 	state          atomic.Value // string
@@ -453,6 +467,16 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 	}
 	if err := m.checkReplica(ctx); err != nil {
 		return nil, err
+	}
+	if m.BinlogConn != nil {
+		if m.binlog, err = m.BinlogConn.Open(ctx); err != nil {
+			return nil, fmt.Errorf("osc: binlog source: %w", err)
+		}
+		defer m.binlog.Close()
+		if m.binlogID, err = ferry.CheckBinlogReplica(ctx, db, m.binlog, m.flavor, m.Conn.String(), m.BinlogConn.String()); err != nil {
+			return nil, fmt.Errorf("osc: %w", err)
+		}
+		m.cp.Binlog = m.binlogID
 	}
 	release, err := m.lockMigration(ctx)
 	if err != nil {
@@ -786,7 +810,8 @@ func (m *Migration) execute(ctx context.Context, orig *schema.Table) (*Result, e
 			m.copiedUpTo.Store(&k)
 		}
 		m.copyDone.Store(rcp.CopyDone)
-	} else if pos, err = ferry.CurrentPosition(ctx, db, m.flavor); err != nil {
+	} else if pos, err = m.streamPositionNow(ctx); err != nil {
+		// after the ghost and changelog tables' DDL: a replica's stream must not start before it
 		return nil, err
 	}
 	m.log.WithField("position", pos.String()).Info("osc: streaming the binlog from here")
@@ -967,4 +992,27 @@ func (m *Migration) instant(ctx context.Context) (*Result, error) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// binlogDB is the pool of the server the binlog is read from: BinlogConn's, or the migrated one.
+func (m *Migration) binlogDB() *sql.DB {
+	if m.binlog != nil {
+		return m.binlog
+	}
+	return m.db
+}
+
+// streamPositionNow is the binlog position of now in the stream's binlog: every change committed
+// on the migrated server so far is before it. With BinlogConn it waits (until ctx ends) for the
+// replica's binlog to hold the server's GTID position of now (ferry.ReplicaPosition).
+func (m *Migration) streamPositionNow(ctx context.Context) (ferry.Position, error) {
+	pos, err := ferry.CurrentPosition(ctx, m.db, m.flavor)
+	if err != nil || m.binlog == nil {
+		return pos, err
+	}
+	rpos, err := ferry.ReplicaPosition(ctx, m.binlog, m.flavor, pos.GTID)
+	if err != nil {
+		return ferry.Position{}, fmt.Errorf("binlog source %s: %w", m.BinlogConn, err)
+	}
+	return rpos, nil
 }

@@ -50,6 +50,9 @@ type checkpoint struct {
 	CopyDone   bool           `json:"copy_done,omitempty"`
 	RowsCopied int64          `json:"rows_copied"`
 	Written    time.Time      `json:"written"`
+	// Binlog is the replica the binlog was read from (BinlogConn), whose binlog Position is a
+	// position of; empty when it was the migrated server's.
+	Binlog ferry.ServerIdentity `json:"binlog,omitzero"`
 }
 
 var autoIncrement = regexp.MustCompile(` AUTO_INCREMENT=\d+`)
@@ -182,7 +185,18 @@ func (m *Migration) prepareResume(ctx context.Context) (*checkpoint, error) {
 	if cp.Position.IsZero() {
 		return nil, fmt.Errorf("osc: %w: the checkpoint has no binlog position", ferry.ErrResumeMismatch)
 	}
-	files, err := ferry.BinlogFiles(ctx, m.db)
+	if !cp.Binlog.Same(m.binlogID) {
+		was, now := "the server itself", "the server itself"
+		if !cp.Binlog.IsZero() {
+			was = "the replica " + cp.Binlog.String()
+		}
+		if !m.binlogID.IsZero() {
+			now = "the replica " + m.binlogID.String()
+		}
+		return nil, fmt.Errorf("osc: %w: the checkpoint's binlog position is one of %s (the binlog was read from it), but the binlog is now read from %s; resume reading the binlog where the checkpoint's run did, or %s",
+			ferry.ErrResumeMismatch, was, now, m.cleanupHint())
+	}
+	files, err := ferry.BinlogFiles(ctx, m.binlogDB())
 	if err != nil {
 		return nil, fmt.Errorf("osc: %w", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/schema"
 	"github.com/ferrykit/ferry/verifier"
 )
@@ -137,11 +136,13 @@ func (m *Migration) snapshotAttempt(ctx context.Context, begin func(context.Cont
 		m.log.WithField("blocked", time.Since(lockStart).String()).Info("osc: verification: snapshot taken, writes resumed")
 	}()
 	// Every change of the original committed before the lock precedes this position.
-	pos, err := ferry.CurrentPosition(ctx, m.db, m.flavor)
+	deadline := time.Now().Add(timeout)
+	pctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	pos, err := m.streamPositionNow(pctx)
 	if err != nil {
 		return fmt.Errorf("binlog position for the verification snapshot: %w", err)
 	}
-	deadline := time.Now().Add(timeout)
 	for m.applier.appliedPosition().Compare(pos) < 0 {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the binlog apply did not reach the position of the verification snapshot within %s", timeout)

@@ -464,15 +464,36 @@ func (s *Server) Stop() {
 	})
 }
 
-// StartReplica starts a new server replicating from primary (MariaDB GTID replication) and waits
-// until replication runs.
+// StartReplica starts a new server replicating from primary (MariaDB GTID replication) from the
+// start of primary's binlog, and waits until replication runs.
 func StartReplica(ctx context.Context, primary *Server, opts Options) (*Server, error) {
+	return startReplica(ctx, primary, opts, "")
+}
+
+// StartReplicaFromNow starts a new server replicating from primary's current GTID position: it
+// has none of primary's earlier data (for a primary whose older binlogs are purged, or that holds
+// much), only what primary logs from now on.
+func StartReplicaFromNow(ctx context.Context, primary *Server, opts Options) (*Server, error) {
+	db, err := primary.DB("")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var pos string
+	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_pos").Scan(&pos); err != nil {
+		return nil, fmt.Errorf("sandbox: read the primary's GTID position: %w", err)
+	}
+	return startReplica(ctx, primary, opts, pos)
+}
+
+func startReplica(ctx context.Context, primary *Server, opts Options, gtid string) (*Server, error) {
 	opts.ExtraArgs = append([]string{"--read-only=0"}, opts.ExtraArgs...)
 	r, err := Start(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
 	err = r.Exec(ctx,
+		fmt.Sprintf("SET GLOBAL gtid_slave_pos = '%s'", gtid),
 		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", primary.Port),
 		"START SLAVE")
 	if err != nil {

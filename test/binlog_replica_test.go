@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ import (
 )
 
 // The binlog is read from a replica of the source while rows are read from, and the cut-over
-// happens on, the source. The replica lags on purpose (its SQL thread stopped): during the copy,
+// happens on, the source. The replica lags on purpose (its SQL thread stopped): at the start, during the copy,
 // and under the cut-over's lock with changes the source committed that the replica has not logged
 // yet. The first cut-over cannot see those changes in the replica's stream before its timeout, so it
 // must abort without swapping (a cut-over that took the replica's position as it was would swap a
@@ -26,12 +27,31 @@ func TestCopyWithBinlogFromReplica(t *testing.T) {
 	must(t, err)
 	t.Cleanup(replica.Stop)
 	const db, rows = "brcopy", 4000
+	sqlThread := func(verb string) { // also from goroutines: t.Error, not t.Fatal
+		if err := replica.Exec(context.Background(), verb+" SLAVE SQL_THREAD"); err != nil {
+			t.Error(err)
+		}
+	}
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	startLater := func(d time.Duration) {
+		bg.Add(1)
+		go func() { defer bg.Done(); time.Sleep(d); sqlThread("START") }()
+	}
+	// The replica lags at the start, not even having the tables: the stream must start where the
+	// replica holds everything the source had (a stream from the replica's position as it was
+	// would meet the tables' CREATE TABLE, and changes the copy already reads).
+	must(t, primary.Exec(ctx, "CREATE DATABASE brwarm"))
+	waitFor(t, ctx, "the replica replicates", func() bool {
+		return count(t, replica, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'brwarm'") == 1
+	})
+	sqlThread("STOP")
 	createSchema(t, primary, db, rows)
 	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
-	sqlThread := func(verb string) { t.Helper(); must(t, replica.Exec(ctx, verb+" SLAVE SQL_THREAD")) }
 
 	load := startLoad(t, primary, db, 7, 2, rows)
 	time.Sleep(200 * time.Millisecond)
+	startLater(time.Second)
 	rc := conn(replica)
 	f, err := ferry.New(ferry.Config{Source: conn(primary), Target: conn(target), BinlogSource: &rc,
 		Tables: ferry.TableFilter{Databases: []string{db}}, BatchSize: 200, CopyWorkers: 2,
@@ -83,7 +103,7 @@ func TestCopyWithBinlogFromReplica(t *testing.T) {
 	second := &ferry.Cutover{Ferry: f, Timeout: 30 * time.Second, Hooks: ferry.HookFuncs{
 		LockFunc: func(context.Context) error {
 			lagUnderLock()
-			go func() { time.Sleep(time.Second); sqlThread("START") }()
+			startLater(time.Second)
 			return nil
 		},
 	}}
