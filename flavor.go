@@ -298,15 +298,6 @@ func BinlogFiles(ctx context.Context, db *sql.DB) ([]string, error) {
 // mapped to the replica's stream by GTID: the replica's binlog holds a transaction of the source
 // exactly when its GTID state does.
 
-// replicaStatusQuery is the statement that shows a server's replication from its source: MySQL
-// 8.4 removed SHOW SLAVE STATUS (SHOW REPLICA STATUS exists since 8.0.22 and MariaDB 10.5).
-func (f Flavor) replicaStatusQuery() string {
-	if !f.MariaDB && (f.Major > 8 || f.Major == 8 && f.Minor >= 4) {
-		return "SHOW REPLICA STATUS"
-	}
-	return "SHOW SLAVE STATUS"
-}
-
 // binlogGTIDStateQuery returns every GTID a server's binlog holds: MariaDB's gtid_binlog_state (the
 // last sequence number per domain and server id), MySQL's gtid_executed (a set).
 func (f Flavor) binlogGTIDStateQuery() string {

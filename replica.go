@@ -109,7 +109,7 @@ func CheckBinlogReplica(ctx context.Context, source, replica *sql.DB, sourceFlav
 		return ServerIdentity{}, fmt.Errorf("%s: %w", who, err)
 	}
 	if len(status) == 0 {
-		return ServerIdentity{}, fmt.Errorf("%s is not a replica (%s is empty); name a replica of the source %s, or read the binlog from the source", who, flavor.replicaStatusQuery(), sourceName)
+		return ServerIdentity{}, fmt.Errorf("%s is not a replica (%s is empty); name a replica of the source %s, or read the binlog from the source", who, flavor.ReplicationStatusQuery(), sourceName)
 	}
 	var replicaState, sourceState string
 	if err := replica.QueryRowContext(ctx, flavor.binlogGTIDStateQuery()).Scan(&replicaState); err != nil {
@@ -135,9 +135,9 @@ func CheckBinlogReplica(ctx context.Context, source, replica *sql.DB, sourceFlav
 
 // replicaStatus returns SHOW SLAVE STATUS by column name (nil when the server is not a replica).
 func replicaStatus(ctx context.Context, db *sql.DB, f Flavor) (map[string]sql.NullString, error) {
-	st, err := schema.RowByName(ctx, db, f.replicaStatusQuery())
+	st, err := schema.RowByName(ctx, db, f.ReplicationStatusQuery())
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f.replicaStatusQuery(), err)
+		return nil, fmt.Errorf("%s: %w", f.ReplicationStatusQuery(), err)
 	}
 	return st, nil
 }
