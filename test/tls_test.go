@@ -19,6 +19,7 @@ import (
 	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/internal/cli"
 	"github.com/ferrykit/ferry/sandbox"
+	"github.com/ferrykit/ferry/snapshot"
 )
 
 // writeCA makes a CA and a server certificate for 127.0.0.1 signed by it, as PEM files in dir.
@@ -122,6 +123,13 @@ func TestTLSEveryConnectionIncludingTheBinlog(t *testing.T) {
 		must(t, tdb.QueryRowContext(ctx, "SELECT COUNT(*), (SELECT v FROM t WHERE id = 7) FROM t").Scan(&n, &v))
 		if n != 499 || v != "over TLS" {
 			t.Errorf("target: %d rows, row 7 %q; want 499 rows and the change streamed over TLS", n, v)
+		}
+		// A snapshot reads through its own buffer under the TLS layer (ConnConfig.ReadBufferSize).
+		ms, err := snapshot.Take(ctx, snapshot.Options{Source: c, Tables: ferry.TableFilter{Databases: []string{"sec"}},
+			Storage: &snapshot.Dir{Path: t.TempDir()}, Logger: testLogger(t)})
+		must(t, err)
+		if rows := ms[0].Tables[0].Rows; rows != 499 {
+			t.Errorf("snapshot over TLS: %d rows, want 499", rows)
 		}
 	}
 }
