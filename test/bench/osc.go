@@ -119,15 +119,17 @@ func peakRSS() int64 {
 	return 0
 }
 
-// oscChild runs a migration in a child process and returns its result and the child's peak RSS
-// (bytes).
-func oscChild(ctx context.Context, o oscOpts, cpuProfile string) (oscChildResult, int64, error) {
+// oscChild runs a migration in a child process and returns its result and the child's CPU time.
+func oscChild(ctx context.Context, o oscOpts, cpuProfile string) (oscChildResult, time.Duration, error) {
 	var res oscChildResult
-	_, err := runChild(ctx, "-child-osc", o, cpuProfile, &res)
+	ps, err := runChild(ctx, "-child-osc", o, cpuProfile, &res)
 	if err == nil && res.Error != "" {
 		err = errors.New("osc child: " + res.Error)
 	}
-	return res, res.PeakRSS, err
+	if err != nil {
+		return res, 0, err
+	}
+	return res, ps.UserTime() + ps.SystemTime(), nil
 }
 
 // ptOSC runs pt-online-schema-change (its defaults: chunks sized to 0.5 s, triggers on the table)
@@ -193,9 +195,11 @@ func (b *bench) osc() error {
 				prof = b.profilePath("osc.pprof")
 			}
 			var res oscChildResult
+			var childCPU time.Duration
+			cpu := startCPU(b.src, b.dst)
 			s, err := sample(underLoad, func() error {
 				var err error
-				res, _, err = oscChild(ctx, oscOpts{Port: b.src.Port, Table: "orders", Alter: "ADD COLUMN osc_c INT NULL", ChunkSize: chunk, Workers: *oscWorkers}, prof)
+				res, childCPU, err = oscChild(ctx, oscOpts{Port: b.src.Port, Table: "orders", Alter: "ADD COLUMN osc_c INT NULL", ChunkSize: chunk, Workers: *oscWorkers}, prof)
 				return err
 			})
 			if err != nil {
@@ -204,6 +208,9 @@ func (b *bench) osc() error {
 			if err := dropCol("osc_c"); err != nil {
 				return s, err
 			}
+			c := cpu.stop(childCPU)
+			c.Rows = res.Rows
+			s.CPU = &c
 			s.Value = float64(res.Rows) / res.CopySeconds
 			s.Also["total"] = rows / res.TotalSeconds
 			s.Also["unverified"] = rows / (res.TotalSeconds - res.VerifySeconds)
