@@ -342,8 +342,12 @@ const (
 	WriteLoadData WriteMethod = "load-data"
 )
 
-// DefaultApplyWorkers is Config.ApplyWorkers when unset.
-const DefaultApplyWorkers = 4
+// DefaultApplyWorkers is Config.ApplyWorkers when unset: one transaction at a time. On the 2-core
+// machine the parallel apply was measured on (loaded by other work, so CPU-bound), 4 workers
+// applied 0.68-0.76x the serial writer's events/s at about 14% more CPU per event (`make bench`,
+// apply section, measures both in the same runs): raise it where the apply is bound by the
+// target's round trips rather than by CPU.
+const DefaultApplyWorkers = 1
 
 // Config configures a Ferry. The zero value of every optional field is a sensible default.
 type Config struct {

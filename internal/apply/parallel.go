@@ -47,6 +47,7 @@ type Parallel[T any] struct {
 	err     error
 	last    map[uint64]*unit[T] // the last submitted unit of each key, while it is not committed
 	barrier *unit[T]            // the last barrier submitted, while it is not committed
+	fill    int                 // the worker independent units go to while its queue has room
 	order   []*unit[T]          // submitted units not yet retired, in submission order
 	seq     uint64
 }
@@ -65,6 +66,7 @@ type unit[T any] struct {
 type worker[T any] struct {
 	queue   chan *unit[T]
 	pending int // units queued or running (under Parallel.mu)
+	queued  int // size of the units in queue, not yet taken (under Parallel.mu)
 }
 
 // NewParallel starts n workers (at least 1). Stop them with Close.
@@ -137,15 +139,22 @@ func (p *Parallel[T]) Submit(val T, size int, keys []uint64, barrier bool) error
 	}
 	if newest != nil {
 		u.worker = newest.worker
+	} else if f := p.workers[p.fill]; f.queued+size <= p.Limit {
+		// Independent units fill one worker's queue while it is busy, up to what it applies in one
+		// transaction, before the next worker gets any: as few target transactions as the serial
+		// writer when the apply keeps up, all workers busy when it does not.
+		u.worker = p.fill
 	} else {
 		for i, w := range p.workers {
 			if u.worker < 0 || w.pending < p.workers[u.worker].pending {
 				u.worker = i
 			}
 		}
+		p.fill = u.worker
 	}
 	w := p.workers[u.worker]
 	w.pending++
+	w.queued += size
 	p.mu.Unlock()
 	select {
 	case w.queue <- u:
@@ -213,6 +222,9 @@ func (p *Parallel[T]) run(w *worker[T]) {
 			case <-p.ctx.Done():
 				return
 			}
+			p.mu.Lock()
+			w.queued -= u.size
+			p.mu.Unlock()
 		}
 		for _, d := range u.deps {
 			select {
@@ -229,6 +241,9 @@ func (p *Parallel[T]) run(w *worker[T]) {
 				if !ok {
 					break gather
 				}
+				p.mu.Lock()
+				w.queued -= v.size
+				p.mu.Unlock()
 				if n+v.size > p.Limit || !p.ready(v, in) {
 					next = v
 					break gather

@@ -43,7 +43,7 @@ var (
 	quickFlag        = flag.Bool("quick", false, "small smoke run: 50k orders rows, 50k narrow rows, 5 cut-overs per run")
 	fullFlag         = flag.Bool("full", false, "the full size: 1M orders rows, 1M narrow rows (about 3x as long as the default)")
 	workersFlag      = flag.Int("workers", 4, "copy workers for ferry and the plain copiers")
-	applyWorkersFlag = flag.Int("apply-workers", 4, "binlog apply workers of the parallel writer in the apply section (its ceiling is 1)")
+	applyWorkersFlag = flag.Int("apply-workers", 4, "binlog apply workers of the parallel writer in the apply section (its ceiling is ApplyWorkers=1, the default)")
 	profileFlag      = flag.String("profile", "", "directory for CPU profiles of the ferry copy (child process) and the apply run")
 	bufferFlag       = flag.String("buffer-pool", "512M", "innodb_buffer_pool_size of each sandbox server")
 	runsFlag         = flag.Int("runs", 3, "runs of every measurement (each figure is their median, interleaved with its ceiling's runs)")
