@@ -22,16 +22,21 @@ const shardCount = 4
 
 var shardLoadFlag = flag.Float64("shard-load", 2000, "writes/s of the mixed load, over all shards, in the shards section (the binlog every stream receives)")
 
-// shardStreamSeconds is how long each run streams under the load after the copies, to measure
-// the source's CPU per binlog stream.
-const shardStreamSeconds = 10
+// shardStream is how long each run streams under the load after the copies, to measure the
+// source's CPU per binlog stream (shorter in a -quick smoke run).
+func shardStream() time.Duration {
+	if *quickFlag {
+		return 4 * time.Second
+	}
+	return 10 * time.Second
+}
 
 func shardDB(i int) string { return fmt.Sprintf("shard_%d", i+1) }
 
 // shards: the source holds shardCount databases shard_1..shard_4, each an orders table of rows/4
 // rows; the mixed load (-shard-load writes/s in total) runs on all of them. A run with k Ferries copies
 // shards 1..k concurrently (each Ferry its own binlog stream, its own target database), then
-// streams for shardStreamSeconds with the copies done. Interleaved with the k-Ferry runs, a
+// streams for shardStream() with the copies done. Interleaved with the k-Ferry runs, a
 // baseline run streams nothing (the load alone): the source CPU per MiB of binlog written above
 // the baseline's, divided by k, is the CPU one binlog stream costs the source per MiB it is sent.
 func (b *bench) shards() error {
@@ -185,7 +190,7 @@ func (b *bench) shardRun(k int, per int64, verify bool) (Sample, error) {
 	}
 	cpu := startCPU(b.src, b.dst)
 	select {
-	case <-time.After(shardStreamSeconds * time.Second):
+	case <-time.After(shardStream()):
 	case <-ctx.Done():
 		return Sample{}, ctx.Err()
 	}
