@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,6 +120,38 @@ func TestCopyWithBinlogFromReplica(t *testing.T) {
 			t.Errorf("%s: no rows compared", tb)
 		}
 	}
+
+	// copydb -binlog-from, on the same servers: the binlog comes from the replica (its dump
+	// connection is the replica's), the read-only cut-over checks the source's position under the
+	// lock, and the checksum verification matches.
+	t.Run("copydb", func(t *testing.T) {
+		bin := rsBuildCopydb(t, t.TempDir())
+		const cdb = "brcopydb"
+		must(t, primary.Exec(ctx, "CREATE DATABASE "+cdb, "CREATE TABLE "+cdb+".t (id INT PRIMARY KEY, v INT)",
+			"INSERT INTO "+cdb+".t SELECT seq, seq FROM "+cdb+".seq_1_to_3000"))
+		must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+cdb))
+		r := rsStartCopydb(t, bin, append(serverArgs("source", primary),
+			"-target-host", "127.0.0.1", "-target-port", fmt.Sprint(target.Port), "-target-user", "root",
+			"-binlog-from", fmt.Sprintf("127.0.0.1:%d", replica.Port), "-databases", cdb, "-create-tables",
+			"-cutover", "read-only", "-verify", "checksum", "-progress", "1h", "-log-level", "info")...)
+		var dumps int
+		rsWaitFor(t, r, time.Minute, "copydb's binlog dump connection on the replica", func() bool {
+			dumps = count(t, replica, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+			return dumps > 0
+		})
+		if n := count(t, primary, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"); n != 1 {
+			t.Errorf("%d binlog dump connections on the source while copydb runs with -binlog-from; want only the replica's", n)
+		}
+		select {
+		case <-r.exited:
+		case <-ctx.Done():
+			t.Fatalf("copydb did not finish:\n%s", rsTailString(r.output(), 3000))
+		}
+		if r.err != nil || !strings.Contains(r.output(), "MATCH") {
+			t.Fatalf("copydb -binlog-from: %v, want a matching verification:\n%s", r.err, rsTailString(r.output(), 3000))
+		}
+		rsSameRowsBetween(t, primary, target, cdb+".t", cdb+".t")
+	})
 }
 
 // A binlog source that cannot stand in for the source's binlog is refused by Initialize, before

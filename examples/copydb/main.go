@@ -12,8 +12,13 @@
 // are never printed or logged. Every flag can also be set in a config file given with -config: one
 // "name = value" per line, '#' starts a comment. Logs: -log-level, -log-format text|json.
 //
+// With -binlog-from host:port the binlog is read from that replica of the source (log_slave_updates
+// on) instead of the source; rows are still read, and the cut-over still happens, on the source,
+// whose position under the lock is found in the replica's binlog by GTID before the swap.
+//
 // Throttling: -throttle-flag-file, -max-load, -critical-load, and gh-ost's
-// -throttle-control-replicas with -max-lag-millis (replica lag). -cutover-max-lag (formerly
+// -throttle-control-replicas with -max-lag-millis (replica lag; the -binlog-from replica is
+// watched too). -cutover-max-lag (formerly
 // -max-lag) is the binlog apply lag under which the cut-over starts. With -http 127.0.0.1:PORT it
 // serves a status page with controls, /status and /metrics.
 //
@@ -92,6 +97,7 @@ type options struct {
 	log                   *logrus.Logger
 	web                   *cli.HTTPFlags
 	replicas              *cli.ReplicaFlags
+	binlogFrom            *cli.BinlogFromFlag
 	metrics               *metrics.Metrics
 	summaryJSON           string
 }
@@ -143,6 +149,7 @@ func run() int {
 	fs.DurationVar(&o.progress, "progress", 2*time.Second, "progress interval")
 	fs.DurationVar(&o.maxLag, "cutover-max-lag", 500*time.Millisecond, "binlog apply lag under which the cut-over starts (was -max-lag; for replica lag see -max-lag-millis)")
 	o.replicas = cli.AddReplicaFlags(fs)
+	o.binlogFrom = cli.AddBinlogFrom(fs, "source")
 	fs.DurationVar(&o.cutoverTimeout, "cutover-timeout", ferry.DefaultCutoverTimeout, "longest the cut-over may block writes (apply the last changes, verify under the lock, swap); when reached, the cut-over is aborted and the source unlocked")
 	fs.StringVar(&o.summaryJSON, "summary-json", "", "write the final summary as JSON to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -331,6 +338,9 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 	if cfg.TableRewrites, err = cli.Pairs(o.rewriteTs); err != nil {
 		return nil, fmt.Errorf("-rewrite-tables: %w", err)
 	}
+	if cfg.BinlogSource, err = o.binlogFrom.Config(o.source); err != nil {
+		return nil, err
+	}
 	if o.filterColumn != "" {
 		var v any = o.filterValue
 		var n int64
@@ -398,7 +408,7 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		}
 		throttlers = append(throttlers, l)
 	}
-	replicas, closeReplicas, err := o.replicas.Throttler(ctx, o.source)
+	replicas, closeReplicas, err := o.replicas.Throttler(ctx, o.source, o.binlogFrom.Addr())
 	if err != nil {
 		return nil, err
 	}

@@ -92,6 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		maxApplyLag     = fs.Duration("max-apply-lag", 1500*time.Millisecond, "throttle the copy while the binlog apply lags more than this (was --max-lag; for replica lag see --max-lag-millis)")
 		throttleQuery   = fs.String("throttle-query", "", "throttle while this query returns a non-zero value, e.g. \"SELECT COUNT(*) > 0 FROM ops.maintenance\"")
 		replicaFlags    = cli.AddReplicaFlags(fs)
+		binlogFrom      = cli.AddBinlogFrom(fs, "server")
 		web             = cli.AddHTTPFlags(fs)
 		throttleFile    = fs.String("throttle-flag-file", "", "throttle the copy while this file exists")
 		maxLoad         = fs.String("max-load", "", "throttle while a status variable exceeds a threshold, e.g. Threads_running=25")
@@ -148,7 +149,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer db.Close()
-	replicas, closeReplicas, err := replicaFlags.Throttler(ctx, conn)
+	binlogConn, err := binlogFrom.Config(conn)
+	if err != nil {
+		fmt.Fprintln(stderr, "osc:", err)
+		return 2
+	}
+	replicas, closeReplicas, err := replicaFlags.Throttler(ctx, conn, binlogFrom.Addr())
 	if err != nil {
 		fmt.Fprintln(stderr, "osc:", err)
 		return 2
@@ -162,7 +168,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var th throttler.Throttler = live
 
 	m := &osc.Migration{
-		Conn: conn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
+		Conn: conn, BinlogConn: binlogConn, Database: *database, Table: *table, Alter: *alter, Execute: *execute,
 		UseInstant: *instant, ChunkSize: *chunkSize, ApproveRenamedColumns: *approveRenames, AllowForeignKeys: *allowFK,
 		AllowTriggers: *allowTriggers, IncludeTriggers: *includeTriggers, SkipVerification: *skipVerify, SQLMode: *sqlMode, TimeZone: *timeZone, AllowNewUniqueKey: *allowUnique, DropLeftovers: *dropLeftovers, Resume: *resume,
 		DropOldTable: *dropOld, MigrateOnReplica: *migrateReplica, TestOnReplica: *testReplica, CutoverTwoStep: *cutoverKind == "two-step", CutoverLockTimeout: *lockTimeout, CutoverAttempts: *attempts,

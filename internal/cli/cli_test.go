@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"flag"
 	"net"
 	"os"
@@ -204,5 +205,28 @@ func TestLogFormat(t *testing.T) {
 	fs.Parse([]string{"-log-format", "xml"})
 	if _, err := l.Logger(&buf); err == nil || !strings.Contains(err.Error(), "-log-format") {
 		t.Errorf("-log-format xml: %v", err)
+	}
+}
+
+// A replica named by host:port is reached like its source (user, password, TLS), but on its own
+// address, with a certificate checked against its own host name.
+func TestReplicaOf(t *testing.T) {
+	src := ferry.ConnConfig{Host: "primary.db", Port: 3307, Socket: "/run/mysqld.sock", User: "ferry", Password: "pw",
+		TLS: &tls.Config{ServerName: "primary.db"}}
+	r, err := ReplicaOf(src, "replica.db:3308")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Host != "replica.db" || r.Port != 3308 || r.Socket != "" || r.User != "ferry" || r.Password != "pw" {
+		t.Errorf("replica connection %+v", r)
+	}
+	if r.TLS == nil || r.TLS.ServerName != "replica.db" || src.TLS.ServerName != "primary.db" {
+		t.Errorf("TLS server name: replica %q, source %q; want replica.db and primary.db unchanged", r.TLS.ServerName, src.TLS.ServerName)
+	}
+	if r, err := ReplicaOf(src, "replica.db"); err != nil || r.Port != 3306 {
+		t.Errorf("replica without a port: %+v, %v; want port 3306", r, err)
+	}
+	if _, err := ReplicaOf(src, "replica.db:x"); err == nil {
+		t.Error("a replica address with a bad port was accepted")
 	}
 }
