@@ -114,6 +114,7 @@ type SourceBinlogStreamer struct {
 	connID    uint32
 	wake      context.CancelFunc
 	xa        []*PendingXA // prepared XA transactions of the current connection, oldest first
+	streamed  string       // StreamedGTID
 }
 
 // AddListener implements BinlogStreamer.
@@ -282,7 +283,10 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 	s.mu.Lock()
 	s.xa = nil // the connection re-reads every pending prepare: resume is never beyond one
 	s.mu.Unlock()
-	dec := &eventDecoder{s: s, file: resume.File, executed: executed, byGTID: resume.File == "" && executed != nil}
+	s.mu.Lock()
+	behind := s.streamed != ""
+	s.mu.Unlock()
+	dec := &eventDecoder{s: s, file: resume.File, executed: executed, byGTID: resume.File == "" && executed != nil, behind: behind}
 	for {
 		if s.reachedStop() {
 			return progressed, nil
@@ -338,6 +342,8 @@ type eventDecoder struct {
 	pending  string
 	// byGTID: the stream was started by GTID set, not by file and offset.
 	byGTID bool
+	// behind: this connection has not yet passed what earlier ones handed over (streamed).
+	behind bool
 	// groupStart is where the current event group (transaction) starts.
 	groupStart Position
 	// xa is the prepared XA transaction being read (between its start and its XA PREPARE).
@@ -364,6 +370,41 @@ func (d *eventDecoder) deliver(ctx context.Context, b *BinlogBatch) error {
 		}
 	}
 	return nil
+}
+
+// noteStreamed records, before any change of the transaction just begun is handed over, the set
+// of every transaction whose changes the listeners may have seen (StreamedGTID). A writer may
+// commit changes beyond its applied position (part of a transaction, or transactions applied in
+// parallel past the low-water mark), so only this set bounds what the target may hold.
+func (d *eventDecoder) noteStreamed() error {
+	if d.executed == nil || d.pending == "" {
+		return nil
+	}
+	set := d.executed.Clone()
+	if err := set.Update(d.pending); err != nil {
+		return retry.Permanent(fmt.Errorf("track the GTID %s: %w", d.pending, err))
+	}
+	now := set.String()
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	if d.behind {
+		merged, err := d.s.Flavor.mergeGTID(d.s.streamed, now)
+		if err != nil {
+			return retry.Permanent(err)
+		}
+		d.behind = merged != now
+		now = merged
+	}
+	d.s.streamed = now
+	return nil
+}
+
+// StreamedGTID is the GTID set of every transaction any of whose changes were handed to the
+// listeners ("" when the stream started from a position without a GTID set).
+func (s *SourceBinlogStreamer) StreamedGTID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streamed
 }
 
 // gtidSet is the GTID set a position at the current boundary carries: the set tracked since the
@@ -434,6 +475,9 @@ func (d *eventDecoder) handle(ctx context.Context, ev *replication.BinlogEvent) 
 	case *replication.MariadbGTIDEvent:
 		d.gtid = e.GTID.String()
 		d.pending = d.gtid
+		if err := d.noteStreamed(); err != nil {
+			return nil, err
+		}
 		d.inTxn = !e.IsStandalone()
 		d.groupStart = Position{File: d.file, Pos: h.LogPos - h.EventSize, GTID: d.gtidSet()}
 		if e.Flags&mariadbFlagPreparedXA != 0 {
@@ -444,6 +488,9 @@ func (d *eventDecoder) handle(ctx context.Context, ev *replication.BinlogEvent) 
 			d.gtid = fmt.Sprintf("%s:%d", u, e.GNO)
 			if e.GNO > 0 { // an anonymous transaction (gtid_mode OFF) has none
 				d.pending = d.gtid
+				if err := d.noteStreamed(); err != nil {
+					return nil, err
+				}
 			}
 		}
 		d.groupStart = Position{File: d.file, Pos: h.LogPos - h.EventSize, GTID: d.gtidSet()}

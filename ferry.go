@@ -115,6 +115,8 @@ type Ferry struct {
 	// final is set once Run's components have stopped (State.Final). Both under mu.
 	copyGTID string
 	final    bool
+	// streamedBefore is State.StreamedGTID of the runs before a resume or failover (under mu).
+	streamedBefore string
 	// gate is shared by the default copy and binlog writers (apply.Gate); streamerID is the
 	// server_id the default streamer registers with.
 	gate       *apply.Gate
@@ -497,7 +499,7 @@ func (f *Ferry) applyResume(ctx context.Context, tables []*TableCopy) error {
 	if err := f.checkResumeMatches(tables); err != nil {
 		return err
 	}
-	f.copyGTID = st.CopyGTID
+	f.copyGTID, f.streamedBefore = st.CopyGTID, st.StreamedGTID
 	for _, t := range tables {
 		ts, ok := st.Tables[t.Source.String()]
 		if !ok {
@@ -552,12 +554,12 @@ func (f *Ferry) checkFailover(ctx context.Context) error {
 		return fmt.Errorf("%w: %s, and the checkpoint is not the one ferry saves when it stops (ferry itself crashed or was killed after saving it), so the target may hold changes of the old source written after it that this server lacks; resume against the server the checkpoint was taken from, or %s",
 			ErrResumeMismatch, was, startOver)
 	}
-	if err := f.SourceFlavor.checkGTIDContinuity(ctx, f.Source, "the new source "+f.Config.Source.String(), st.Applied.GTID, st.CopyGTID); err != nil {
+	if err := f.SourceFlavor.checkGTIDContinuity(ctx, f.Source, "the new source "+f.Config.Source.String(), st); err != nil {
 		return fmt.Errorf("%s; continuing on it by GTID is refused: %w", was, err)
 	}
 	if f.binlog != nil {
 		// The stream comes from a replica: it must hold the applied set and everything after it.
-		if err := f.SourceFlavor.checkGTIDContinuity(ctx, f.binlog, f.binlogName(), st.Applied.GTID, ""); err != nil {
+		if err := f.SourceFlavor.checkGTIDContinuity(ctx, f.binlog, f.binlogName(), &State{Applied: st.Applied}); err != nil {
 			return fmt.Errorf("%s; continuing by GTID is refused: %w", was, err)
 		}
 	}
@@ -1010,7 +1012,7 @@ func (f *Ferry) failOver(ctx context.Context, lost error) error {
 	}
 	start := st.Applied
 	if !st.Source.Same(id) {
-		if err := flavor.checkGTIDContinuity(ctx, db, "the new source "+conn.String(), st.Applied.GTID, st.CopyGTID); err != nil {
+		if err := flavor.checkGTIDContinuity(ctx, db, "the new source "+conn.String(), st); err != nil {
 			return fail(err)
 		}
 		start = Position{GTID: st.Applied.GTID}
@@ -1021,6 +1023,9 @@ func (f *Ferry) failOver(ctx context.Context, lost error) error {
 	f.Source, f.ownsSource, f.SourceFlavor, f.sourceID = db, true, flavor, id
 	f.Config.Source = conn
 	f.startPos = start
+	f.mu.Lock()
+	f.streamedBefore = st.StreamedGTID
+	f.mu.Unlock()
 	f.DataIterator = f.newDataIterator()
 	f.BinlogWriter = f.newBinlogWriter()
 	f.BinlogStreamer = f.newBinlogStreamer()
@@ -1311,8 +1316,17 @@ func (f *Ferry) State() *State {
 	}
 	// After the tables: every batch their keys count noted its GTID set before it was written.
 	f.mu.Lock()
-	st.CopyGTID, st.Final = f.copyGTID, f.final
+	st.CopyGTID, st.Final, st.StreamedGTID = f.copyGTID, f.final, f.streamedBefore
 	f.mu.Unlock()
+	if s, ok := f.BinlogStreamer.(interface{ StreamedGTID() string }); ok {
+		// What this run's stream handed over, with what earlier runs (before a resume or a
+		// failover) did.
+		if merged, err := f.SourceFlavor.mergeGTID(st.StreamedGTID, s.StreamedGTID()); err == nil {
+			st.StreamedGTID = merged
+		} else {
+			f.log.WithError(err).Warn("ferry: checkpoint: streamed GTID set")
+		}
+	}
 	return st
 }
 

@@ -18,8 +18,11 @@ import (
 //
 // A checkpoint says what the target holds in terms of the source's transactions: Applied.GTID, the
 // source's GTID set up to the applied position (every transaction whose changes the binlog writer
-// committed on the target), and CopyGTID, the source's GTID set read right after the locking read of
-// every copy batch (a superset of the transactions whose effects any copied row shows). When the
+// committed on the target), StreamedGTID, every transaction any of whose changes the writer was
+// handed (it may commit some beyond Applied: part of a transaction, or transactions applied in
+// parallel past the low-water mark), and CopyGTID, the source's GTID set read right after the
+// locking read of every copy batch (a superset of the transactions whose effects any copied row
+// shows). When the
 // source fails over, the new primary can carry the run on exactly when it has every one of these
 // transactions — then the target holds nothing the new primary lacks — and its binlog still holds
 // every transaction after Applied, which the resumed stream must apply. A transaction the old
@@ -124,20 +127,22 @@ func (f Flavor) gtidAt(ctx context.Context, q interface {
 	return gtid.String, nil
 }
 
-// checkGTIDContinuity checks that the server db is connected to can carry on a run whose target
-// holds the transactions of applied (the checkpoint's applied GTID set) and copied (its CopyGTID),
-// streaming everything after applied. It returns nil, or an error naming what is missing.
-func (f Flavor) checkGTIDContinuity(ctx context.Context, db *sql.DB, server string, applied, copied string) error {
+// checkGTIDContinuity checks that the server db is connected to can carry on from the checkpoint
+// st: it has every transaction of st's applied, streamed and copied GTID sets, and its binlog every
+// transaction after the applied set. It returns nil, or an error naming what is missing.
+func (f Flavor) checkGTIDContinuity(ctx context.Context, db *sql.DB, server string, st *State) error {
+	applied := st.Applied.GTID
+	held := []struct{ what, set string }{{"applied from the binlog", applied}, {"read by the row copy", st.CopyGTID}, {"handed to the binlog writer", st.StreamedGTID}}
 	if strings.TrimSpace(applied) == "" {
 		return fmt.Errorf("%w: the checkpoint records no GTID set (the old source had no GTIDs, or the state was written by an older ferry), so ferry cannot tell whether %s has every transaction the target holds; resume against the server the checkpoint was taken from, or %s", ErrResumeMismatch, server, startOver)
 	}
 	if f.MariaDB {
-		return f.checkMariaDBContinuity(ctx, db, server, applied, copied)
+		return f.checkMariaDBContinuity(ctx, db, server, applied, held)
 	}
-	return f.checkMySQLContinuity(ctx, db, server, applied, copied)
+	return f.checkMySQLContinuity(ctx, db, server, applied, held)
 }
 
-func (f Flavor) checkMariaDBContinuity(ctx context.Context, db *sql.DB, server, applied, copied string) error {
+func (f Flavor) checkMariaDBContinuity(ctx context.Context, db *sql.DB, server, applied string, held []struct{ what, set string }) error {
 	var state sql.NullString
 	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_binlog_state").Scan(&state); err != nil {
 		return fmt.Errorf("%s: read gtid_binlog_state: %w", server, err)
@@ -167,7 +172,7 @@ func (f Flavor) checkMariaDBContinuity(ctx context.Context, db *sql.DB, server, 
 		return false, fmt.Sprintf("nothing from server %d in domain %d (it has %s)", g.Server, g.Domain, strings.Join(same, ","))
 	}
 	var missing []string
-	for _, which := range []struct{ what, set string }{{"applied from the binlog", applied}, {"read by the row copy", copied}} {
+	for _, which := range held {
 		gtids, err := parseMariaDBGTIDs(which.set)
 		if err != nil {
 			return fmt.Errorf("checkpoint GTID set: %w", err)
@@ -248,7 +253,7 @@ func mariaDBGTIDListAtStart(ctx context.Context, db *sql.DB, file string) (map[m
 	return nil, fmt.Errorf("binlog %s has no Gtid_list event at its start", file)
 }
 
-func (f Flavor) checkMySQLContinuity(ctx context.Context, db *sql.DB, server, applied, copied string) error {
+func (f Flavor) checkMySQLContinuity(ctx context.Context, db *sql.DB, server, applied string, held []struct{ what, set string }) error {
 	var executed, purged sql.NullString
 	if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.gtid_purged").Scan(&executed, &purged); err != nil {
 		return fmt.Errorf("%s: read gtid_executed: %w", server, err)
@@ -258,7 +263,7 @@ func (f Flavor) checkMySQLContinuity(ctx context.Context, db *sql.DB, server, ap
 		return fmt.Errorf("%s: gtid_executed: %w", server, err)
 	}
 	var missing []string
-	for _, which := range []struct{ what, set string }{{"applied from the binlog", applied}, {"read by the row copy", copied}} {
+	for _, which := range held {
 		if strings.TrimSpace(which.set) == "" {
 			continue
 		}

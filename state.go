@@ -136,6 +136,11 @@ type State struct {
 	// be in a copied row. With Applied.GTID it is what another server must have for the run to
 	// continue on it (see gtid.go).
 	CopyGTID string `json:"copy_gtid,omitempty"`
+	// StreamedGTID is the GTID set of every transaction any of whose changes the binlog writer was
+	// handed: the writer may commit some beyond Applied (part of a transaction, or transactions
+	// applied in parallel past the low-water mark), so this, not Applied, bounds what the binlog
+	// put on the target.
+	StreamedGTID string `json:"streamed_gtid,omitempty"`
 	// Final: the state was saved after the copy and the binlog apply had stopped, so the target
 	// holds nothing beyond it. A periodic checkpoint is not final: ferry may have written more
 	// before it stopped, which only a resume against the same server is sure to make right.

@@ -258,7 +258,7 @@ func TestFailoverWithErrantTransactionIsRefused(t *testing.T) {
 		// As if the write had reached the target only in a copied row (a copy batch read after it,
 		// before the stream applied it): the applied set is from before the write.
 		copied := *st
-		copied.Applied, copied.CopyGTID = beforeErrant.Applied, errant
+		copied.Applied, copied.StreamedGTID, copied.CopyGTID = beforeErrant.Applied, beforeErrant.StreamedGTID, errant
 		err := resume(t, replica, &copied)
 		if !errors.Is(err, ferry.ErrErrantTransactions) || !strings.Contains(err.Error(), errant+" (read by the row copy") {
 			t.Fatalf("want the resume refused naming %s read by the copy, got %v", errant, err)
@@ -267,9 +267,22 @@ func TestFailoverWithErrantTransactionIsRefused(t *testing.T) {
 		copied.CopyGTID = beforeErrant.CopyGTID
 		must(t, resume(t, replica, &copied))
 	})
+	t.Run("streamed", func(t *testing.T) {
+		// As if the writer had committed it past its applied position (in parallel, past the
+		// low-water mark, or part of the transaction): only the streamed set has it.
+		streamed := *st
+		streamed.Applied, streamed.CopyGTID = beforeErrant.Applied, beforeErrant.CopyGTID
+		if !strings.Contains(st.StreamedGTID, errant) {
+			t.Fatalf("the checkpoint's streamed GTID set %q lacks the write's %s", st.StreamedGTID, errant)
+		}
+		err := resume(t, replica, &streamed)
+		if !errors.Is(err, ferry.ErrErrantTransactions) || !strings.Contains(err.Error(), errant+" (handed to the binlog writer") {
+			t.Fatalf("want the resume refused naming %s handed to the writer, got %v", errant, err)
+		}
+	})
 	t.Run("not final", func(t *testing.T) {
 		periodic := *st
-		periodic.Applied, periodic.CopyGTID, periodic.Final = beforeErrant.Applied, beforeErrant.CopyGTID, false
+		periodic.Applied, periodic.StreamedGTID, periodic.CopyGTID, periodic.Final = beforeErrant.Applied, beforeErrant.StreamedGTID, beforeErrant.CopyGTID, false
 		err := resume(t, replica, &periodic)
 		if !errors.Is(err, ferry.ErrResumeMismatch) || !strings.Contains(err.Error(), "not the one ferry saves when it stops") {
 			t.Fatalf("want a periodic checkpoint refused on another server, got %v", err)
@@ -279,7 +292,7 @@ func TestFailoverWithErrantTransactionIsRefused(t *testing.T) {
 		other := rsOwnServer(t)
 		createSchema(t, other, db, foBigRows)
 		ok := *st
-		ok.Applied, ok.CopyGTID = beforeErrant.Applied, beforeErrant.CopyGTID
+		ok.Applied, ok.StreamedGTID, ok.CopyGTID = beforeErrant.Applied, beforeErrant.StreamedGTID, beforeErrant.CopyGTID
 		err := resume(t, other, &ok)
 		if !errors.Is(err, ferry.ErrResumeMismatch) || !strings.Contains(err.Error(), "the checkpoint was taken from the source server") {
 			t.Fatalf("want a resume against an unrelated server refused, got %v", err)
