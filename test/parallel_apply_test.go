@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -197,4 +198,41 @@ func TestParallelApplyKeepsConflictingTransactionsInOrder(t *testing.T) {
 		})
 	}
 	assertSameRows(t, db+".bulk", "", db+".bulk")
+}
+
+// A failure in one parallel worker stops the run: Run returns the apply's error, naming what
+// failed, while the other workers had work queued.
+func TestParallelApplyErrorStopsRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const db = "papplyerr"
+	must(t, source.Exec(ctx, "DROP DATABASE IF EXISTS "+db, "CREATE DATABASE "+db, "USE "+db,
+		"CREATE TABLE "+db+".a (id INT PRIMARY KEY, n INT NOT NULL)", "INSERT INTO "+db+".a SELECT seq, 0 FROM seq_1_to_1000",
+		"CREATE TABLE "+db+".b (id INT PRIMARY KEY, n INT NOT NULL)", "INSERT INTO "+db+".b SELECT seq, 0 FROM seq_1_to_1000"))
+	must(t, target.Exec(ctx, "DROP DATABASE IF EXISTS "+db))
+	f, err := ferry.New(ferry.Config{Source: conn(source), Target: conn(target), Tables: ferry.TableFilter{Databases: []string{db}},
+		ApplyWorkers: 4, MaxRetries: 2, CreateTargetTables: true, Logger: testLogger(t)})
+	must(t, err)
+	defer f.Close()
+	must(t, f.Initialize(ctx))
+	must(t, f.Start(ctx))
+	errc := make(chan error, 1)
+	go func() { errc <- f.Run(ctx) }()
+	must(t, f.WaitUntilRowCopyIsComplete(ctx))
+	must(t, target.Exec(ctx, "DROP TABLE "+db+".b")) // every apply transaction on b fails
+	srcDB, err := source.DB(db)
+	must(t, err)
+	defer srcDB.Close()
+	for i := 1; i <= 200; i++ {
+		must(t, txns(ctx, srcDB, fmt.Sprintf("UPDATE a SET n = n + 1 WHERE id = %d", i), fmt.Sprintf("UPDATE b SET n = n + 1 WHERE id = %d", i)))
+	}
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "papplyerr") {
+			t.Fatalf("Run returned %v, want the apply's error naming the table", err)
+		}
+		t.Logf("Run: %v", err)
+	case <-time.After(90 * time.Second):
+		t.Fatal("Run did not return after an apply worker failed")
+	}
 }
