@@ -105,6 +105,9 @@ type Ferry struct {
 	binlog   *sql.DB
 	binlogID ServerIdentity
 	loadData bool
+	// replicaLag is how far the binlog source replica is behind the source (nanoseconds; see
+	// watchReplicaLag).
+	replicaLag atomic.Int64
 	// observer is the verifier the default binlog writer reports changed keys to.
 	observer verifier.BinlogObserver
 	// sourceID and targetID name the servers, for the checkpoint.
@@ -961,6 +964,13 @@ func (f *Ferry) runComponents(ctx context.Context, closeStream func()) error {
 			f.checkpointLoop(gctx, stop)
 		}()
 	}
+	if f.binlog != nil {
+		cg.Add(1)
+		go func() {
+			defer cg.Done()
+			f.watchReplicaLag(gctx, stop)
+		}()
+	}
 	err := g.Wait()
 	// Stop the periodic saves, so none of them can overwrite the final state.
 	close(stop)
@@ -1155,7 +1165,8 @@ const streamSilenceGrace = 3 * time.Second
 // with nothing left to apply. While the binlog connection is silent beyond its heartbeats (a
 // stalled network, a hung server) the lag is at least the silence, since the source may have moved
 // on meanwhile. An event's timestamp is when its statement started, so a long transaction shows its
-// duration as lag the moment it commits.
+// duration as lag the moment it commits. With Config.BinlogSource it is at least how far the
+// replica is behind the source (see watchReplicaLag).
 func (f *Ferry) SourceLag() time.Duration {
 	now := time.Now()
 	var lag time.Duration
@@ -1183,6 +1194,9 @@ func (f *Ferry) SourceLag() time.Duration {
 			lag = silent
 		}
 	}
+	// With the binlog from a replica, the stream can be at the replica's head while the replica
+	// itself is behind the source (its SQL thread stopped): the replica's own lag counts.
+	lag = max(lag, time.Duration(f.replicaLag.Load()))
 	return max(lag, 0)
 }
 

@@ -216,3 +216,49 @@ func (f *Ferry) streamPosition(ctx context.Context, source Position) (Position, 
 	}
 	return pos, nil
 }
+
+// replicaLagPoll is how often watchReplicaLag samples the source's position.
+const replicaLagPoll = 250 * time.Millisecond
+
+// watchReplicaLag measures, until stop is closed or ctx ends, how far the binlog source replica is
+// behind the source, into f.replicaLag: the age of the oldest sample of the source's GTID position
+// the replica's binlog does not hold yet (0 when it holds the last one), to within replicaLagPoll.
+// It is measured by GTIDs, not by the replica's Seconds_Behind_Master, which is NULL while its SQL
+// thread is stopped and 0 while its IO thread is.
+func (f *Ferry) watchReplicaLag(ctx context.Context, stop <-chan struct{}) {
+	defer f.replicaLag.Store(0)
+	var pending string // a source position the replica did not hold when last checked
+	var since time.Time
+	tick := time.NewTicker(replicaLagPoll)
+	defer tick.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if pending == "" {
+			var gtid string
+			if err := f.Source.QueryRowContext(qctx, f.SourceFlavor.gtidPositionQuery()).Scan(&gtid); err == nil {
+				pending, since = gtid, time.Now()
+			}
+		}
+		if pending != "" {
+			var state string
+			if err := f.binlog.QueryRowContext(qctx, f.SourceFlavor.binlogGTIDStateQuery()).Scan(&state); err == nil {
+				if held, err := f.SourceFlavor.binlogHolds(qctx, f.binlog, state, pending); err == nil && held {
+					pending = ""
+				}
+			}
+		}
+		cancel()
+		if pending == "" {
+			f.replicaLag.Store(0)
+		} else {
+			f.replicaLag.Store(int64(time.Since(since)))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -66,7 +66,12 @@ func TestCopyWithBinlogFromReplica(t *testing.T) {
 	sqlThread("STOP")
 	runErr := make(chan error, 1)
 	go func() { runErr <- f.Run(ctx) }()
-	time.Sleep(time.Second)
+	// Past the replica's heartbeat (1s) the stream idles at the replica's head, yet the target is
+	// behind the source by as long as the replica has not applied the load's writes: the lag says so.
+	time.Sleep(2500 * time.Millisecond)
+	if lag := f.SourceLag(); lag < time.Second {
+		t.Errorf("SourceLag %s with the replica's SQL thread stopped for 2.5s under writes; want the replica's lag", lag)
+	}
 	sqlThread("START")
 
 	// Under the lock the replica stops again while the load still writes, so the source has
