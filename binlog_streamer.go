@@ -97,6 +97,10 @@ type SourceBinlogStreamer struct {
 	Tables     map[string]*TableCopy
 	MaxRetries int
 	Logger     logrus.FieldLogger
+	// Identity, when set, is the server the stream reads: every connection first checks that the
+	// address still reaches it, and stops with ErrSourceChanged if not (after a failover the
+	// address may lead to the promoted replica, whose file and offsets differ).
+	Identity ServerIdentity
 	// MaxPendingXAChanges bounds the row changes of prepared, not yet committed XA transactions
 	// kept in memory (see xa.go); default 100000.
 	MaxPendingXAChanges int
@@ -257,6 +261,11 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 			return e.DecodeData(pos, data)
 		},
 	}
+	if !s.Identity.IsZero() {
+		if err := s.checkIdentity(ctx); err != nil {
+			return false, err
+		}
+	}
 	syncer := replication.NewBinlogSyncer(cfg)
 	defer syncer.Close()
 	var st *replication.BinlogStreamer
@@ -316,6 +325,23 @@ func (s *SourceBinlogStreamer) stream(ctx context.Context, resume *Position, log
 			progressed = true
 		}
 	}
+}
+
+// checkIdentity makes sure the streamer's address still reaches the server it was reading.
+func (s *SourceBinlogStreamer) checkIdentity(ctx context.Context) error {
+	db, err := s.Conn.Open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	id, err := serverIdentity(ctx, db)
+	if err != nil {
+		return err
+	}
+	if !id.Same(s.Identity) {
+		return retry.Permanent(fmt.Errorf("%s now reaches another server (%s, was %s: %w): its binlog files and offsets are not the run's; resume (ferry continues on it by GTID when it has every transaction the target holds)", s.Conn, id, s.Identity, ErrSourceChanged))
+	}
+	return nil
 }
 
 func classifyStreamError(err error, at Position) error {

@@ -463,7 +463,8 @@ type Config struct {
 	Resume *State
 
 	// SourceResolver, when set, is asked for the source to continue on when Run stops because the
-	// source is lost (its components gave up and the source no longer answers a ping): typically
+	// source is lost (its components gave up and the source no longer answers a ping, or the
+	// binlog connection found its address leading to another server, ErrSourceChanged): typically
 	// the primary promoted by a failover, e.g. from the host's discovery. Run then continues on it
 	// in place, exactly as a resume would (docs/design.md, "Failover"): on the same server from the
 	// applied position, on another one by GTID set only when it has every transaction the target

@@ -42,6 +42,11 @@ var (
 	// chose statement format), so the binlog holds the statement, not the rows it changed; ferry
 	// cannot apply it faithfully, and a resume would stop at the same event again.
 	ErrStatementFormat = errors.New("statement-format DML")
+	// ErrSourceChanged: the binlog connection reached another server than the one the run was
+	// reading (an address moved to a promoted replica): its binlog files and offsets mean nothing
+	// for the run's position, so the stream stopped. A resume (or Config.SourceResolver) continues
+	// on the new server by GTID when that is exact.
+	ErrSourceChanged = errors.New("source server changed")
 )
 
 // startOver is the one next step after an error that no resume can get past.

@@ -813,8 +813,12 @@ func (f *Ferry) newBinlogStreamer() *SourceBinlogStreamer {
 	if cfg.BinlogSource != nil {
 		conn = *cfg.BinlogSource
 	}
+	id := f.sourceID
+	if cfg.BinlogSource != nil {
+		id = f.binlogID
+	}
 	return &SourceBinlogStreamer{Conn: conn, Flavor: f.SourceFlavor, ServerID: f.streamerID, Tables: tables,
-		MaxRetries: cfg.MaxRetries, Logger: f.log}
+		MaxRetries: cfg.MaxRetries, Logger: f.log, Identity: id}
 }
 
 // StartPosition is the binlog position the stream starts from.
@@ -986,7 +990,7 @@ func (f *Ferry) failOver(ctx context.Context, lost error) error {
 	ping, cancel := context.WithTimeout(ctx, 2*time.Second)
 	alive := f.Source.PingContext(ping) == nil
 	cancel()
-	if alive {
+	if alive && !errors.Is(lost, ErrSourceChanged) {
 		return lost // the source answers: the error is the run's own
 	}
 	f.mu.Lock()

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/sandbox"
@@ -349,5 +353,75 @@ func TestFailoverInProcessWithSourceResolver(t *testing.T) {
 	if newLoad.ops.Load() == 0 || asked.Load() != 1 {
 		t.Fatalf("the new primary took %d writes; SourceResolver was asked %d times", newLoad.ops.Load(), asked.Load())
 	}
+	foSameRows(t, replica, db)
+}
+
+// foHook closes done when a log entry with the message is written: the test then observes what
+// the run did before it.
+type foHook struct {
+	msg  string
+	once sync.Once
+	done chan struct{}
+}
+
+func (h *foHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h *foHook) Fire(e *logrus.Entry) error {
+	if e.Message == h.msg {
+		h.once.Do(func() { close(h.done) })
+	}
+	return nil
+}
+
+// The source's address moves to the promoted replica (a virtual IP, a proxy) while ferry streams
+// after the copy: the stream's reconnect reaches another server, whose binlog has other files and
+// offsets. The stream stops (ErrSourceChanged) instead of reading there at the old offsets, and
+// SourceResolver, handed that error, keeps the address: the run continues on the new server by
+// GTID, and after the cut-over the target equals it.
+func TestFailoverBehindAMovedAddress(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const db = "fo_moved"
+	primary, replica := foCluster(t, ctx, db)
+	proxy := startFaultProxy(t, fmt.Sprintf("127.0.0.1:%d", primary.Port))
+	src := conn(primary)
+	src.Host, src.Port = "127.0.0.1", proxy.Port()
+
+	cfg := foConfig(t, primary, db)
+	cfg.Source = src
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	moved := &foHook{msg: "ferry: failover: continuing on the new source", done: make(chan struct{})}
+	l.AddHook(moved)
+	cfg.Logger = l
+	var lostErr atomic.Value
+	cfg.SourceResolver = func(ctx context.Context, lost error) (ferry.ConnConfig, error) {
+		lostErr.Store(lost.Error())
+		if !errors.Is(lost, ferry.ErrSourceChanged) {
+			return ferry.ConnConfig{}, fmt.Errorf("the test wants the stream to notice the moved address, got %w", lost)
+		}
+		return src, nil
+	}
+	load := rsStartLoad(t, primary, db, 6, 2, foBigRows)
+	f, runErr := rsStartFerry(t, ctx, cfg, filepath.Join(t.TempDir(), "state.json"))
+	defer f.Close()
+	must(t, f.WaitUntilRowCopyIsComplete(ctx))
+	time.Sleep(300 * time.Millisecond) // the load's changes stream in
+	load.stop()
+	foWaitReplicated(t, ctx, primary, replica)
+	primary.Kill()
+	proxy.Retarget(fmt.Sprintf("127.0.0.1:%d", replica.Port))
+	foPromote(t, ctx, replica)
+	select {
+	case <-moved.done:
+		t.Logf("the stream stopped with: %v", lostErr.Load())
+	case err := <-runErr:
+		t.Fatalf("Run ended instead of continuing on the server behind the moved address: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no failover within 2 minutes")
+	}
+	newLoad := rsStartLoad(t, replica, db, 10, 2, foBigRows)
+	time.Sleep(300 * time.Millisecond)
+	rsCutover(t, ctx, f, runErr, newLoad.writeLoad)
 	foSameRows(t, replica, db)
 }

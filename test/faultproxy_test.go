@@ -33,6 +33,9 @@ func startFaultProxy(t *testing.T, to string) *faultProxy {
 			if err != nil {
 				return
 			}
+			p.mu.Lock()
+			to := p.to
+			p.mu.Unlock()
 			s, err := net.Dial("tcp", to)
 			if err != nil {
 				c.Close()
@@ -51,6 +54,14 @@ func startFaultProxy(t *testing.T, to string) *faultProxy {
 }
 
 func (p *faultProxy) Port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
+// Retarget sends new connections to another server (an address moved by a failover); open ones
+// are left alone.
+func (p *faultProxy) Retarget(to string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.to = to
+}
 
 // Blackhole holds every byte from now on (true) or lets them through again (false).
 func (p *faultProxy) Blackhole(on bool) { p.blackhole.Store(on) }
