@@ -231,7 +231,11 @@ func (b *bench) shardRun(k int, per int64, verify bool) (Sample, error) {
 		}
 		out.Note = strings.TrimPrefix(out.Note+"; last run, each shard: "+strings.Join(dedupe(notes), "; "), "; ")
 	}
-	logf("    shards: %d Ferries: %.0f rows/s, source CPU streaming %.1f%%, binlog %.0f KiB/s, lag max %s", k, out.Value, out.Also["src_cpu_pct"], out.Also["binlog_kib_per_s"], lagMax)
+	copied := fmt.Sprintf("%.0f rows/s", out.Value)
+	if k == 0 {
+		copied = "no copy"
+	}
+	logf("    shards: %d Ferries: %s, source CPU streaming %.1f%%, binlog %.0f KiB/s, lag max %s", k, copied, out.Also["src_cpu_pct"], out.Also["binlog_kib_per_s"], lagMax)
 	return out, nil
 }
 
