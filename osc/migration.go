@@ -460,7 +460,9 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer db.Close()
-	db.SetMaxOpenConns(16)
+	// Each copy worker keeps a connection for the copy's life; the planner, the apply, heartbeats,
+	// checkpoints and the cut-over need theirs besides.
+	db.SetMaxOpenConns(16 + m.CopyWorkers)
 	m.db = db
 	if m.flavor, err = ferry.DetectFlavor(ctx, db); err != nil {
 		return nil, err

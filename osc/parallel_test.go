@@ -109,3 +109,20 @@ func TestParallelCopyCheckpointStaysBelowUnfinishedChunk(t *testing.T) {
 	}
 	f.expect(alter)
 }
+
+// Every copy worker keeps its own connection: with more workers than the rest of the migration
+// leaves room for in the connection pool, the chunk planner, the apply and the heartbeat must
+// still get theirs (else the copy waits forever for a chunk the planner cannot cut).
+func TestManyCopyWorkersKeepThePoolUsable(t *testing.T) {
+	f := newFixture(t, 3000)
+	alter := "ADD COLUMN x INT NULL"
+	m := f.migration(alter)
+	m.ChunkSize = 10
+	m.CopyWorkers = 24
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	if _, err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.expect(alter)
+}
