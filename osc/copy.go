@@ -211,13 +211,17 @@ func (m *Migration) copyRows(ctx context.Context) error {
 
 // yieldLag is the apply lag above which only one copy worker goes on: the copy's parallel chunks
 // can take the server's CPU from the apply's single connection, and the lag (not the copy's
-// speed) is what a cut-over waits for.
+// speed) is what a cut-over waits for. (Migration.testYieldLag replaces it in tests.)
 const yieldLag = 100 * time.Millisecond
 
 // yieldToApply waits while the apply lags more than yieldLag (every worker but the first calls
 // it before a chunk: the copy slows to one chunk at a time, and never stops for it).
 func (m *Migration) yieldToApply(ctx context.Context) error {
-	for m.applier.lag() > yieldLag {
+	limit := yieldLag
+	if m.testYieldLag > 0 {
+		limit = m.testYieldLag
+	}
+	for m.applier.lag() > limit {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

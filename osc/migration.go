@@ -197,6 +197,9 @@ type Migration struct {
 	// testApplyDelay, if it returns more than 0, delays the applier before each set of batches it
 	// takes (an apply lagging behind the writes).
 	testApplyDelay func() time.Duration
+	// testYieldLag, when positive, replaces yieldLag (a test that must see chunks copied at once on
+	// a loaded machine).
+	testYieldLag time.Duration
 	// testMarkerDelay delays the applier when a cut-over marker comes back (a slow apply).
 	testMarkerDelay func() time.Duration
 

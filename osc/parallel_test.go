@@ -18,6 +18,7 @@ func TestParallelCopyUnderLoadMatchesNativeAlter(t *testing.T) {
 	m := f.migration(alter)
 	m.ChunkSize = 300
 	m.CopyWorkers = 4
+	m.testYieldLag = time.Hour // a loaded machine's lag must not make the copy serial here
 	var most atomic.Int64
 	ctx, stop := context.WithCancel(context.Background())
 	watched := make(chan struct{})
@@ -50,6 +51,7 @@ func TestParallelCopyCheckpointStaysBelowUnfinishedChunk(t *testing.T) {
 	m := f.migration(alter)
 	m.ChunkSize = 100 // chunk 2 holds the ids 101..200
 	m.CopyWorkers = 4
+	m.testYieldLag = time.Hour // the other workers go on whatever the lag (the first may be the one waiting)
 	m.CheckpointInterval = 20 * time.Millisecond
 	lock, err := f.db.Begin()
 	must(t, err)
