@@ -1100,7 +1100,7 @@ func (f *Ferry) noteCopyGTID(gtid string) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	merged, err := f.SourceFlavor.mergeGTID(f.copyGTID, gtid)
+	merged, err := f.SourceFlavor.unionGTID(f.copyGTID, gtid)
 	if err != nil {
 		return fmt.Errorf("copy: source GTID position: %w", err)
 	}
@@ -1339,7 +1339,7 @@ func (f *Ferry) State() *State {
 	if s, ok := f.BinlogStreamer.(interface{ StreamedGTID() string }); ok {
 		// What this run's stream handed over, with what earlier runs (before a resume or a
 		// failover) did.
-		if merged, err := f.SourceFlavor.mergeGTID(st.StreamedGTID, s.StreamedGTID()); err == nil {
+		if merged, err := f.SourceFlavor.unionGTID(st.StreamedGTID, s.StreamedGTID()); err == nil {
 			st.StreamedGTID = merged
 		} else {
 			f.log.WithError(err).Warn("ferry: checkpoint: streamed GTID set")

@@ -52,9 +52,21 @@ func (f Flavor) parseGTIDSet(s string) (gomysql.GTIDSet, error) {
 	return set, nil
 }
 
-// mergeGTID returns a set holding both a and b: their union (MySQL), or per domain the later GTID
-// (MariaDB; go-mysql's update would keep the last one given, and copy workers report out of order).
+// mergeGTID returns a position holding both a and b, read on one server: their union (MySQL), or
+// per domain the later GTID (MariaDB; go-mysql's update would keep the last one given, and copy
+// workers report out of order).
 func (f Flavor) mergeGTID(a, b string) (string, error) {
+	return f.combineGTID(a, b, func(k mariaDBGTIDSource) mariaDBGTIDSource { return mariaDBGTIDSource{Domain: k.Domain} })
+}
+
+// unionGTID is mergeGTID for sets that may come from several servers (reads on either side of a
+// moved address, runs before a failover): on MariaDB the later GTID per domain and server id, so
+// no server's transactions stand for another's.
+func (f Flavor) unionGTID(a, b string) (string, error) {
+	return f.combineGTID(a, b, func(k mariaDBGTIDSource) mariaDBGTIDSource { return k })
+}
+
+func (f Flavor) combineGTID(a, b string, key func(mariaDBGTIDSource) mariaDBGTIDSource) (string, error) {
 	if a == "" || b == "" {
 		return a + b, nil
 	}
@@ -68,15 +80,15 @@ func (f Flavor) mergeGTID(a, b string) (string, error) {
 		}
 		return set.String(), nil
 	}
-	last := map[uint32]mariaDBGTID{}
+	last := map[mariaDBGTIDSource]mariaDBGTID{}
 	for _, set := range []string{a, b} {
 		gtids, err := parseMariaDBGTIDs(set)
 		if err != nil {
 			return "", err
 		}
 		for k, seq := range gtids {
-			if p, ok := last[k.Domain]; !ok || seq > p.Seq {
-				last[k.Domain] = mariaDBGTID{k, seq}
+			if p, ok := last[key(k)]; !ok || seq > p.Seq {
+				last[key(k)] = mariaDBGTID{k, seq}
 			}
 		}
 	}
