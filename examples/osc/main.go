@@ -24,6 +24,11 @@
 // row-copy-complete, before-cut-over, success, failure and status, with FERRY_OSC_* environment
 // variables describing the migration.
 //
+// With --binlog-from host:port the binlog is read from that replica of the server (log_slave_updates
+// on; reached with the server's user, password and TLS) instead of from the server itself; the copy,
+// the ghost table and the cut-over stay on the server, and a lagging replica only fails a cut-over
+// attempt, which is retried.
+//
 // If it is interrupted (killed, the server restarted), run it again with the same flags and --resume:
 // it checks the tables did not change and goes on from the checkpoint kept in _<t>_ghc (the last
 // copied chunk and the binlog position applied).
