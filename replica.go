@@ -55,6 +55,13 @@ func (f *Ferry) binlogName() string {
 	return "source"
 }
 
+// BinlogSourceError is the refusal of a binlog source (Config.BinlogSource, osc's BinlogConn) by
+// CheckBinlogReplica: a command-line tool names its flag for it.
+type BinlogSourceError struct{ Err error }
+
+func (e *BinlogSourceError) Error() string { return e.Err.Error() }
+func (e *BinlogSourceError) Unwrap() error { return e.Err }
+
 // openBinlogSource opens and checks the server of Config.BinlogSource. Nothing is written.
 func (f *Ferry) openBinlogSource(ctx context.Context) error {
 	bs := f.Config.BinlogSource
@@ -63,7 +70,7 @@ func (f *Ferry) openBinlogSource(ctx context.Context) error {
 		return fmt.Errorf("binlog source: %w", err)
 	}
 	if f.binlogID, err = CheckBinlogReplica(ctx, f.Source, f.binlog, f.SourceFlavor, f.Config.Source.String(), bs.String()); err != nil {
-		return err
+		return &BinlogSourceError{err}
 	}
 	f.log.WithField("binlog_source", bs.String()).Info("ferry: reading the binlog from a replica of the source")
 	return nil
@@ -74,7 +81,8 @@ func (f *Ferry) openBinlogSource(ctx context.Context) error {
 // (so its binlog holds what it replicates), the user's REPLICATION SLAVE and binlog monitor
 // privileges, a replica (its replication status is not empty) whose binlog holds transactions of
 // the source and none the source lacks (GTIDs; MySQL also needs gtid_mode=ON). sourceName and
-// replicaName name the servers in errors. It returns the replica's identity and writes nothing.
+// replicaName name the servers in errors. It returns the replica's identity and writes nothing;
+// callers wrap its refusal in a BinlogSourceError.
 func CheckBinlogReplica(ctx context.Context, source, replica *sql.DB, sourceFlavor Flavor, sourceName, replicaName string) (ServerIdentity, error) {
 	who := "binlog source " + replicaName
 	flavor, err := DetectFlavor(ctx, replica)

@@ -479,7 +479,7 @@ func (m *Migration) run(ctx context.Context) (*Result, error) {
 		}
 		defer m.binlog.Close()
 		if m.binlogID, err = ferry.CheckBinlogReplica(ctx, db, m.binlog, m.flavor, m.Conn.String(), m.BinlogConn.String()); err != nil {
-			return nil, fmt.Errorf("osc: %w", err)
+			return nil, fmt.Errorf("osc: %w", &ferry.BinlogSourceError{Err: err})
 		}
 		m.cp.Binlog = m.binlogID
 	}

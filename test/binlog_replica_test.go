@@ -213,4 +213,19 @@ func TestBinlogFromReplicaRefusals(t *testing.T) {
 			}
 		})
 	}
+	t.Run("copydb names the flag", func(t *testing.T) {
+		bin := rsBuildCopydb(t, t.TempDir())
+		addr := fmt.Sprintf("127.0.0.1:%d", noUpdates.Port)
+		r := rsStartCopydb(t, bin, append(serverArgs("source", primary),
+			"-target-host", "127.0.0.1", "-target-port", fmt.Sprint(target.Port), "-target-user", "root",
+			"-binlog-from", addr, "-databases", "brref", "-create-tables", "-log-level", "warn")...)
+		select {
+		case <-r.exited:
+		case <-ctx.Done():
+			t.Fatal("copydb did not finish")
+		}
+		if out := r.output(); r.err == nil || !strings.Contains(out, "-binlog-from "+addr+": ") || !strings.Contains(out, "log_slave_updates is OFF") {
+			t.Errorf("copydb -binlog-from a replica without log_slave_updates: %v, want a refusal naming -binlog-from and log_slave_updates:\n%s", r.err, rsTailString(out, 2000))
+		}
+	})
 }

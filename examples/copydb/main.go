@@ -377,6 +377,9 @@ func copyDB(ctx context.Context, o options) (*Summary, error) {
 		f.CheckpointInterval = o.checkpointEvery
 	}
 	if err := f.Initialize(ctx); err != nil {
+		if bse := (*ferry.BinlogSourceError)(nil); errors.As(err, &bse) {
+			return nil, fmt.Errorf("-binlog-from %s: %w", o.binlogFrom.Addr(), err)
+		}
 		return nil, err
 	}
 	if o.resume {

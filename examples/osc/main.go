@@ -39,6 +39,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,6 +49,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferrykit/ferry"
 	"github.com/ferrykit/ferry/internal/cli"
 	"github.com/ferrykit/ferry/osc"
 	"github.com/ferrykit/ferry/throttler"
@@ -204,6 +206,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "plan:", res.Plan)
 	}
 	if err != nil {
+		if bse := (*ferry.BinlogSourceError)(nil); errors.As(err, &bse) {
+			err = fmt.Errorf("--binlog-from %s: %w", binlogFrom.Addr(), err)
+		}
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
