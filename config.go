@@ -470,7 +470,10 @@ type Config struct {
 	// applied position, on another one by GTID set only when it has every transaction the target
 	// holds — otherwise Run returns the refusal, naming them. The call gets the error that stopped
 	// the run; an error from it ends Run. It needs the default DataIterator, BinlogWriter and
-	// BinlogStreamer and no BinlogSource. A failover replaces Ferry.Source.
+	// BinlogStreamer and no BinlogSource. A failover replaces Ferry.Source and those components
+	// on Run's goroutine without a lock: until it has logged "ferry: failover: continuing on the
+	// new source", the host must not call the Ferry's other methods (Progress, FlushBinlog,
+	// Cutover) from another goroutine.
 	SourceResolver func(ctx context.Context, lost error) (ConnConfig, error)
 
 	// Logger receives structured logs; default logrus.StandardLogger().
