@@ -471,9 +471,12 @@ type Config struct {
 	// holds — otherwise Run returns the refusal, naming them. The call gets the error that stopped
 	// the run; an error from it ends Run. It needs the default DataIterator, BinlogWriter and
 	// BinlogStreamer and no BinlogSource. A failover replaces Ferry.Source and those components
-	// on Run's goroutine without a lock: until it has logged "ferry: failover: continuing on the
-	// new source", the host must not call the Ferry's other methods (Progress, FlushBinlog,
-	// Cutover) from another goroutine.
+	// on Run's goroutine under a lock that Progress, State, StartPosition, SourceLag, BinlogLag
+	// and FlushBinlog also take (briefly), so a host may keep calling them meanwhile; a
+	// FlushBinlog begun before the swap waits on the old components until its context ends. The
+	// host's own reads of the exported fields (Ferry.Source, Ferry.BinlogWriter, …) and a
+	// Cutover are not guarded: make them after Run has logged "ferry: failover: continuing on the
+	// new source", or not during a failover.
 	SourceResolver func(ctx context.Context, lost error) (ConnConfig, error)
 
 	// Logger receives structured logs; default logrus.StandardLogger().

@@ -124,6 +124,29 @@ type Ferry struct {
 	// server_id the default streamer registers with.
 	gate       *apply.Gate
 	streamerID uint32
+	// swapMu guards what a failover replaces (Source, SourceFlavor, the default DataIterator,
+	// BinlogWriter and BinlogStreamer, startPos, sourceID) against the methods a host may call from
+	// other goroutines while Run runs (Progress, SourceLag, BinlogLag, FlushBinlog, State): they
+	// take a snapshot with parts() and use it without holding the lock, so none of them can block
+	// a failover (which would wait for them) or be blocked by one for longer than the swap.
+	swapMu sync.RWMutex
+}
+
+// runParts is a consistent snapshot of what a failover replaces.
+type runParts struct {
+	source   *sql.DB
+	flavor   Flavor
+	streamer BinlogStreamer
+	writer   BinlogWriter
+	startPos Position
+	sourceID ServerIdentity
+}
+
+// parts snapshots what a failover replaces (see swapMu).
+func (f *Ferry) parts() runParts {
+	f.swapMu.RLock()
+	defer f.swapMu.RUnlock()
+	return runParts{source: f.Source, flavor: f.SourceFlavor, streamer: f.BinlogStreamer, writer: f.BinlogWriter, startPos: f.startPos, sourceID: f.sourceID}
 }
 
 // Observer is told of the copy's batches and the binlog apply's transactions as they happen. Its
@@ -822,7 +845,7 @@ func (f *Ferry) newBinlogStreamer() *SourceBinlogStreamer {
 }
 
 // StartPosition is the binlog position the stream starts from.
-func (f *Ferry) StartPosition() Position { return f.startPos }
+func (f *Ferry) StartPosition() Position { return f.parts().startPos }
 
 // BatchSize is the current copy batch size.
 func (f *Ferry) BatchSize() int { return int(f.batchSize.Load()) }
@@ -1031,9 +1054,8 @@ func (f *Ferry) failOver(ctx context.Context, lost error) error {
 		}
 		start = Position{GTID: st.Applied.GTID}
 	}
-	if f.ownsSource {
-		f.Source.Close()
-	}
+	old, owned := f.Source, f.ownsSource
+	f.swapMu.Lock()
 	f.Source, f.ownsSource, f.SourceFlavor, f.sourceID = db, true, flavor, id
 	f.Config.Source = conn
 	f.startPos = start
@@ -1044,6 +1066,10 @@ func (f *Ferry) failOver(ctx context.Context, lost error) error {
 	f.BinlogWriter = f.newBinlogWriter()
 	f.BinlogStreamer = f.newBinlogStreamer()
 	f.BinlogStreamer.AddListener(f.BinlogWriter.Write)
+	f.swapMu.Unlock()
+	if owned {
+		old.Close()
+	}
 	f.log.WithFields(logrus.Fields{"source": conn.String(), "server": id.String(), "from": start.String()}).Warn("ferry: failover: continuing on the new source")
 	return nil
 }
@@ -1181,10 +1207,11 @@ func (f *Ferry) SourceLag() time.Duration {
 	default:
 	}
 	var lastHeard time.Time
-	if s, ok := f.BinlogStreamer.(interface{ StreamState() (time.Time, bool) }); ok {
+	rp := f.parts()
+	if s, ok := rp.streamer.(interface{ StreamState() (time.Time, bool) }); ok {
 		lastHeard, atHead = s.StreamState()
 	}
-	if w, ok := f.BinlogWriter.(interface{ EventTimes() (time.Time, time.Time) }); ok {
+	if w, ok := rp.writer.(interface{ EventTimes() (time.Time, time.Time) }); ok {
 		oldest, last := w.EventTimes()
 		switch {
 		case !oldest.IsZero():
@@ -1208,7 +1235,7 @@ func (f *Ferry) SourceLag() time.Duration {
 // it: the cut-over waits for it to fall under its MaxLag. SourceLag is how far behind the source
 // the target is.
 func (f *Ferry) BinlogLag() time.Duration {
-	if l, ok := f.BinlogWriter.(LagReporter); ok {
+	if l, ok := f.parts().writer.(LagReporter); ok {
 		return l.Lag()
 	}
 	return 0
@@ -1226,20 +1253,21 @@ func (f *Ferry) FlushBinlog(ctx context.Context) (Position, error) {
 // flushBinlog is FlushBinlog, also returning the stream's position everything was applied up to
 // (the replica's, with Config.BinlogSource).
 func (f *Ferry) flushBinlog(ctx context.Context) (source, stream Position, err error) {
-	source, err = CurrentPosition(ctx, f.Source, f.SourceFlavor)
+	rp := f.parts()
+	source, err = CurrentPosition(ctx, rp.source, rp.flavor)
 	if err != nil {
 		return Position{}, Position{}, fmt.Errorf("flush binlog: %w", err)
 	}
 	if stream, err = f.streamPosition(ctx, source); err != nil {
 		return Position{}, Position{}, fmt.Errorf("flush binlog to the source's %s: %w", source, err)
 	}
-	if err := f.waitApplied(ctx, stream); err != nil {
+	if err := f.waitApplied(ctx, rp, stream); err != nil {
 		return Position{}, Position{}, err
 	}
 	return source, stream, nil
 }
 
-func (f *Ferry) waitApplied(ctx context.Context, pos Position) error {
+func (f *Ferry) waitApplied(ctx context.Context, rp runParts, pos Position) error {
 	poll := func(done func() bool) error {
 		for !done() {
 			select {
@@ -1252,7 +1280,7 @@ func (f *Ferry) waitApplied(ctx context.Context, pos Position) error {
 		}
 		return nil
 	}
-	if err := poll(func() bool { return f.BinlogStreamer.Position().Compare(pos) >= 0 }); err != nil {
+	if err := poll(func() bool { return rp.streamer.Position().Compare(pos) >= 0 }); err != nil {
 		return err
 	}
 	// Everything up to pos is queued; a marker behind it is applied only after all of it. A prepared
@@ -1260,7 +1288,7 @@ func (f *Ferry) waitApplied(ctx context.Context, pos Position) error {
 	// is pending the target cannot equal the source, and the marker never passes any pending one
 	// (a checkpoint there would skip its changes on resume).
 	marker := pos
-	if x, ok := f.BinlogStreamer.(interface{ PendingXA() []PendingXA }); ok {
+	if x, ok := rp.streamer.(interface{ PendingXA() []PendingXA }); ok {
 		var held []string
 		for _, p := range x.PendingXA() {
 			if p.Start.Compare(pos) >= 0 {
@@ -1277,10 +1305,10 @@ func (f *Ferry) waitApplied(ctx context.Context, pos Position) error {
 			return fmt.Errorf("flush binlog to %s: prepared XA transaction(s) %s changed copied tables and are neither committed nor rolled back on the source; ferry applies them only at XA COMMIT, so the target cannot equal the source yet: end them (XA RECOVER lists them) and try again", pos, strings.Join(held, ", "))
 		}
 	}
-	if err := f.BinlogWriter.Write(ctx, &BinlogBatch{Commit: &marker, Received: time.Now()}); err != nil {
+	if err := rp.writer.Write(ctx, &BinlogBatch{Commit: &marker, Received: time.Now()}); err != nil {
 		return err
 	}
-	return poll(func() bool { return f.BinlogWriter.Applied().Compare(marker) >= 0 })
+	return poll(func() bool { return rp.writer.Applied().Compare(marker) >= 0 })
 }
 
 // FlushBinlogAndStopStreaming applies every change committed on the source up to now, then stops the
@@ -1291,7 +1319,7 @@ func (f *Ferry) FlushBinlogAndStopStreaming(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	f.BinlogStreamer.StopAt(pos)
+	f.parts().streamer.StopAt(pos)
 	select {
 	case <-f.streamDone:
 		return nil
@@ -1313,17 +1341,18 @@ func (f *Ferry) TablePairs() []verifier.TablePair {
 
 // State is a snapshot of what a resume needs.
 func (f *Ferry) State() *State {
+	rp := f.parts()
 	st := &State{Version: StateVersion, Tables: map[string]*TableState{}, Written: time.Now().UTC(),
-		Source: f.sourceID, Target: f.targetID, Binlog: f.binlogID}
+		Source: rp.sourceID, Target: f.targetID, Binlog: f.binlogID}
 	st.Selection.Tables = f.Config.Tables
 	st.Selection.Filter, _ = filterIdentity(f.Config.Filter)
 	// The applied position is read before the tables: anything the tables claim was committed
 	// after it, and replaying from it re-applies whatever came later.
-	if f.BinlogWriter != nil {
-		st.Applied = f.BinlogWriter.Applied()
+	if rp.writer != nil {
+		st.Applied = rp.writer.Applied()
 	}
 	if st.Applied.IsZero() {
-		st.Applied = f.startPos
+		st.Applied = rp.startPos
 	}
 	for _, t := range f.Tables {
 		s := t.State()
@@ -1336,10 +1365,10 @@ func (f *Ferry) State() *State {
 	f.mu.Lock()
 	st.CopyGTID, st.Final, st.StreamedGTID = f.copyGTID, f.final, f.streamedBefore
 	f.mu.Unlock()
-	if s, ok := f.BinlogStreamer.(interface{ StreamedGTID() string }); ok {
+	if s, ok := rp.streamer.(interface{ StreamedGTID() string }); ok {
 		// What this run's stream handed over, with what earlier runs (before a resume or a
 		// failover) did.
-		if merged, err := f.SourceFlavor.unionGTID(st.StreamedGTID, s.StreamedGTID()); err == nil {
+		if merged, err := rp.flavor.unionGTID(st.StreamedGTID, s.StreamedGTID()); err == nil {
 			st.StreamedGTID = merged
 		} else {
 			f.log.WithError(err).Warn("ferry: checkpoint: streamed GTID set")

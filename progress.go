@@ -85,7 +85,8 @@ func (f *Ferry) Progress() Progress {
 	if !p.CopyComplete && f.started {
 		p.CopyIdle = time.Since(time.Unix(0, f.lastBatch.Load()))
 	}
-	if s, ok := f.BinlogStreamer.(interface {
+	rp := f.parts()
+	if s, ok := rp.streamer.(interface {
 		StreamState() (time.Time, bool)
 		LastEventTime() time.Time
 	}); ok {
@@ -98,11 +99,11 @@ func (f *Ferry) Progress() Progress {
 			}
 		}
 	}
-	if f.BinlogWriter != nil {
+	if rp.writer != nil {
 		p.BinlogLag = f.SourceLag()
 		p.ApplyWait = f.BinlogLag()
-		p.AppliedPosition = f.BinlogWriter.Applied()
-		if c, ok := f.BinlogWriter.(interface{ EventsApplied() int64 }); ok {
+		p.AppliedPosition = rp.writer.Applied()
+		if c, ok := rp.writer.(interface{ EventsApplied() int64 }); ok {
 			p.EventsApplied = c.EventsApplied()
 		}
 	}

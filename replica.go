@@ -218,7 +218,7 @@ func (f *Ferry) streamPosition(ctx context.Context, source Position) (Position, 
 	if f.binlog == nil {
 		return source, nil
 	}
-	pos, err := ReplicaPosition(ctx, f.binlog, f.SourceFlavor, source.GTID)
+	pos, err := ReplicaPosition(ctx, f.binlog, f.parts().flavor, source.GTID)
 	if err != nil {
 		return Position{}, fmt.Errorf("%s: %w", f.binlogName(), err)
 	}

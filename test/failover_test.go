@@ -327,6 +327,23 @@ func TestFailoverInProcessWithSourceResolver(t *testing.T) {
 	}
 	f, runErr := rsStartFerry(t, ctx, cfg, filepath.Join(t.TempDir(), "state.json"))
 	defer f.Close()
+	// A host's status page polls the Ferry throughout, the failover included (run with -race: the
+	// swap of the source and the components must not race with these reads).
+	pollDone, pollStop := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(pollDone)
+		for {
+			select {
+			case <-pollStop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			_ = f.Progress()
+			_ = f.State()
+			_ = f.StartPosition()
+		}
+	}()
+	defer func() { close(pollStop); <-pollDone }()
 	rsWaitRows(t, f, runErr, 3000)
 	load.stop()
 	foWaitReplicated(t, ctx, primary, replica)
