@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		execute         = fs.Bool("execute", false, "run the migration (default: dry run)")
 		instant         = fs.Bool("instant", false, "run the ALTER in place with ALGORITHM=INSTANT when the server can (no copy)")
 		chunkSize       = fs.Int("chunk-size", 1000, "rows per copy chunk (10..100000): the starting size when -target-chunk-time adapts it; given alone (without -target-chunk-time), a fixed size")
-		copyWorkers     = fs.Int("copy-workers", 4, "chunks copied at once, each on its own connection (1..64)")
+		copyWorkers     = fs.Int("copy-workers", 2, "chunks copied at once, each on its own connection (1..64); each holds share locks on its rows, so more also make application writes wait on the copy more often")
 		targetChunkTime = fs.Duration("target-chunk-time", 500*time.Millisecond, "size each copy chunk to take about this long (100..100000 rows); it is also about the longest an application write to a row being copied waits, since a chunk's rows stay share-locked until it commits; 0 keeps -chunk-size fixed")
 		maxRowsPerSec   = fs.Float64("max-rows-per-second", 0, "cap the copy at this many rows per second (0: no cap)")
 		exactRowCount   = fs.Bool("exact-rowcount", false, "count the table's rows with SELECT COUNT(*) before the copy instead of the statistics' estimate, for a true total and ETA")
