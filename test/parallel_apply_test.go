@@ -181,6 +181,18 @@ func TestParallelApplyKeepsConflictingTransactionsInOrder(t *testing.T) {
 		wg.Wait()
 	}
 	load(0, rounds/2)
+	// The backlog is what the stream has handed over: on a quiet machine the load can finish
+	// before the stream has read it, so wait until the stream has read up to the source's
+	// position of now, or the writer's queue holds enough (when it is full the stream waits).
+	pos, err := ferry.CurrentPosition(ctx, srcDB, f.SourceFlavor)
+	must(t, err)
+	const enough = 1000
+	for deadline := time.Now().Add(time.Minute); w.Backlog() < enough && f.BinlogStreamer.Position().Compare(pos) < 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream did not reach the source's %s within a minute (at %s, backlog %d)", pos, f.BinlogStreamer.Position(), w.Backlog())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	held := w.Backlog()
 	hold.held.Store(false)
 	load(rounds/2, rounds)
@@ -188,7 +200,7 @@ func TestParallelApplyKeepsConflictingTransactionsInOrder(t *testing.T) {
 	must(t, f.FlushBinlogAndStopStreaming(ctx))
 	must(t, <-errc)
 	t.Logf("backlog when the apply was released: %d batches; events applied: %d; deadlocks between workers rerun: %d", held, w.EventsApplied(), w.DeadlocksRerun())
-	if held < 1000 {
+	if held < enough {
 		t.Errorf("only %d batches queued while the apply was held: the workers never met a backlog", held)
 	}
 	for i, s := range parallelScenarios {
