@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -106,17 +105,7 @@ func oscChildMain(spec, cpuProfile string) {
 // peakRSS is this process's peak resident set (VmHWM). Unlike the rusage of a child, which starts
 // from the RSS of the parent that forked it, it counts this program's own memory only.
 func peakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	return vmHWMKB("/proc/self/status") << 10
 }
 
 // oscChild runs a migration in a child process and returns its result and the child's CPU time.

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrykit/ferry"
@@ -23,24 +23,60 @@ type toolRun struct {
 	size  int64
 }
 
-// runTool runs cmd as a child, measuring its wall time, its CPU and peak RSS (with the children it
-// waited for: a shell pipeline counts all its stages) and the servers' CPU.
+// runTool runs cmd as a child, measuring its wall time, its CPU, its peak RSS and the servers'
+// CPU. The peak RSS is the child's own VmHWM, polled while it runs (VmHWM only grows, so the last
+// reading misses at most the final poll interval). The child's rusage cannot be used: its ru_maxrss
+// includes the memory of this process, which the child shared between fork and exec.
 func (b *bench) runTool(cmd *exec.Cmd, rows int64) (toolRun, error) {
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	m := startCPU(b.src, b.dst)
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return toolRun{}, fmt.Errorf("%s: %w", filepath.Base(cmd.Args[0]), err)
+	}
+	var hwmKB atomic.Int64
+	stop, polled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(polled)
+		status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+		for {
+			if kb := vmHWMKB(status); kb > hwmKB.Load() {
+				hwmKB.Store(kb)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	err := cmd.Wait()
+	close(stop)
+	<-polled
+	if err != nil {
 		return toolRun{}, fmt.Errorf("%s: %w: %s", filepath.Base(cmd.Args[0]), err, strings.TrimSpace(out.String()))
 	}
-	r := toolRun{wall: time.Since(start)}
+	r := toolRun{wall: time.Since(start), rssKB: hwmKB.Load()}
 	ps := cmd.ProcessState
 	r.cpu = m.stop(ps.UserTime() + ps.SystemTime())
 	r.cpu.Rows = rows
-	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		r.rssKB = ru.Maxrss
-	}
 	return r, nil
+}
+
+// vmHWMKB reads VmHWM (kB) from a /proc/<pid>/status file; 0 once the process is gone.
+func vmHWMKB(status string) int64 {
+	b, err := os.ReadFile(status)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb
+		}
+	}
+	return 0
 }
 
 func dirSize(dir string) int64 {
